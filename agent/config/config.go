@@ -1,0 +1,187 @@
+// Package config loads and validates certagent's configuration file, a
+// versioned YAML document in the style of Kubernetes component configs:
+//
+//	apiVersion: certagent.io/v1alpha1
+//	kind: AgentConfiguration
+//
+// Unknown keys and invalid values are errors that name the key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// APIVersion and Kind identify the configuration document.
+const (
+	APIVersion = "certagent.io/v1alpha1"
+	Kind       = "AgentConfiguration"
+)
+
+// DefaultPath is where the agent looks for its config when --config is not
+// given (below --root, like every node path).
+const DefaultPath = "/etc/certagent/config.yaml"
+
+// Config is the agent's configuration. Field comments are the reference;
+// README.md documents the same.
+type Config struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+
+	// KubernetesDir holds the kubeconfigs (default /etc/kubernetes).
+	KubernetesDir string `json:"kubernetesDir,omitempty"`
+	// PKIDir is kubeadm's certificatesDir (default /etc/kubernetes/pki).
+	PKIDir string `json:"pkiDir,omitempty"`
+	// KubeletPKIDir is the kubelet's certificate store (default /var/lib/kubelet/pki).
+	KubeletPKIDir string `json:"kubeletPKIDir,omitempty"`
+	// Paths adds certificates: a file, a directory (its certificate and
+	// kubeconfig files, not recursive) or a glob.
+	Paths []string `json:"paths,omitempty"`
+	// Exclude drops paths or globs from everything found.
+	Exclude []string `json:"exclude,omitempty"`
+	// RenewBefore, when set, makes a certificate due this long before it
+	// expires instead of at 70 % of its lifetime. Go durations plus "d" for
+	// days: "720h", "30d".
+	RenewBefore string `json:"renewBefore,omitempty"`
+	// MaxFileSize caps the size of a file certagent reads (default 1048576).
+	MaxFileSize int64 `json:"maxFileSize,omitempty"`
+
+	// RenewBeforeDuration is RenewBefore parsed; 0 when unset.
+	RenewBeforeDuration time.Duration `json:"-"`
+}
+
+// Default returns the configuration used when no file exists.
+func Default() *Config {
+	c := &Config{APIVersion: APIVersion, Kind: Kind}
+	c.setDefaults()
+	return c
+}
+
+func (c *Config) setDefaults() {
+	if c.KubernetesDir == "" {
+		c.KubernetesDir = "/etc/kubernetes"
+	}
+	if c.PKIDir == "" {
+		c.PKIDir = path.Join(c.KubernetesDir, "pki")
+	}
+	if c.KubeletPKIDir == "" {
+		c.KubeletPKIDir = "/var/lib/kubelet/pki"
+	}
+}
+
+// Parse decodes and validates a configuration document.
+func Parse(data []byte) (*Config, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("config is empty: it needs at least apiVersion and kind")
+	}
+	c := &Config{}
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
+		return nil, fmt.Errorf("config: %s", cleanYAMLError(err))
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	c.setDefaults()
+	return c, nil
+}
+
+// Load reads and parses the file at path. With optional set, a missing
+// file yields the defaults; otherwise it is an error.
+func Load(path string, optional bool) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) && optional {
+		return Default(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// cleanYAMLError strips the JSON decoder's layers from strict-decoding
+// errors so the message leads with the offending key.
+func cleanYAMLError(err error) string {
+	s := err.Error()
+	for _, p := range []string{"error unmarshaling JSON: ", "while decoding JSON: ", "json: "} {
+		s = strings.ReplaceAll(s, p, "")
+	}
+	return s
+}
+
+func (c *Config) validate() error {
+	var errs []string
+	bad := func(key, format string, a ...any) { errs = append(errs, key+": "+fmt.Sprintf(format, a...)) }
+	if c.APIVersion != APIVersion {
+		bad("apiVersion", "must be %q, got %q", APIVersion, c.APIVersion)
+	}
+	if c.Kind != Kind {
+		bad("kind", "must be %q, got %q", Kind, c.Kind)
+	}
+	for key, v := range map[string]string{"kubernetesDir": c.KubernetesDir, "pkiDir": c.PKIDir, "kubeletPKIDir": c.KubeletPKIDir} {
+		if v != "" && !path.IsAbs(v) {
+			bad(key, "must be an absolute path, got %q", v)
+		}
+	}
+	for i, p := range c.Paths {
+		checkPattern(fmt.Sprintf("paths[%d]", i), p, bad)
+	}
+	for i, p := range c.Exclude {
+		checkPattern(fmt.Sprintf("exclude[%d]", i), p, bad)
+	}
+	if c.RenewBefore != "" {
+		d, err := ParseDuration(c.RenewBefore)
+		switch {
+		case err != nil:
+			bad("renewBefore", "%v", err)
+		case d <= 0:
+			bad("renewBefore", "must be positive, got %q", c.RenewBefore)
+		}
+		c.RenewBeforeDuration = d
+	}
+	if c.MaxFileSize < 0 {
+		bad("maxFileSize", "must not be negative, got %d", c.MaxFileSize)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid config: %s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func checkPattern(key, p string, bad func(string, string, ...any)) {
+	if !path.IsAbs(p) {
+		bad(key, "must be an absolute path or glob, got %q", p)
+		return
+	}
+	if _, err := path.Match(p, ""); err != nil {
+		bad(key, "bad glob %q: %v", p, err)
+	}
+}
+
+// ParseDuration parses a Go duration, or a whole number of days like "30d".
+func ParseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.Atoi(days)
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q: want e.g. 720h or 30d", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: want e.g. 720h or 30d", s)
+	}
+	return d, nil
+}

@@ -1,0 +1,190 @@
+package inventory
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/duration"
+)
+
+var stateRank = map[State]int{
+	StateOK: 0, StateRenewalDue: 1, StateExpiring: 1, StateKeyMissing: 2,
+	StateKeyMismatch: 3, StateNotYetValid: 4, StateExpired: 5,
+}
+
+func worse(a, b State) State {
+	if stateRank[b] > stateRank[a] {
+		return b
+	}
+	return a
+}
+
+// assemble dedupes what was found, links each certificate to its issuer
+// and fills the report's lists.
+func (s *scanner) assemble(rep *Report, all []*found) {
+	sort.SliceStable(all, func(i, j int) bool { return all[i].order < all[j].order })
+	byID := map[string]*found{}
+	var kept []*found
+	for _, fd := range all {
+		if prev, ok := byID[fd.identity]; ok && fd.identity != "" {
+			// The same file reached twice, typically kubelet.conf pointing
+			// at kubelet-client-current.pem: one entry, both users named.
+			user := fd.info.Name
+			if fd.info.Kubeconfig != "" {
+				user = fd.info.Kubeconfig
+			}
+			prev.info.UsedBy = append(prev.info.UsedBy, user)
+			continue
+		}
+		byID[fd.identity] = fd
+		kept = append(kept, fd)
+	}
+	// The longest lifetime among the leaves each authority signed.
+	longest := map[*authority]time.Duration{}
+	for _, fd := range kept {
+		if fd.issuer != nil && !fd.info.IsCA {
+			if l := fd.info.NotAfter.Sub(fd.info.NotBefore); l > longest[fd.issuer] {
+				longest[fd.issuer] = l
+			}
+		}
+	}
+	for _, fd := range kept {
+		s.link(fd)
+		s.assess(fd.info, fd.expectKey, rep)
+		if fd.info.IsCA {
+			s.assessCA(fd.info, longest[s.authorityOf(fd.info)])
+			rep.Authorities = append(rep.Authorities, fd.info)
+		} else {
+			rep.Certificates = append(rep.Certificates, fd.info)
+		}
+	}
+	seen := map[string]bool{}
+	for _, a := range s.authorities {
+		if a.bundled && !seen[a.info.Path+a.info.Name] {
+			seen[a.info.Path+a.info.Name] = true
+			s.assess(a.info, false, rep)
+			rep.Authorities = append(rep.Authorities, a.info)
+		}
+	}
+	if rep.Certificates == nil {
+		rep.Certificates = []*Certificate{}
+	}
+	if rep.Authorities == nil {
+		rep.Authorities = []*Certificate{}
+	}
+	if rep.KeyPairs == nil {
+		rep.KeyPairs = []*KeyPair{}
+	}
+	if rep.Problems == nil {
+		rep.Problems = []Problem{}
+	}
+	sortReport(rep)
+}
+
+func (s *scanner) authorityOf(info *Certificate) *authority {
+	for _, a := range s.authorities {
+		if a.info == info {
+			return a
+		}
+	}
+	return nil
+}
+
+// link records the issuer and decides the renewal path.
+func (s *scanner) link(fd *found) {
+	info := fd.info
+	if a := fd.issuer; a != nil {
+		info.CAName, info.CAPath = a.info.Name, a.info.Path
+		info.CAKeyPresent = a.keyOK
+		info.ExternallyManaged = !a.keyOK && !a.bundled
+	}
+	switch {
+	case info.IsCA:
+		info.RenewalPath = RenewNone
+	case info.Name == "kubelet-client-current" || info.Name == "kubelet-serving":
+		info.RenewalPath = RenewCSR
+	case fd.issuer != nil && fd.issuer.keyOK && !fd.issuer.bundled:
+		info.RenewalPath = RenewLocalCA
+	case fd.nodeClient:
+		info.RenewalPath = RenewCSR
+	case fd.issuer != nil && fd.issuer.bundled:
+		info.RenewalPath = RenewNone
+		info.Warnings = append(info.Warnings, "self-signed with a bundled CA (the kubelet's own kubelet.crt?): nothing renews it")
+	case fd.issuer == nil:
+		info.RenewalPath = RenewExternal
+		info.Warnings = append(info.Warnings, "issuer not found on this node: certagent cannot renew it")
+	default:
+		info.RenewalPath = RenewExternal
+		info.Warnings = append(info.Warnings, fmt.Sprintf("CA %s has no private key here (externally managed): certagent will not renew it", info.CAName))
+	}
+	if a := fd.issuer; a != nil && !info.IsCA && !a.bundled {
+		life := info.NotAfter.Sub(info.NotBefore)
+		if a.info.NotAfter.Before(s.now.Add(life)) {
+			info.Warnings = append(info.Warnings, fmt.Sprintf("CA %s expires %s, before a renewal's full %s lifetime: renewals will be cut short",
+				a.info.Name, a.info.NotAfter.Format(time.RFC3339), Human(life)))
+		}
+	}
+}
+
+// assess sets residual time, the renewal window and the state.
+func (s *scanner) assess(info *Certificate, expectKey bool, rep *Report) {
+	info.ResidualSeconds = int64(info.NotAfter.Sub(s.now) / time.Second)
+	life := info.NotAfter.Sub(info.NotBefore)
+	info.RenewalWindowStart = info.NotBefore.Add(life * 7 / 10)
+	if rb := s.cfg.RenewBeforeDuration; rb > 0 {
+		info.RenewalWindowStart = info.NotAfter.Add(-rb)
+	}
+	st := StateOK
+	if !s.now.Before(info.RenewalWindowStart) {
+		st = StateRenewalDue
+		if info.IsCA {
+			st = StateExpiring
+		}
+	}
+	if k := info.Key; k != nil {
+		switch {
+		case k.Error != "":
+			rep.Problems = append(rep.Problems, Problem{Path: k.Path, Name: info.Name, Error: k.Error})
+			st = worse(st, StateKeyMissing)
+		case k.Present && !k.Matches:
+			st = worse(st, StateKeyMismatch)
+		case k.Present && k.Mode != "" && modeOpen(k.Mode):
+			info.Warnings = append(info.Warnings, fmt.Sprintf("private key %s is readable by group or others (mode %s)", k.Path, k.Mode))
+		}
+	}
+	if expectKey && (info.Key == nil || (!info.Key.Present && info.Key.Error == "")) {
+		st = worse(st, StateKeyMissing)
+	}
+	if s.now.Before(info.NotBefore) {
+		st = worse(st, StateNotYetValid)
+	}
+	if s.now.After(info.NotAfter) {
+		st = worse(st, StateExpired)
+	}
+	info.State = st
+}
+
+// assessCA flags an authority that expires before the longest-lived leaf
+// it signed could be renewed for a full lifetime. CAs are never renewed.
+func (s *scanner) assessCA(info *Certificate, longestLeaf time.Duration) {
+	if longestLeaf > 0 && info.NotAfter.Before(s.now.Add(longestLeaf)) {
+		info.State = worse(info.State, StateExpiring)
+		info.Warnings = append(info.Warnings, fmt.Sprintf("expires within one lifetime (%s) of the certificates it signs; certagent never renews CAs", Human(longestLeaf)))
+	}
+}
+
+func modeOpen(m string) bool {
+	var v uint32
+	_, err := fmt.Sscanf(m, "%o", &v)
+	return err == nil && v&0o077 != 0
+}
+
+// Human prints a duration the way kubectl and kubeadm do ("364d", "9y"),
+// with a minus sign for the past.
+func Human(d time.Duration) string {
+	if d < 0 {
+		return "-" + duration.HumanDuration(-d)
+	}
+	return duration.HumanDuration(d)
+}

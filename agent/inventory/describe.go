@@ -1,0 +1,138 @@
+package inventory
+
+import (
+	"crypto/x509"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// describe extracts what the report shows of a certificate. The result
+// holds no reference to cert, so leaves can be dropped after reading.
+func (s *scanner) describe(name, p, resolved string, kind Kind, c *x509.Certificate) *Certificate {
+	alg, bits := pki.DescribeKey(c.PublicKey)
+	info := &Certificate{
+		Name: name, Path: p, Kind: kind,
+		Subject: c.Subject.String(), Issuer: c.Issuer.String(),
+		DNSNames: c.DNSNames, EmailAddresses: c.EmailAddresses,
+		Serial:    strings.ToUpper(c.SerialNumber.Text(16)),
+		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(),
+		KeyAlgorithm: alg, KeySize: bits, IsCA: pki.IsCA(c),
+	}
+	if resolved != "" && resolved != p {
+		info.ResolvedPath = resolved
+	}
+	for _, ip := range c.IPAddresses {
+		info.IPAddresses = append(info.IPAddresses, ip.String())
+	}
+	for _, u := range c.URIs {
+		info.URIs = append(info.URIs, u.String())
+	}
+	return info
+}
+
+// readKubeconfig reports the client certificates of a kubeconfig: embedded
+// ones in place, referenced ones by reading the files they name.
+func (s *scanner) readKubeconfig(c candidate, name string, f *pki.File, order int, r *result) *result {
+	creds, err := pki.ParseKubeconfig(f.Data, path.Dir(c.path))
+	if err != nil {
+		r.problems = append(r.problems, Problem{Path: c.path, Name: c.name, Error: err.Error()})
+		return r
+	}
+	for i, cr := range creds {
+		credName := name
+		if i > 0 || !cr.Current {
+			credName = name + ":" + cr.User
+		}
+		if cr.Embedded() {
+			s.readEmbedded(c, credName, f, cr, order, r)
+		} else {
+			s.readReferenced(c, credName, cr, order, r)
+		}
+	}
+	return r
+}
+
+func (s *scanner) readEmbedded(c candidate, name string, f *pki.File, cr pki.Credential, order int, r *result) {
+	b, err := pki.ParseBundle(cr.CertData)
+	if err != nil {
+		r.problems = append(r.problems, Problem{Path: c.path, Name: name,
+			Error: fmt.Sprintf("user %q client-certificate-data: %v", cr.User, err)})
+		return
+	}
+	fd := s.newFound(name, c.path, "", KindKubeconfigEmbedded, b.Certs[0], order)
+	fd.identity = f.Resolved + "#" + cr.User
+	fd.expectKey = true
+	fd.info.Kubeconfig, fd.info.User = c.path, cr.User
+	ki := &KeyInfo{Path: c.path, Mode: mode(f.Mode), UID: f.UID, GID: f.GID}
+	switch {
+	case len(cr.KeyData) > 0:
+		ki.Present = true
+		if key, err := pki.ParseKeyPEM(cr.KeyData); err != nil {
+			ki.Error = "client-key-data: " + err.Error()
+		} else {
+			ki.Matches = pki.KeyMatches(b.Certs[0], key)
+		}
+	case cr.KeyPath != "":
+		ki = s.readKey(cr.KeyPath, b.Certs[0], false)
+	}
+	fd.info.Key = ki
+	s.matchIssuer(fd, b.Certs[0])
+	r.found = append(r.found, fd)
+}
+
+func (s *scanner) readReferenced(c candidate, name string, cr pki.Credential, order int, r *result) {
+	f, err := s.root.ReadFile(cr.CertPath)
+	if err != nil {
+		r.problems = append(r.problems, Problem{Path: c.path, Name: name,
+			Error: fmt.Sprintf("user %q client-certificate: %v", cr.User, err)})
+		return
+	}
+	b, err := pki.ParseBundle(f.Data)
+	if err != nil {
+		r.problems = append(r.problems, Problem{Path: cr.CertPath, Name: name, Error: err.Error()})
+		return
+	}
+	kind := KindKubeconfigReference
+	fd := s.newFound(name, cr.CertPath, f.Resolved, kind, b.Certs[0], order)
+	fd.expectKey = true
+	fd.info.Kubeconfig, fd.info.User = c.path, cr.User
+	switch {
+	case cr.KeyPath == cr.CertPath && b.Key != nil, cr.KeyPath == "" && b.Key != nil:
+		fd.info.Key = &KeyInfo{Path: cr.CertPath, Present: true, Matches: pki.KeyMatches(b.Certs[0], b.Key),
+			Mode: mode(f.Mode), UID: f.UID, GID: f.GID}
+	case cr.KeyPath != "":
+		fd.info.Key = s.readKey(cr.KeyPath, b.Certs[0], false)
+	}
+	s.matchIssuer(fd, b.Certs[0])
+	r.found = append(r.found, fd)
+}
+
+// readKeyPair checks sa.key against sa.pub.
+func (s *scanner) readKeyPair(f *pki.File) *KeyPair {
+	pubPath := strings.TrimSuffix(f.Path, ".key") + ".pub"
+	kp := &KeyPair{Name: strings.TrimSuffix(path.Base(f.Path), ".key"), Path: f.Path, PublicKeyPath: pubPath, Mode: mode(f.Mode)}
+	key, err := pki.ParseKeyPEM(f.Data)
+	if err != nil {
+		kp.Error = "parse private key: " + err.Error()
+		return kp
+	}
+	kp.KeyAlgorithm, kp.KeySize = pki.DescribeKey(key.Public())
+	pf, err := s.root.ReadFile(pubPath)
+	if err != nil {
+		kp.Error = "public key: " + err.Error()
+		return kp
+	}
+	pubs, err := pki.ParsePublicKeysPEM(pf.Data)
+	if err != nil || len(pubs) == 0 {
+		kp.Error = fmt.Sprintf("parse public key %s: %v", pubPath, err)
+		return kp
+	}
+	kp.Matches = pki.PublicKeyMatches(pubs[0], key.Public())
+	if !kp.Matches {
+		kp.Error = "public key does not match private key"
+	}
+	return kp
+}

@@ -1,0 +1,214 @@
+package inventory
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+)
+
+// candidate is a file that may hold certificates, before it is read.
+type candidate struct {
+	name string // stable name; "" means the path is the name
+	path string // node path
+	// resolved is set when the path is known to hold no symlinks.
+	resolved string
+	// keyPath is the separate private key; "" with siblingKey set means
+	// "<path without extension>.key if it exists".
+	keyPath    string
+	siblingKey bool
+	expectKey  bool
+	kubeconfig bool
+	ca         bool // a well-known authority, read before everything else
+	// explicit candidates were named by the user: a missing file is a problem.
+	explicit bool
+}
+
+// kubeadmCAs and kubeadmLeaves are the kubeadm names and file stems below
+// the PKI directory; kubeadmKubeconfigs live in the Kubernetes directory.
+var (
+	kubeadmCAs = [][2]string{
+		{"ca", "ca"}, {"etcd-ca", "etcd/ca"}, {"front-proxy-ca", "front-proxy-ca"},
+	}
+	kubeadmLeaves = [][2]string{
+		{"apiserver", "apiserver"},
+		{"apiserver-etcd-client", "apiserver-etcd-client"},
+		{"apiserver-kubelet-client", "apiserver-kubelet-client"},
+		{"etcd-healthcheck-client", "etcd/healthcheck-client"},
+		{"etcd-peer", "etcd/peer"},
+		{"etcd-server", "etcd/server"},
+		{"front-proxy-client", "front-proxy-client"},
+	}
+	kubeadmKubeconfigs = []string{
+		"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf",
+		"kubelet.conf", "bootstrap-kubelet.conf",
+	}
+	// kubeletStoreFile matches the kubelet's timestamped and transient
+	// store files; the -current.pem symlink stands for them.
+	kubeletStoreFile = regexp.MustCompile(`^kubelet-(client|server)-(\d{4}(-\d{2}){5}|updated)\.pem$`)
+	certExts         = []string{".crt", ".pem", ".cer", ".cert", ".der"}
+)
+
+// discover lists every candidate: the well-known layout first, then other
+// certificate files in the same directories, then configured paths.
+// Problems are configured paths that do not exist or cannot be listed.
+func (s *scanner) discover() ([]candidate, []Problem) {
+	cfg := s.cfg
+	var cs []candidate
+	known := map[string]bool{}
+	add := func(c candidate) {
+		if known[c.path] {
+			return
+		}
+		known[c.path] = true
+		cs = append(cs, c)
+	}
+	for _, ca := range kubeadmCAs {
+		add(candidate{name: ca[0], path: path.Join(cfg.PKIDir, ca[1]+".crt"),
+			keyPath: path.Join(cfg.PKIDir, ca[1]+".key"), ca: true})
+	}
+	for _, l := range kubeadmLeaves {
+		add(candidate{name: l[0], path: path.Join(cfg.PKIDir, l[1]+".crt"),
+			keyPath: path.Join(cfg.PKIDir, l[1]+".key"), expectKey: true})
+	}
+	for _, k := range kubeadmKubeconfigs {
+		add(candidate{name: k, path: path.Join(cfg.KubernetesDir, k), kubeconfig: true, expectKey: true})
+	}
+	kp := cfg.KubeletPKIDir
+	add(candidate{name: "kubelet-client-current", path: path.Join(kp, "kubelet-client-current.pem"), expectKey: true})
+	add(candidate{name: "kubelet-serving", path: path.Join(kp, "kubelet-server-current.pem"), expectKey: true})
+	add(candidate{name: "kubelet.crt", path: path.Join(kp, "kubelet.crt"), keyPath: path.Join(kp, "kubelet.key"), expectKey: true})
+
+	var problems []Problem
+	// Other files in the well-known directories, named by path.
+	for _, dir := range []string{cfg.PKIDir, path.Join(cfg.PKIDir, "etcd"), kp} {
+		for _, c := range s.listDir(dir, certExts, nil) {
+			if !kubeletStoreFile.MatchString(path.Base(c.path)) {
+				add(c)
+			}
+		}
+	}
+	for _, c := range s.listDir(cfg.KubernetesDir, []string{".conf"}, nil) {
+		c.kubeconfig = true
+		add(c)
+	}
+	for _, p := range cfg.Paths {
+		extra, prob := s.expand(p)
+		for _, c := range extra {
+			add(c)
+		}
+		problems = append(problems, prob...)
+	}
+	out := cs[:0]
+	for _, c := range cs {
+		if !s.excluded(c.path) {
+			out = append(out, c)
+		}
+	}
+	return out, problems
+}
+
+// expand turns one configured path, directory or glob into candidates.
+func (s *scanner) expand(p string) ([]candidate, []Problem) {
+	if strings.ContainsAny(p, "*?[") {
+		matches, err := filepath.Glob(s.root.HostPath(p))
+		if err != nil {
+			return nil, []Problem{{Path: p, Error: "bad glob: " + err.Error()}}
+		}
+		sort.Strings(matches)
+		var cs []candidate
+		for _, m := range matches {
+			np, ok := s.root.NodePath(m)
+			if !ok {
+				continue
+			}
+			if fi, err := os.Stat(m); err == nil && fi.IsDir() {
+				continue
+			}
+			cs = append(cs, candidate{path: np, siblingKey: true, explicit: true})
+		}
+		return cs, nil
+	}
+	resolved, err := s.root.Resolve(p)
+	if err != nil {
+		return nil, []Problem{{Path: p, Error: "configured path: " + err.Error()}}
+	}
+	fi, err := os.Stat(s.root.HostPath(resolved))
+	if err != nil {
+		return nil, []Problem{{Path: p, Error: "configured path: " + err.Error()}}
+	}
+	if !fi.IsDir() {
+		return []candidate{{path: p, siblingKey: true, explicit: true}}, nil
+	}
+	var prob []Problem
+	cs := s.listDir(p, append(certExts, ".conf", ".kubeconfig"), func(err error) {
+		prob = append(prob, Problem{Path: p, Error: "list directory: " + err.Error()})
+	})
+	return cs, prob
+}
+
+// listDir returns the files in a node directory whose names end in one of
+// exts. A directory that does not exist yields nothing; other listing
+// errors go to onErr when it is set.
+func (s *scanner) listDir(dir string, exts []string, onErr func(error)) []candidate {
+	resolved, err := s.root.Resolve(dir)
+	if err != nil {
+		if onErr != nil && !errors.Is(err, fs.ErrNotExist) {
+			onErr(err)
+		}
+		return nil
+	}
+	entries, err := os.ReadDir(s.root.HostPath(resolved))
+	if err != nil {
+		if onErr != nil {
+			onErr(err)
+		}
+		return nil
+	}
+	var cs []candidate
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !hasExt(name, exts) || strings.HasPrefix(name, ".") {
+			continue
+		}
+		c := candidate{path: path.Join(dir, name), siblingKey: true}
+		if e.Type().IsRegular() {
+			c.resolved = path.Join(resolved, name)
+		}
+		if hasExt(name, []string{".conf", ".kubeconfig"}) {
+			c.kubeconfig = true
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+func hasExt(name string, exts []string) bool {
+	ext := strings.ToLower(path.Ext(name))
+	for _, e := range exts {
+		if ext == e {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *scanner) excluded(p string) bool {
+	for _, pat := range s.cfg.Exclude {
+		if ok, _ := path.Match(pat, p); ok || pat == p {
+			return true
+		}
+	}
+	return false
+}
+
+// sibling returns "<p without extension>.key".
+func sibling(p string) string {
+	return strings.TrimSuffix(p, path.Ext(p)) + ".key"
+}
+

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/certagent/certagent/agent/inventory"
+)
+
+func newCheckCommand(g *globalFlags) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Report every certificate on the node, offline, like kubeadm certs check-expiration",
+		Long: `check inventories the node's certificates without a daemon or a cluster.
+
+Exit codes: 0 all healthy; 1 at least one certificate inside its renewal
+window (or a CA expiring); 2 at least one expired or not yet valid, a key
+that does not match, or a file that could not be read or parsed; 4 bad
+flags or config.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return &exitError{code: ExitUsage, err: fmt.Errorf("-o must be table or json, got %q", output)}
+			}
+			root, cfg, err := g.load()
+			if err != nil {
+				return err
+			}
+			rep, err := inventory.Scan(cmd.Context(), inventory.Options{Root: root, Config: cfg, Now: time.Now()})
+			if err != nil {
+				return &exitError{code: ExitUsage, err: err}
+			}
+			if output == "json" {
+				err = rep.WriteJSON(cmd.OutOrStdout())
+			} else {
+				err = rep.WriteTable(cmd.OutOrStdout())
+			}
+			if err != nil {
+				return &exitError{code: ExitUsage, err: err}
+			}
+			if code := rep.ExitCode(); code != 0 {
+				return &exitError{code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
+}

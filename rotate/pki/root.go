@@ -1,0 +1,212 @@
+// Package pki is certagent's shared model of a node's public key
+// infrastructure: confined path resolution, reading and parsing of PEM, DER
+// and kubeconfig files, key matching and issuer lookup. Both the agent's
+// inventory and the renewal code import it; it imports nothing of ours.
+package pki
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// DefaultMaxFileSize caps how much of one file is read. Certificates and
+// kubeconfigs are a few kilobytes; anything larger is refused unread.
+const DefaultMaxFileSize = 1 << 20
+
+// maxSymlinks bounds how many links one resolution follows, as the kernel's
+// own limit does, so that loops end with an error.
+const maxSymlinks = 40
+
+// ErrSymlinkLoop is returned when resolving a path follows too many links.
+var ErrSymlinkLoop = errors.New("too many levels of symbolic links (a symlink loop?)")
+
+// ErrTooLarge is returned for a file over the read limit.
+var ErrTooLarge = errors.New("file too large")
+
+// Root makes a host directory act as "/" for every path certagent touches:
+// configured paths, default locations, paths that kubeconfigs reference and
+// absolute symlink targets. Paths given to and returned by its methods are
+// node paths (absolute, as the node sees them); HostPath maps them to the
+// host. The zero value is not usable; use NewRoot.
+type Root struct {
+	dir string
+	// MaxFileSize caps ReadFile; 0 means DefaultMaxFileSize.
+	MaxFileSize int64
+}
+
+// NewRoot returns a Root for dir ("" or "/" for the host itself).
+func NewRoot(dir string) (*Root, error) {
+	if dir == "" {
+		dir = "/"
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("root %s: %w", dir, err)
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("root: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("root %s: not a directory", dir)
+	}
+	return &Root{dir: abs}, nil
+}
+
+// Dir returns the host directory that acts as "/".
+func (r *Root) Dir() string { return r.dir }
+
+// IsHost reports whether the root is the host's own "/".
+func (r *Root) IsHost() bool { return r.dir == "/" }
+
+// HostPath maps a node path to the host path, without following links.
+func (r *Root) HostPath(nodePath string) string {
+	return filepath.Join(r.dir, path.Clean("/"+nodePath))
+}
+
+// NodePath maps a host path below the root back to a node path.
+func (r *Root) NodePath(hostPath string) (string, bool) {
+	if r.dir == "/" {
+		return path.Clean(hostPath), true
+	}
+	rel, err := filepath.Rel(r.dir, hostPath)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", false
+	}
+	return path.Clean("/" + filepath.ToSlash(rel)), true
+}
+
+// Resolve follows every symbolic link in nodePath as if the root were "/"
+// and returns the node path it leads to. ".." never climbs above the root
+// and absolute link targets restart at the root, so the result always lies
+// inside it. A missing component yields an error wrapping fs.ErrNotExist;
+// a chain of more than 40 links yields ErrSymlinkLoop.
+func (r *Root) Resolve(nodePath string) (string, error) {
+	resolved := "/"
+	rest := splitPath(nodePath)
+	links := 0
+	var lastLink string
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			resolved = path.Dir(resolved)
+			continue
+		}
+		next := path.Join(resolved, c)
+		fi, err := os.Lstat(r.HostPath(next))
+		if err != nil {
+			if lastLink != "" && errors.Is(err, fs.ErrNotExist) {
+				return "", fmt.Errorf("dangling symlink %s: %s does not exist: %w", lastLink, next, fs.ErrNotExist)
+			}
+			return "", pathError(next, err)
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			resolved = next
+			continue
+		}
+		links++
+		if links > maxSymlinks {
+			return "", fmt.Errorf("%s: %w", nodePath, ErrSymlinkLoop)
+		}
+		target, err := os.Readlink(r.HostPath(next))
+		if err != nil {
+			return "", pathError(next, err)
+		}
+		lastLink = next
+		if path.IsAbs(target) {
+			resolved = "/"
+		}
+		rest = append(splitPath(target), rest...)
+	}
+	return resolved, nil
+}
+
+func splitPath(p string) []string {
+	return strings.Split(filepath.ToSlash(p), "/")
+}
+
+// pathError reports err for a node path without the host prefix.
+func pathError(nodePath string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return &fs.PathError{Op: pe.Op, Path: nodePath, Err: pe.Err}
+	}
+	return err
+}
+
+// File is the content of a file read through a Root.
+type File struct {
+	// Path is the node path asked for; Resolved is where its links lead.
+	Path, Resolved string
+	Data           []byte
+	Mode           fs.FileMode
+	UID, GID       int
+}
+
+// ReadFile resolves nodePath and reads it, refusing directories, devices,
+// FIFOs and files over the size limit before reading them.
+func (r *Root) ReadFile(nodePath string) (*File, error) {
+	resolved, err := r.Resolve(nodePath)
+	if err != nil {
+		return nil, err
+	}
+	f, err := r.readResolved(resolved)
+	if err != nil {
+		return nil, err
+	}
+	f.Path = nodePath
+	return f, nil
+}
+
+func (r *Root) readResolved(resolved string) (*File, error) {
+	// O_NOFOLLOW: the last component was checked not to be a link; if it
+	// became one since, fail rather than follow it out of the root.
+	// O_NONBLOCK: never hang on a FIFO planted where a cert was expected.
+	fd, err := os.OpenFile(r.HostPath(resolved), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, pathError(resolved, err)
+	}
+	defer fd.Close()
+	fi, err := fd.Stat()
+	if err != nil {
+		return nil, pathError(resolved, err)
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("%s: is a directory, expected a file", resolved)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", resolved, fi.Mode().Type())
+	}
+	limit := r.MaxFileSize
+	if limit <= 0 {
+		limit = DefaultMaxFileSize
+	}
+	if fi.Size() > limit {
+		return nil, fmt.Errorf("%s: %w: %d bytes, over the %d-byte limit", resolved, ErrTooLarge, fi.Size(), limit)
+	}
+	var buf bytes.Buffer
+	buf.Grow(int(fi.Size()) + 1)
+	if _, err := buf.ReadFrom(io.LimitReader(fd, limit+1)); err != nil {
+		return nil, pathError(resolved, err)
+	}
+	if int64(buf.Len()) > limit {
+		return nil, fmt.Errorf("%s: %w: grew past the %d-byte limit while read", resolved, ErrTooLarge, limit)
+	}
+	out := &File{Path: resolved, Resolved: resolved, Data: buf.Bytes(), Mode: fi.Mode().Perm()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		out.UID, out.GID = int(st.Uid), int(st.Gid)
+	}
+	return out, nil
+}
