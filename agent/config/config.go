@@ -130,9 +130,9 @@ func (c *Config) validate() error {
 	if c.Kind != Kind {
 		bad("kind", "must be %q, got %q", Kind, c.Kind)
 	}
-	for key, v := range map[string]string{"kubernetesDir": c.KubernetesDir, "pkiDir": c.PKIDir, "kubeletPKIDir": c.KubeletPKIDir} {
-		if v != "" && !path.IsAbs(v) {
-			bad(key, "must be an absolute path, got %q", v)
+	for _, kv := range [][2]string{{"kubernetesDir", c.KubernetesDir}, {"pkiDir", c.PKIDir}, {"kubeletPKIDir", c.KubeletPKIDir}} {
+		if kv[1] != "" && !path.IsAbs(kv[1]) {
+			bad(kv[0], "must be an absolute path, got %q", kv[1])
 		}
 	}
 	for i, p := range c.Paths {

@@ -23,7 +23,15 @@ func worse(a, b State) State {
 // assemble dedupes what was found, links each certificate to its issuer
 // and fills the report's lists.
 func (s *scanner) assemble(rep *Report, all []*found) {
-	sort.SliceStable(all, func(i, j int) bool { return all[i].order < all[j].order })
+	// A file reached directly wins over the same file reached through a
+	// kubeconfig, which is then listed in UsedBy.
+	sort.SliceStable(all, func(i, j int) bool {
+		ri, rj := all[i].info.Kind == KindKubeconfigReference, all[j].info.Kind == KindKubeconfigReference
+		if ri != rj {
+			return rj
+		}
+		return all[i].order < all[j].order
+	})
 	byID := map[string]*found{}
 	var kept []*found
 	for _, fd := range all {

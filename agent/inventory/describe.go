@@ -15,7 +15,7 @@ func (s *scanner) describe(name, p, resolved string, kind Kind, c *x509.Certific
 	alg, bits := pki.DescribeKey(c.PublicKey)
 	info := &Certificate{
 		Name: name, Path: p, Kind: kind,
-		Subject: c.Subject.String(), Issuer: c.Issuer.String(),
+		Subject: c.Subject.String(), Issuer: s.issuerName(c),
 		DNSNames: c.DNSNames, EmailAddresses: c.EmailAddresses,
 		Serial:    strings.ToUpper(c.SerialNumber.Text(16)),
 		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(),
@@ -31,6 +31,17 @@ func (s *scanner) describe(name, p, resolved string, kind Kind, c *x509.Certific
 		info.URIs = append(info.URIs, u.String())
 	}
 	return info
+}
+
+// issuerName renders the issuer's name once per distinct issuer: thousands
+// of certificates usually share a handful.
+func (s *scanner) issuerName(c *x509.Certificate) string {
+	if v, ok := s.names.Load(string(c.RawIssuer)); ok {
+		return v.(string)
+	}
+	n := c.Issuer.String()
+	s.names.Store(string(c.RawIssuer), n)
+	return n
 }
 
 // readKubeconfig reports the client certificates of a kubeconfig: embedded
@@ -111,9 +122,9 @@ func (s *scanner) readReferenced(c candidate, name string, cr pki.Credential, or
 }
 
 // readKeyPair checks sa.key against sa.pub.
-func (s *scanner) readKeyPair(f *pki.File) *KeyPair {
+func (s *scanner) readKeyPair(name string, f *pki.File) *KeyPair {
 	pubPath := strings.TrimSuffix(f.Path, ".key") + ".pub"
-	kp := &KeyPair{Name: strings.TrimSuffix(path.Base(f.Path), ".key"), Path: f.Path, PublicKeyPath: pubPath, Mode: mode(f.Mode)}
+	kp := &KeyPair{Name: name, Path: f.Path, PublicKeyPath: pubPath, Mode: mode(f.Mode)}
 	key, err := pki.ParseKeyPEM(f.Data)
 	if err != nil {
 		kp.Error = "parse private key: " + err.Error()

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-
 )
 
 // candidate is a file that may hold certificates, before it is read.
@@ -25,6 +24,7 @@ type candidate struct {
 	expectKey  bool
 	kubeconfig bool
 	ca         bool // a well-known authority, read before everything else
+	keyPair    bool // a bare key pair (sa.key and sa.pub)
 	// explicit candidates were named by the user: a missing file is a problem.
 	explicit bool
 }
@@ -76,6 +76,7 @@ func (s *scanner) discover() ([]candidate, []Problem) {
 		add(candidate{name: l[0], path: path.Join(cfg.PKIDir, l[1]+".crt"),
 			keyPath: path.Join(cfg.PKIDir, l[1]+".key"), expectKey: true})
 	}
+	add(candidate{name: "sa", path: path.Join(cfg.PKIDir, "sa.key"), keyPair: true})
 	for _, k := range kubeadmKubeconfigs {
 		add(candidate{name: k, path: path.Join(cfg.KubernetesDir, k), kubeconfig: true, expectKey: true})
 	}
@@ -170,13 +171,22 @@ func (s *scanner) listDir(dir string, exts []string, onErr func(error)) []candid
 		}
 		return nil
 	}
+	names := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		names[e.Name()] = true
+	}
 	var cs []candidate
 	for _, e := range entries {
 		name := e.Name()
 		if e.IsDir() || !hasExt(name, exts) || strings.HasPrefix(name, ".") {
 			continue
 		}
-		c := candidate{path: path.Join(dir, name), siblingKey: true}
+		c := candidate{path: path.Join(dir, name)}
+		// The listing already says whether "<stem>.key" exists: no need
+		// to look for it file by file.
+		if key := sibling(name); names[key] {
+			c.keyPath = path.Join(dir, key)
+		}
 		if e.Type().IsRegular() {
 			c.resolved = path.Join(resolved, name)
 		}
@@ -211,4 +221,3 @@ func (s *scanner) excluded(p string) bool {
 func sibling(p string) string {
 	return strings.TrimSuffix(p, path.Ext(p)) + ".key"
 }
-

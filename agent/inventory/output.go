@@ -1,9 +1,12 @@
 package inventory
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"text/tabwriter"
 	"time"
 )
@@ -40,11 +43,48 @@ func (r *Report) ExitCode() int {
 	return code
 }
 
-// WriteJSON prints the report as indented JSON.
+// WriteJSON prints the report as indented JSON. It streams one list item
+// at a time, so printing 10,000 certificates does not hold a second copy
+// of the report in memory.
 func (r *Report) WriteJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	head, err := json.MarshalIndent(struct {
+		Kind       string    `json:"kind"`
+		APIVersion string    `json:"apiVersion"`
+		ScannedAt  time.Time `json:"scannedAt"`
+		Root       string    `json:"root"`
+	}{r.Kind, r.APIVersion, r.ScannedAt, r.Root}, "", "  ")
+	if err != nil {
+		return err
+	}
+	bw.Write(bytes.TrimSuffix(head, []byte("\n}"))) // the lists follow
+	writeList(bw, "certificates", r.Certificates)
+	writeList(bw, "authorities", r.Authorities)
+	writeList(bw, "keyPairs", r.KeyPairs)
+	writeList(bw, "problems", r.Problems)
+	bw.WriteString("\n}\n")
+	return bw.Flush()
+}
+
+// writeList writes `,\n  "key": [ items ]` with each item indented as
+// json.MarshalIndent would.
+func writeList[T any](bw *bufio.Writer, key string, items []T) {
+	fmt.Fprintf(bw, ",\n  %q: [", key)
+	for i, it := range items {
+		b, err := json.MarshalIndent(it, "    ", "  ")
+		if err != nil {
+			b = []byte(strconv.Quote(err.Error()))
+		}
+		if i > 0 {
+			bw.WriteByte(',')
+		}
+		bw.WriteString("\n    ")
+		bw.Write(b)
+	}
+	if len(items) > 0 {
+		bw.WriteString("\n  ")
+	}
+	bw.WriteByte(']')
 }
 
 const dateFmt = "Jan 02, 2006 15:04 MST"

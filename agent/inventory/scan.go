@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path"
 	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/certagent/certagent/agent/config"
@@ -35,6 +35,7 @@ type scanner struct {
 	cfg         *config.Config
 	now         time.Time
 	authorities []*authority
+	names       sync.Map // string(RawIssuer) -> rendered issuer name
 }
 
 // authority is a CA certificate with what is needed to check signatures.
@@ -51,11 +52,14 @@ type found struct {
 	identity  string // dedupe key: resolved file (+ kubeconfig user)
 	order     int    // candidate order: lower wins a dedupe
 	expectKey bool
-	// cert is kept for authorities; raw for leaves whose issuer was not
-	// among the authorities known when they were read.
-	cert   *x509.Certificate
-	raw    []byte
-	issuer *authority
+	// cert is kept for authorities only. Leaves whose issuer was not among
+	// the authorities known when they were read keep its key identifier and
+	// name, so that an authority found later can be matched without
+	// holding every leaf in memory.
+	cert          *x509.Certificate
+	pending       bool
+	akid, rawIssr string
+	issuer        *authority
 	// nodeClient: a kubelet client identity (system:node:*, system:nodes).
 	nodeClient bool
 }
@@ -106,26 +110,24 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 		r := s.read(c, i)
 		all = s.collect(rep, r, all)
 	}
+	early := len(s.authorities)
 	// Phase B: everything else, in parallel.
 	results := make([]*result, len(rest))
+	var next atomic.Int64 // index of the next candidate to take
 	var wg sync.WaitGroup
-	next := make(chan int)
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for j := range next {
+			for ctx.Err() == nil {
+				j := int(next.Add(1)) - 1
+				if j >= len(rest) {
+					return
+				}
 				results[j] = s.read(rest[j].c, rest[j].i)
 			}
 		}()
 	}
-	for j := range rest {
-		if ctx.Err() != nil {
-			break
-		}
-		next <- j
-	}
-	close(next)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -134,7 +136,15 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 		all = s.collect(rep, r, all)
 	}
 	// Phase C: leaves whose issuer turned up only in phase B.
-	s.matchLate(all)
+	var late []*authority
+	for _, a := range s.authorities[early:] {
+		if !a.bundled { // a bundled chain was matched with its own file already
+			late = append(late, a)
+		}
+	}
+	if len(late) > 0 {
+		s.matchLate(all, late, cands)
+	}
 	s.assemble(rep, all)
 	return rep, nil
 }
@@ -184,7 +194,7 @@ func (s *scanner) read(c candidate, order int) *result {
 	var f *pki.File
 	var err error
 	if c.resolved != "" {
-		f, err = s.root.ReadFile(c.resolved)
+		f, err = s.root.ReadResolvedFile(c.resolved)
 		if f != nil {
 			f.Path = c.path
 		}
@@ -194,8 +204,8 @@ func (s *scanner) read(c candidate, order int) *result {
 	if err != nil {
 		return fail(err)
 	}
-	if path.Base(c.path) == "sa.key" {
-		r.keyPair = s.readKeyPair(f)
+	if c.keyPair {
+		r.keyPair = s.readKeyPair(name, f)
 		return r
 	}
 	if c.kubeconfig || (!c.ca && pki.LooksLikeKubeconfig(f.Data)) {
@@ -257,34 +267,49 @@ func (s *scanner) matchIssuer(fd *found, cert *x509.Certificate) {
 	if fd.issuer != nil {
 		return
 	}
+	if fd.info.IsCA && pki.SignedBy(cert, cert) {
+		fd.info.CAName = fd.info.Name // a self-signed root
+		return
+	}
 	for _, a := range s.authorities {
 		if a.cert != cert && pki.SignedBy(cert, a.cert) {
 			fd.issuer = a
 			return
 		}
 	}
-	fd.raw = cert.Raw
+	fd.pending, fd.akid, fd.rawIssr = true, string(cert.AuthorityKeyId), string(cert.RawIssuer)
 }
 
-// matchLate matches leaves read before their issuer was known.
-func (s *scanner) matchLate(all []*found) {
-	for _, fd := range all {
-		if fd.issuer != nil || fd.raw == nil {
-			continue
-		}
-		cert, err := x509.ParseCertificate(fd.raw)
-		fd.raw = nil
-		if err != nil {
-			continue
-		}
-		for _, a := range s.authorities {
-			if a.cert != cert && !a.cert.Equal(cert) && pki.SignedBy(cert, a.cert) {
-				fd.issuer = a
-				break
+// matchLate matches leaves read before their issuer was known against the
+// authorities found in phase B. The few files whose issuer name or key
+// identifier points at one of those are read again; by now every authority
+// is known, so the second read finds the issuer by signature.
+func (s *scanner) matchLate(all []*found, late []*authority, cands []candidate) {
+	maybe := func(fd *found) bool {
+		for _, a := range late {
+			if (fd.akid != "" && fd.akid == string(a.cert.SubjectKeyId)) || fd.rawIssr == string(a.cert.RawSubject) {
+				return true
 			}
 		}
-		if fd.issuer == nil && fd.info.IsCA && pki.SignedBy(cert, cert) {
-			fd.info.CAName = fd.info.Name // a self-signed root
+		return false
+	}
+	reread := map[int]*result{}
+	for _, fd := range all {
+		if !fd.pending || !maybe(fd) {
+			continue
+		}
+		r, ok := reread[fd.order]
+		if !ok {
+			r = s.read(cands[fd.order], fd.order)
+			reread[fd.order] = r
+		}
+		if r == nil {
+			continue
+		}
+		for _, again := range r.found {
+			if again.identity == fd.identity && again.issuer != nil && !again.issuer.bundled {
+				fd.issuer = again.issuer
+			}
 		}
 	}
 }

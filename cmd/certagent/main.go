@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 )
 
@@ -31,7 +32,14 @@ func (e *exitError) Error() string {
 	return e.err.Error()
 }
 
+// softMemoryLimit keeps the heap small on nodes where certagent is a
+// guest: the GC works harder as the heap nears it (GOMEMLIMIT overrides).
+const softMemoryLimit = 24 << 20
+
 func main() {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(softMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:])
 	stop()
@@ -47,12 +55,17 @@ func run(ctx context.Context, args []string) int {
 		return 0
 	}
 	var ee *exitError
+	if !errors.As(err, &ee) || ee.err != nil {
+		fmt.Fprintln(os.Stderr, "certagent:", err)
+	}
+	return exitCode(err)
+}
+
+// exitCode maps a command's error to the process exit code.
+func exitCode(err error) int {
+	var ee *exitError
 	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "certagent:", ee.err)
-		}
 		return ee.code
 	}
-	fmt.Fprintln(os.Stderr, "certagent:", err)
 	return ExitUsage
 }

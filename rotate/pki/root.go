@@ -5,7 +5,6 @@
 package pki
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -170,6 +169,13 @@ func (r *Root) ReadFile(nodePath string) (*File, error) {
 	return f, nil
 }
 
+// ReadResolvedFile reads a node path that the caller already resolved (from
+// Resolve, or a directory listing of a resolved directory) without walking
+// it again. A link that appeared in its last component since is refused.
+func (r *Root) ReadResolvedFile(resolved string) (*File, error) {
+	return r.readResolved(resolved)
+}
+
 func (r *Root) readResolved(resolved string) (*File, error) {
 	// O_NOFOLLOW: the last component was checked not to be a link; if it
 	// became one since, fail rather than follow it out of the root.
@@ -196,15 +202,25 @@ func (r *Root) readResolved(resolved string) (*File, error) {
 	if fi.Size() > limit {
 		return nil, fmt.Errorf("%s: %w: %d bytes, over the %d-byte limit", resolved, ErrTooLarge, fi.Size(), limit)
 	}
-	var buf bytes.Buffer
-	buf.Grow(int(fi.Size()) + 1)
-	if _, err := buf.ReadFrom(io.LimitReader(fd, limit+1)); err != nil {
+	// One read of the size fstat gave, plus one byte to notice growth.
+	buf := make([]byte, fi.Size()+1)
+	n, err := io.ReadFull(fd, buf)
+	switch {
+	case err == nil: // the file grew since fstat: read on, up to the limit
+		rest, err := io.ReadAll(io.LimitReader(fd, limit+1-int64(n)))
+		if err != nil {
+			return nil, pathError(resolved, err)
+		}
+		buf = append(buf, rest...)
+		n = len(buf)
+		if int64(n) > limit {
+			return nil, fmt.Errorf("%s: %w: grew past the %d-byte limit while read", resolved, ErrTooLarge, limit)
+		}
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+	default:
 		return nil, pathError(resolved, err)
 	}
-	if int64(buf.Len()) > limit {
-		return nil, fmt.Errorf("%s: %w: grew past the %d-byte limit while read", resolved, ErrTooLarge, limit)
-	}
-	out := &File{Path: resolved, Resolved: resolved, Data: buf.Bytes(), Mode: fi.Mode().Perm()}
+	out := &File{Path: resolved, Resolved: resolved, Data: buf[:n], Mode: fi.Mode().Perm()}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		out.UID, out.GID = int(st.Uid), int(st.Gid)
 	}

@@ -1,0 +1,95 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/certagent/certagent/rotate/pki/pkitest"
+)
+
+// measure runs a command n times and returns the median wall time and the
+// largest peak RSS (kB) of the runs.
+func measure(b *testing.B, n int, name string, args ...string) (time.Duration, int64) {
+	b.Helper()
+	var walls []time.Duration
+	var rss int64
+	for i := 0; i < n; i++ {
+		cmd := exec.Command(name, args...)
+		start := time.Now()
+		if err := cmd.Run(); err != nil {
+			if _, ok := err.(*exec.ExitError); !ok {
+				b.Fatalf("%s: %v", name, err)
+			}
+		}
+		walls = append(walls, time.Since(start))
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok && ru.Maxrss > rss {
+			rss = ru.Maxrss
+		}
+	}
+	sort.Slice(walls, func(i, j int) bool { return walls[i] < walls[j] })
+	return walls[len(walls)/2], rss
+}
+
+// BenchmarkCheckVsKubeadm: whole-process `certagent check` next to
+// `kubeadm certs check-expiration` on the same real kubeadm PKI, median of
+// 15 runs each.
+func BenchmarkCheckVsKubeadm(b *testing.B) {
+	root := kubeadmPKI(b, "8760h")
+	kubeadm := requireKube(b, "kubeadm")
+	b.Run("certagent", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			med, rss := measure(b, 15, certagentBin, "check", "--root", root, "-o", "json")
+			b.ReportMetric(med.Seconds(), "median-s")
+			b.ReportMetric(float64(rss)/1024, "peak-RSS-MB")
+		}
+	})
+	b.Run("kubeadm", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			med, rss := measure(b, 15, kubeadm, "certs", "check-expiration", "--config", "/etc/kubernetes/kubeadm.yaml", "--rootfs", root, "-o", "json")
+			b.ReportMetric(med.Seconds(), "median-s")
+			b.ReportMetric(float64(rss)/1024, "peak-RSS-MB")
+		}
+	})
+}
+
+// BenchmarkCheck10k: whole-process `certagent check -o json` with a
+// configured directory of 10,000 PEM certificates, median of 7 runs and the
+// peak RSS. "own-ca": signed by the node's RSA-2048 CA (kubeadm's default),
+// so every certificate costs a signature check to name its issuer;
+// "foreign-ca": signed by a CA that is not on the node, so only read and
+// parse remain (what a metrics exporter does).
+func BenchmarkCheck10k(b *testing.B) {
+	root := b.TempDir()
+	n, err := (pkitest.Layout{KeyType: pkitest.RSA}).Write(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	foreign, err := pkitest.NewCA("foreign", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), pkitest.RSA)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for dir, ca := range map[string]*pkitest.CA{"own-ca": n.CA, "foreign-ca": foreign} {
+		if err := pkitest.WriteCorpus(filepath.Join(root, "opt", dir), ca, 10000, time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, dir := range []string{"own-ca", "foreign-ca"} {
+		b.Run(dir, func(b *testing.B) {
+			cfg := filepath.Join(b.TempDir(), "config.yaml")
+			body := "apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\npaths: [/opt/" + dir + "]\n"
+			if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+				b.Fatal(err)
+			}
+			for i := 0; i < b.N; i++ {
+				med, rss := measure(b, 7, certagentBin, "check", "--root", root, "--config", cfg, "-o", "json")
+				b.ReportMetric(med.Seconds(), "median-s")
+				b.ReportMetric(float64(rss)/1024, "peak-RSS-MB")
+			}
+		})
+	}
+}
