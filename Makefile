@@ -20,7 +20,7 @@ k8s-tools:
 	@bash test/k8stools/build.sh >/dev/null
 
 lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 # test runs every test: lint, unit tests with -race, and the integration

@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,9 +56,35 @@ type Config struct {
 	// MaxFileSize caps the size of a file certagent reads (default 1048576).
 	MaxFileSize int64 `json:"maxFileSize,omitempty"`
 
+	// Renewal says how certificates are renewed.
+	Renewal Renewal `json:"renewal,omitempty"`
+
 	// RenewBeforeDuration is RenewBefore parsed; 0 when unset.
 	RenewBeforeDuration time.Duration `json:"-"`
 }
+
+// Renewal configures how renewed certificates are made and kept.
+type Renewal struct {
+	// Validity is the lifetime of a renewed certificate; empty keeps the
+	// lifetime of the one it replaces. Never past the CA's expiry.
+	Validity string `json:"validity,omitempty"`
+	// KeyAlgorithm: empty keeps the old key's algorithm and size; else
+	// rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384 or ed25519.
+	KeyAlgorithm string `json:"keyAlgorithm,omitempty"`
+	// ReuseKey keeps the private key instead of making a new one.
+	ReuseKey bool `json:"reuseKey,omitempty"`
+	// BackupDir holds certagent-backup-<timestamp>/ directories
+	// (default /etc/kubernetes/tmp, as kubeadm uses for its own backups).
+	BackupDir string `json:"backupDir,omitempty"`
+	// KeepBackups is how many backup directories to keep (default 5).
+	KeepBackups int `json:"keepBackups,omitempty"`
+
+	// ValidityDuration is Validity parsed; 0 when unset.
+	ValidityDuration time.Duration `json:"-"`
+}
+
+// keyAlgorithms mirrors rotate.KeyAlgorithms (config may not import rotate).
+var keyAlgorithms = []string{"rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384", "ed25519"}
 
 // Default returns the configuration used when no file exists.
 func Default() *Config {
@@ -75,6 +102,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.KubeletPKIDir == "" {
 		c.KubeletPKIDir = "/var/lib/kubelet/pki"
+	}
+	if c.Renewal.BackupDir == "" {
+		c.Renewal.BackupDir = path.Join(c.KubernetesDir, "tmp")
+	}
+	if c.Renewal.KeepBackups == 0 {
+		c.Renewal.KeepBackups = 5
 	}
 }
 
@@ -150,6 +183,25 @@ func (c *Config) validate() error {
 			bad("renewBefore", "must be positive, got %q", c.RenewBefore)
 		}
 		c.RenewBeforeDuration = d
+	}
+	if v := c.Renewal.Validity; v != "" {
+		d, err := ParseDuration(v)
+		switch {
+		case err != nil:
+			bad("renewal.validity", "%v", err)
+		case d < time.Hour:
+			bad("renewal.validity", "must be at least 1h, got %q", v)
+		}
+		c.Renewal.ValidityDuration = d
+	}
+	if a := c.Renewal.KeyAlgorithm; a != "" && !slices.Contains(keyAlgorithms, a) {
+		bad("renewal.keyAlgorithm", "must be one of %s, got %q", strings.Join(keyAlgorithms, ", "), a)
+	}
+	if b := c.Renewal.BackupDir; b != "" && !path.IsAbs(b) {
+		bad("renewal.backupDir", "must be an absolute path, got %q", b)
+	}
+	if c.Renewal.KeepBackups < 0 {
+		bad("renewal.keepBackups", "must not be negative, got %d", c.Renewal.KeepBackups)
 	}
 	if c.MaxFileSize < 0 {
 		bad("maxFileSize", "must not be negative, got %d", c.MaxFileSize)

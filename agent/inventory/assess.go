@@ -105,14 +105,16 @@ func (s *scanner) link(fd *found) {
 	if a := fd.issuer; a != nil {
 		info.CAName, info.CAPath = a.info.Name, a.info.Path
 		info.CAKeyPresent = a.keyOK
-		info.ExternallyManaged = !a.keyOK && !a.bundled
+		info.ExternallyManaged = !a.keyHere && !a.bundled
 	}
 	switch {
 	case info.IsCA:
 		info.RenewalPath = RenewNone
 	case info.Name == "kubelet-client-current" || info.Name == "kubelet-serving":
 		info.RenewalPath = RenewCSR
-	case fd.issuer != nil && fd.issuer.keyOK && !fd.issuer.bundled:
+	case fd.issuer != nil && fd.issuer.keyHere && !fd.issuer.bundled:
+		// A CA key that is here but unusable (mismatched, unreadable) still
+		// means local renewal: it fails with the reason, not silently.
 		info.RenewalPath = RenewLocalCA
 	case fd.nodeClient:
 		info.RenewalPath = RenewCSR

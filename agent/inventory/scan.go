@@ -43,6 +43,7 @@ type authority struct {
 	info    *Certificate
 	cert    *x509.Certificate
 	keyOK   bool // private key present and matching
+	keyHere bool // a private key file is present, matching or not
 	bundled bool // came as the chain of another file
 }
 
@@ -166,7 +167,7 @@ func (s *scanner) collect(rep *Report, r *result, all []*found) []*found {
 	for _, f := range r.found {
 		if f.info.IsCA {
 			s.authorities = append(s.authorities, &authority{info: f.info, cert: f.cert,
-				keyOK: f.info.Key != nil && f.info.Key.Matches})
+				keyOK: f.info.Key != nil && f.info.Key.Matches, keyHere: f.info.Key != nil && f.info.Key.Present})
 		}
 	}
 	s.authorities = append(s.authorities, r.chain...)

@@ -6,8 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"strings"
 
+	certutil "k8s.io/client-go/util/cert"
 	"k8s.io/client-go/util/keyutil"
 )
 
@@ -71,4 +74,40 @@ func ParsePublicKeysPEM(data []byte) ([]crypto.PublicKey, error) {
 		out[i] = k
 	}
 	return out, nil
+}
+
+// EncodeKeyPEM encodes a private key as PEM. With format "PRIVATE KEY" it
+// writes PKCS#8; otherwise client-go's keyutil picks the traditional block
+// ("RSA PRIVATE KEY", "EC PRIVATE KEY") and PKCS#8 for the rest.
+func EncodeKeyPEM(key crypto.Signer, format string) ([]byte, error) {
+	if format != "PRIVATE KEY" {
+		if b, err := keyutil.MarshalPrivateKeyToPEM(key); err == nil {
+			return b, nil
+		}
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// KeyPEMFormat returns the block type of the first private key in PEM data.
+func KeyPEMFormat(data []byte) string {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return ""
+		}
+		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			return b.Type
+		}
+	}
+}
+
+// EncodeCertPEM encodes certificates with client-go's certutil.
+func EncodeCertPEM(certs ...*x509.Certificate) []byte {
+	b, _ := certutil.EncodeCertificates(certs...) // only fails on a nil certificate
+	return b
 }

@@ -20,11 +20,18 @@ kubernetesVersion: v1.37.2
 certificatesDir: /etc/kubernetes/pki
 certificateValidityPeriod: %VALIDITY%
 caCertificateValidityPeriod: 87600h
+encryptionAlgorithm: %ALGORITHM%
 `
 
 // kubeadmPKI makes a node root with the real kubeadm: every certificate
 // and kubeconfig of `kubeadm init`, leaves valid for validity.
 func kubeadmPKI(t testing.TB, validity string) string {
+	return kubeadmPKIWith(t, validity, "RSA-2048")
+}
+
+// kubeadmPKIWith also chooses kubeadm's encryptionAlgorithm (RSA-2048,
+// ECDSA-P256, ...).
+func kubeadmPKIWith(t testing.TB, validity, algorithm string) string {
 	t.Helper()
 	kubeadm := requireKube(t, "kubeadm")
 	root := t.TempDir()
@@ -32,7 +39,7 @@ func kubeadmPKI(t testing.TB, validity string) string {
 	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	body := []byte(strings.ReplaceAll(kubeadmConfig, "%VALIDITY%", validity))
+	body := []byte(strings.NewReplacer("%VALIDITY%", validity, "%ALGORITHM%", algorithm).Replace(kubeadmConfig))
 	if err := os.WriteFile(cfg, body, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,282 @@
+package rotate
+
+import (
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/google/renameio/v2"
+
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// Journal states. A transaction moves staging -> committing -> done, or
+// to rolling-back -> rolled-back when it fails after the first rename.
+const (
+	stateStaging     = "staging"
+	stateCommitting  = "committing"
+	stateRollingBack = "rolling-back"
+	stateDone        = "done"
+	stateRolledBack  = "rolled-back"
+	stateAborted     = "aborted"
+)
+
+// BackupPrefix starts the name of every transaction's directory below the
+// backup directory: certagent-backup-<UTC timestamp>.
+const BackupPrefix = "certagent-backup-"
+
+const journalName = "journal.json"
+
+// journal is the durable record of one transaction, kept in its backup
+// directory. All paths are node paths, except Backup which is relative to
+// the backup directory.
+type journal struct {
+	State   string         `json:"state"`
+	Entries []journalEntry `json:"entries"`
+
+	dir  string // node path of the backup directory
+	root *pki.Root
+}
+
+type journalEntry struct {
+	Name    string        `json:"name"`
+	Storage Storage       `json:"storage"`
+	User    string        `json:"user,omitempty"`
+	Files   []journalFile `json:"files"`
+	// Dropped entries failed before the commit and were never renamed.
+	Dropped bool `json:"dropped,omitempty"`
+	// RolledBack entries were restored from the backup.
+	RolledBack bool `json:"rolledBack,omitempty"`
+}
+
+type journalFile struct {
+	Path   string      `json:"path"`
+	Staged string      `json:"staged,omitempty"`
+	Backup string      `json:"backup"`
+	Mode   fs.FileMode `json:"mode"`
+	UID    int         `json:"uid"`
+	GID    int         `json:"gid"`
+}
+
+// save writes the journal atomically and durably.
+func (j *journal) save(state string) error {
+	j.State = state
+	data, err := json.MarshalIndent(j, "", "  ")
+	if err != nil {
+		return err
+	}
+	p := j.root.HostPath(path.Join(j.dir, journalName))
+	if err := renameio.WriteFile(p, data, 0o600, renameio.WithTempDir(filepath.Dir(p))); err != nil {
+		return fmt.Errorf("write journal: %w", err)
+	}
+	return syncDir(filepath.Dir(p))
+}
+
+func loadJournal(root *pki.Root, dir string) (*journal, error) {
+	data, err := os.ReadFile(root.HostPath(path.Join(dir, journalName)))
+	if err != nil {
+		return nil, err
+	}
+	j := &journal{dir: dir, root: root}
+	if err := json.Unmarshal(data, j); err != nil {
+		return nil, fmt.Errorf("journal %s: %w", dir, err)
+	}
+	return j, nil
+}
+
+// Interrupted lists the transactions below backupDir that a crash left
+// unfinished, for reporting without repairing.
+func Interrupted(root *pki.Root, backupDir string) []string {
+	var out []string
+	for _, dir := range backupDirs(root, backupDir) {
+		if j, err := loadJournal(root, dir); err == nil && unfinished(j.State) {
+			out = append(out, dir)
+		}
+	}
+	return out
+}
+
+func unfinished(state string) bool {
+	return state == stateStaging || state == stateCommitting || state == stateRollingBack
+}
+
+// backupDirs returns the transaction directories, oldest first.
+func backupDirs(root *pki.Root, backupDir string) []string {
+	entries, err := os.ReadDir(root.HostPath(backupDir))
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && strings.HasPrefix(e.Name(), BackupPrefix) {
+			out = append(out, path.Join(backupDir, e.Name()))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// RepairReport says what Repair did to one interrupted transaction.
+type RepairReport struct {
+	Dir    string
+	Action string // "rolled forward", "rolled back", "discarded staged files"
+	Err    error
+}
+
+// Repair finishes or undoes every transaction a crash interrupted, so that
+// no key/cert pair is left mixed: one that crashed while staging loses its
+// staged files (the originals were never touched); one that crashed while
+// committing is rolled forward (every staged file was verified and synced
+// before the first rename) and each pair is checked, falling back to the
+// backup if one does not match; one that crashed while rolling back is
+// rolled back. Callers hold the lock.
+func Repair(root *pki.Root, backupDir string) []RepairReport {
+	var out []RepairReport
+	for _, dir := range backupDirs(root, backupDir) {
+		j, err := loadJournal(root, dir)
+		if err != nil || !unfinished(j.State) {
+			continue
+		}
+		r := RepairReport{Dir: dir}
+		switch j.State {
+		case stateStaging:
+			r.Action = "discarded staged files"
+			j.discardStaged()
+			r.Err = j.save(stateAborted)
+		case stateCommitting:
+			r.Action = "rolled forward"
+			r.Err = j.rollForward()
+		case stateRollingBack:
+			r.Action = "rolled back"
+			r.Err = j.rollBack(nil)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// discardStaged removes staged files, including ones created before their
+// names reached the journal (renameio names them "." + base + digits).
+func (j *journal) discardStaged() {
+	for _, e := range j.Entries {
+		for _, f := range e.Files {
+			if f.Staged != "" {
+				os.Remove(j.root.HostPath(f.Staged))
+			}
+			removeStrays(j.root, f.Path)
+		}
+	}
+}
+
+func removeStrays(root *pki.Root, final string) {
+	prefix := "." + path.Base(final)
+	matches, _ := filepath.Glob(root.HostPath(path.Join(path.Dir(final), prefix+"[0-9]*")))
+	for _, m := range matches {
+		if strings.Trim(strings.TrimPrefix(filepath.Base(m), prefix), "0123456789") == "" {
+			os.Remove(m)
+		}
+	}
+}
+
+func (j *journal) rollForward() error {
+	dirs := map[string]bool{}
+	for _, e := range j.Entries {
+		if e.Dropped {
+			continue
+		}
+		for _, f := range e.Files {
+			if f.Staged == "" {
+				continue
+			}
+			if _, err := os.Lstat(j.root.HostPath(f.Staged)); err == nil {
+				if err := os.Rename(j.root.HostPath(f.Staged), j.root.HostPath(f.Path)); err != nil {
+					return fmt.Errorf("roll forward %s: %w", f.Path, err)
+				}
+			}
+			dirs[path.Dir(f.Path)] = true
+		}
+	}
+	for d := range dirs {
+		syncDir(j.root.HostPath(d))
+	}
+	// Every pair must match now; one that does not goes back to the backup.
+	var bad map[string]bool
+	for _, e := range j.Entries {
+		if !e.Dropped && !j.entryConsistent(e) {
+			if bad == nil {
+				bad = map[string]bool{}
+			}
+			bad[e.Name] = true
+		}
+	}
+	if bad != nil {
+		return j.rollBack(bad)
+	}
+	return j.save(stateDone)
+}
+
+// entryConsistent checks that an entry's files hold a certificate and the
+// key that belongs to it.
+func (j *journal) entryConsistent(e journalEntry) bool {
+	t := Target{Name: e.Name, Storage: e.Storage, User: e.User}
+	files := map[string][]byte{}
+	for i, f := range e.Files {
+		data, err := j.root.ReadFile(f.Path)
+		if err != nil {
+			return false
+		}
+		files[f.Path] = data.Data
+		if i == 0 {
+			t.CertPath = f.Path
+		} else {
+			t.KeyPath = f.Path
+		}
+	}
+	cert, key, err := parseRendered(t, files)
+	return err == nil && pki.KeyMatches(cert, key)
+}
+
+// rollBack restores entries from the backup: those named in only, or all
+// that were not dropped when only is nil.
+func (j *journal) rollBack(only map[string]bool) error {
+	if err := j.save(stateRollingBack); err != nil {
+		return err
+	}
+	var firstErr error
+	for i, e := range j.Entries {
+		if e.Dropped || (only != nil && !only[e.Name]) {
+			continue
+		}
+		for _, f := range e.Files {
+			if err := j.restore(f); err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if f.Staged != "" {
+				os.Remove(j.root.HostPath(f.Staged))
+			}
+		}
+		j.Entries[i].RolledBack = true
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	if only != nil {
+		return j.save(stateDone)
+	}
+	return j.save(stateRolledBack)
+}
+
+// restore puts a backed-up file back in place atomically, with its mode
+// and owner.
+func (j *journal) restore(f journalFile) error {
+	data, err := os.ReadFile(j.root.HostPath(path.Join(j.dir, f.Backup)))
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", f.Path, err)
+	}
+	return writeDurable(j.root, f.Path, data, f.Mode, f.UID, f.GID)
+}

@@ -1,0 +1,111 @@
+package rotate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// LockName is the lock file below the backup directory that serialises
+// every certagent that renews under the same root.
+const LockName = "certagent.lock"
+
+// ErrLocked is returned when the lock could not be taken in time.
+var ErrLocked = errors.New("another renewal is in progress")
+
+// Lock is a held renewal lock; Unlock releases it.
+type Lock struct{ f *os.File }
+
+// Unlock releases the lock.
+func (l *Lock) Unlock() error {
+	if l == nil || l.f == nil {
+		return nil
+	}
+	syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	return l.f.Close()
+}
+
+// Acquire takes the renewal lock for root, waiting until ctx is done. It
+// also waits while a kubeadm process works on the same root (kubeadm has
+// no lock of its own, so certagent looks for the process). The lock dies
+// with the process, so a crash never leaves it held.
+func Acquire(ctx context.Context, root *pki.Root, backupDir string) (*Lock, error) {
+	dir := root.HostPath(backupDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	p := filepath.Join(dir, LockName)
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			pid, busy := kubeadmRunning(root)
+			if !busy {
+				f.Truncate(0)
+				f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+				return &Lock{f: f}, nil
+			}
+			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			if ctx.Err() != nil {
+				f.Close()
+				return nil, fmt.Errorf("%w: kubeadm (pid %d) is working on the same PKI", ErrLocked, pid)
+			}
+		} else if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", p, err)
+		} else if ctx.Err() != nil {
+			holder, _ := os.ReadFile(p)
+			f.Close()
+			return nil, fmt.Errorf("%w: %s is held by pid %s", ErrLocked, p, strings.TrimSpace(string(holder)))
+		}
+		select {
+		case <-ctx.Done():
+		case <-tick.C:
+		}
+	}
+}
+
+// kubeadmRunning looks for a kubeadm process whose --rootfs (or "/" when
+// it has none) is root.
+func kubeadmRunning(root *pki.Root) (int, bool) {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, c := range procs {
+		data, err := os.ReadFile(c)
+		if err != nil || len(data) == 0 {
+			continue
+		}
+		args := bytes.Split(bytes.TrimRight(data, "\x00"), []byte{0})
+		if path.Base(string(args[0])) != "kubeadm" {
+			continue
+		}
+		rootfs := "/"
+		for i, a := range args {
+			s := string(a)
+			if v, ok := strings.CutPrefix(s, "--rootfs="); ok {
+				rootfs = v
+			} else if s == "--rootfs" && i+1 < len(args) {
+				rootfs = string(args[i+1])
+			}
+		}
+		if abs, err := filepath.Abs(rootfs); err == nil && filepath.Clean(abs) == root.Dir() {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
+			return pid, true
+		}
+	}
+	return 0, false
+}

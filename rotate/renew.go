@@ -1,0 +1,171 @@
+package rotate
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// DefaultBackupDir is where transactions keep their backups and journals,
+// below the root: /etc/kubernetes/tmp/certagent-backup-<timestamp>/.
+const DefaultBackupDir = "/etc/kubernetes/tmp"
+
+// Options configure Renew.
+type Options struct {
+	Root *pki.Root
+	// BackupDir holds the transactions' backup directories (node path).
+	BackupDir string
+	// KeepBackups is how many finished backup directories to keep (>= 1).
+	KeepBackups int
+	Policy      Policy
+	Now         time.Time
+	Hooks       Hooks
+}
+
+// Result is the outcome of renewing one target.
+type Result struct {
+	Name      string
+	OldSerial string
+	NewSerial string
+	NotAfter  time.Time
+	// Backup is the transaction directory holding the old files.
+	Backup string
+	Err    error
+}
+
+// Renew re-signs every target with its local CA and commits them in one
+// transaction. Keys are generated in parallel. A target that fails before
+// the commit is left untouched and reported; the others go ahead.
+func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error) {
+	if opts.BackupDir == "" {
+		opts.BackupDir = DefaultBackupDir
+	}
+	if opts.KeepBackups < 1 {
+		opts.KeepBackups = 5
+	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	ps := make([]*prepared, len(targets))
+	// One goroutine per target: key generation dominates and its time
+	// varies a lot (RSA prime search), so letting the scheduler spread all
+	// of them over the CPUs balances better than fixed-size batches.
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		ps[i] = &prepared{t: t}
+		wg.Add(1)
+		go func(p *prepared) {
+			defer wg.Done()
+			if ctx.Err() != nil {
+				p.err = ctx.Err()
+				return
+			}
+			p.err = prepare(opts, p)
+		}(ps[i])
+	}
+	wg.Wait()
+	var ready []*prepared
+	for _, p := range ps {
+		if p.err == nil {
+			ready = append(ready, p)
+		}
+	}
+	var txErr error
+	var dir string
+	if len(ready) > 0 && ctx.Err() == nil {
+		dir = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
+		if err := os.MkdirAll(opts.Root.HostPath(dir), 0o700); err != nil {
+			txErr = fmt.Errorf("backup directory: %w", err)
+		} else if err := os.Chmod(opts.Root.HostPath(dir), 0o700); err != nil {
+			txErr = fmt.Errorf("backup directory: %w", err)
+		} else {
+			tx := &transaction{root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks}
+			txErr = tx.commit(ready)
+		}
+		if txErr != nil {
+			for _, p := range ready {
+				if p.err == nil {
+					p.err = txErr
+				}
+			}
+		}
+		Prune(opts.Root, opts.BackupDir, opts.KeepBackups)
+	}
+	out := make([]Result, len(ps))
+	for i, p := range ps {
+		r := Result{Name: p.t.Name, Err: p.err, Backup: dir}
+		if p.cur != nil {
+			r.OldSerial = serialHex(p.cur.cert)
+		}
+		if p.cert != nil && p.err == nil {
+			r.NewSerial, r.NotAfter = serialHex(p.cert), p.cert.NotAfter
+		}
+		out[i] = r
+	}
+	return out, txErr
+}
+
+// prepare loads a target, makes its new key and certificate and renders
+// the files, without writing anything.
+func prepare(opts Options, p *prepared) error {
+	t := p.t
+	if t.CA == nil {
+		return fmt.Errorf("%s: %w", t.Name, ErrExternalCA)
+	}
+	cur, err := load(opts.Root, t)
+	if err != nil {
+		return err
+	}
+	p.cur = cur
+	if !pki.SignedBy(cur.cert, t.CA.Cert) {
+		return fmt.Errorf("%w %s", ErrNotIssuedBy, t.CA.Name)
+	}
+	key := cur.key
+	if !opts.Policy.ReuseKey {
+		if key, err = NewKey(cur.cert.PublicKey, opts.Policy.KeyAlgorithm); err != nil {
+			return err
+		}
+	}
+	cert, err := t.CA.Reissue(cur.cert, key.Public(), opts.Now, opts.Policy.Validity)
+	if err != nil {
+		return err
+	}
+	files, err := render(t, cur, cert, key)
+	if err != nil {
+		return err
+	}
+	p.cert, p.key, p.files = cert, key, files
+	return nil
+}
+
+// Prune removes finished backup directories beyond the newest keep
+// (aborted ones and ones a crash left without a journal count as finished).
+// Unfinished ones are never removed: Repair needs them. Callers hold the lock.
+func Prune(root *pki.Root, backupDir string, keep int) {
+	dirs := backupDirs(root, backupDir)
+	var finished []string
+	for _, d := range dirs {
+		j, err := loadJournal(root, d)
+		if err == nil && unfinished(j.State) {
+			continue
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		finished = append(finished, d)
+	}
+	for len(finished) > keep {
+		os.RemoveAll(root.HostPath(finished[0]))
+		finished = finished[1:]
+	}
+}
+
+func serialHex(c *x509.Certificate) string { return strings.ToUpper(c.SerialNumber.Text(16)) }
