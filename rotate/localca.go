@@ -33,6 +33,22 @@ var (
 // that clocks a little behind still accept it (kubeadm uses the same).
 const Backdate = 5 * time.Minute
 
+// Validity returns the validity of a certificate renewed at now for the
+// given lifetime: it starts Backdate in the past (a tenth of the lifetime
+// for short-lived certificates) and never ends after the CA does.
+func Validity(now time.Time, lifetime time.Duration, caNotAfter time.Time) (notBefore, notAfter time.Time) {
+	back := Backdate
+	if lifetime/10 < back {
+		back = lifetime / 10
+	}
+	notBefore = now.Add(-back).UTC()
+	notAfter = notBefore.Add(lifetime)
+	if notAfter.After(caNotAfter) {
+		notAfter = caNotAfter.UTC()
+	}
+	return notBefore, notAfter
+}
+
 // LocalCA is a certificate authority whose key is on this node.
 type LocalCA struct {
 	Name string
@@ -138,13 +154,9 @@ func (ca *LocalCA) Reissue(old *x509.Certificate, pub crypto.PublicKey, now time
 	if validity <= 0 {
 		validity = old.NotAfter.Sub(old.NotBefore)
 	}
-	notBefore := now.Add(-Backdate)
-	notAfter := notBefore.Add(validity)
-	if notAfter.After(ca.Cert.NotAfter) {
-		notAfter = ca.Cert.NotAfter
-	}
+	notBefore, notAfter := Validity(now, validity, ca.Cert.NotAfter)
 	if !notAfter.After(now) {
-		return nil, fmt.Errorf("CA %s expires %s: no room for a renewed certificate", ca.Name, ca.Cert.NotAfter.Format(time.RFC3339))
+		return nil, fmt.Errorf("CA %s expired %s: it cannot sign a renewal", ca.Name, ca.Cert.NotAfter.Format(time.RFC3339))
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {

@@ -87,7 +87,7 @@ func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error
 		} else if err := os.Chmod(opts.Root.HostPath(dir), 0o700); err != nil {
 			txErr = fmt.Errorf("backup directory: %w", err)
 		} else {
-			tx := &transaction{root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks}
+			tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks}
 			txErr = tx.commit(ready)
 		}
 		if txErr != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"path"
 	"reflect"
+	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -155,7 +156,7 @@ func rewriteKubeconfig(data []byte, old *clientcmdapi.Config, user string, certP
 // verify checks a certificate and key as the transaction stages and reads
 // them back: the key is the certificate's, the certificate chains to the
 // CA, and its subject, names and usages are those of the old one.
-func verify(t Target, old, cert *x509.Certificate, key crypto.Signer) error {
+func verify(t Target, old, cert *x509.Certificate, key crypto.Signer, now time.Time) error {
 	if !pki.KeyMatches(cert, key) {
 		return fmt.Errorf("%s: private key does not match the certificate", t.Name)
 	}
@@ -164,7 +165,7 @@ func verify(t Target, old, cert *x509.Certificate, key crypto.Signer) error {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(t.CA.Cert)
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: cert.NotBefore.Add(Backdate)}); err != nil {
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: now}); err != nil {
 		return fmt.Errorf("%s: chain to CA %s: %w", t.Name, t.CA.Name, err)
 	}
 	return sameIdentity(old, cert)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"time"
 
 	"github.com/google/renameio/v2"
 
@@ -87,6 +88,7 @@ func modeFor(t Target, p string) fs.FileMode {
 
 // transaction commits prepared renewals with a journal in dir.
 type transaction struct {
+	now   time.Time // the renewal's "now": new certificates must be valid then
 	root  *pki.Root
 	j     *journal
 	hooks Hooks
@@ -235,7 +237,7 @@ func (tx *transaction) stageOne(p *prepared) error {
 	if err != nil {
 		return fmt.Errorf("staged %s: %w", p.t.Name, err)
 	}
-	return verify(p.t, p.cur.cert, cert, key)
+	return verify(p.t, p.cur.cert, cert, key, tx.now)
 }
 
 func (tx *transaction) backup(p *prepared) error {
@@ -275,7 +277,7 @@ func (tx *transaction) reverify(p *prepared) error {
 	if !cert.Equal(p.cert) {
 		return fmt.Errorf("read back %s: not the certificate written", p.t.Name)
 	}
-	return verify(p.t, p.cur.cert, cert, key)
+	return verify(p.t, p.cur.cert, cert, key, tx.now)
 }
 
 // drop takes a target out of the transaction before anything was renamed.

@@ -58,6 +58,8 @@ type Config struct {
 
 	// Renewal says how certificates are renewed.
 	Renewal Renewal `json:"renewal,omitempty"`
+	// Agent configures `certagent run`.
+	Agent Agent `json:"agent,omitempty"`
 
 	// RenewBeforeDuration is RenewBefore parsed; 0 when unset.
 	RenewBeforeDuration time.Duration `json:"-"`
@@ -81,6 +83,31 @@ type Renewal struct {
 
 	// ValidityDuration is Validity parsed; 0 when unset.
 	ValidityDuration time.Duration `json:"-"`
+}
+
+// Agent configures the daemon. Paths are node paths (below --root).
+type Agent struct {
+	// StateDir holds state.json (default /var/lib/certagent).
+	StateDir string `json:"stateDir,omitempty"`
+	// Socket is the status API's unix socket (default /run/certagent/certagent.sock).
+	Socket string `json:"socket,omitempty"`
+	// NoRestart turns off restarting what uses a renewed certificate.
+	NoRestart bool `json:"noRestart,omitempty"`
+	// ResyncInterval is how often a full rescan runs even without events
+	// (default 5m).
+	ResyncInterval string `json:"resyncInterval,omitempty"`
+	// RetryInitial and RetryMax bound the backoff after a failed renewal
+	// (default 30s and 1h).
+	RetryInitial string `json:"retryInitial,omitempty"`
+	RetryMax     string `json:"retryMax,omitempty"`
+	// NodeName seeds the renewal jitter (default: the host name).
+	NodeName string `json:"nodeName,omitempty"`
+	// Group may read the status API (default certagent; root only when
+	// the group does not exist).
+	Group string `json:"group,omitempty"`
+
+	// Parsed durations.
+	ResyncDuration, RetryInitialDuration, RetryMaxDuration time.Duration `json:"-"`
 }
 
 // keyAlgorithms mirrors rotate.KeyAlgorithms (config may not import rotate).
@@ -108,6 +135,21 @@ func (c *Config) setDefaults() {
 	}
 	if c.Renewal.KeepBackups == 0 {
 		c.Renewal.KeepBackups = 5
+	}
+	a := &c.Agent
+	if a.StateDir == "" {
+		a.StateDir = "/var/lib/certagent"
+	}
+	if a.Socket == "" {
+		a.Socket = "/run/certagent/certagent.sock"
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&a.ResyncDuration, 5 * time.Minute}, {&a.RetryInitialDuration, 30 * time.Second}, {&a.RetryMaxDuration, time.Hour}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
 	}
 }
 
@@ -202,6 +244,31 @@ func (c *Config) validate() error {
 	}
 	if c.Renewal.KeepBackups < 0 {
 		bad("renewal.keepBackups", "must not be negative, got %d", c.Renewal.KeepBackups)
+	}
+	for _, d := range []struct {
+		key, val string
+		out      *time.Duration
+	}{
+		{"agent.resyncInterval", c.Agent.ResyncInterval, &c.Agent.ResyncDuration},
+		{"agent.retryInitial", c.Agent.RetryInitial, &c.Agent.RetryInitialDuration},
+		{"agent.retryMax", c.Agent.RetryMax, &c.Agent.RetryMaxDuration},
+	} {
+		if d.val == "" {
+			continue
+		}
+		v, err := ParseDuration(d.val)
+		switch {
+		case err != nil:
+			bad(d.key, "%v", err)
+		case v < time.Second:
+			bad(d.key, "must be at least 1s, got %q", d.val)
+		}
+		*d.out = v
+	}
+	for _, kv := range [][2]string{{"agent.stateDir", c.Agent.StateDir}, {"agent.socket", c.Agent.Socket}} {
+		if kv[1] != "" && !path.IsAbs(kv[1]) {
+			bad(kv[0], "must be an absolute path, got %q", kv[1])
+		}
 	}
 	if c.MaxFileSize < 0 {
 		bad("maxFileSize", "must not be negative, got %d", c.MaxFileSize)

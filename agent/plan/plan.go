@@ -173,10 +173,8 @@ func (b *builder) item(c *inventory.Certificate, reason string, required bool) *
 	if v := b.cfg.Renewal.ValidityDuration; v > 0 {
 		life = v
 	}
-	it.NotBefore = b.now.Add(-rotate.Backdate).UTC()
-	it.NotAfter = it.NotBefore.Add(life)
-	if it.NotAfter.After(ca.ca.Cert.NotAfter) {
-		it.NotAfter = ca.ca.Cert.NotAfter.UTC()
+	it.NotBefore, it.NotAfter = rotate.Validity(b.now, life, ca.ca.Cert.NotAfter)
+	if it.NotAfter.Equal(ca.ca.Cert.NotAfter.UTC()) {
 		it.Warnings = append(it.Warnings, fmt.Sprintf("CA %s expires %s, before a full %s lifetime: the renewed certificate ends with it; plan a new CA",
 			ca.ca.Name, ca.ca.Cert.NotAfter.Format(time.RFC3339), inventory.Human(life)))
 	}

@@ -1,13 +1,21 @@
 package main
 
 import (
+	"context"
+	"crypto/x509"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
@@ -15,10 +23,11 @@ import (
 
 func newDemoCommand() *cobra.Command {
 	var dir string
-	var keep bool
+	var keep, checkOnly bool
+	var lifetime time.Duration
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Build a sandbox node PKI in a temp dir and check it (no cluster, no root needed)",
+		Short: "Build a sandbox node PKI in a temp dir, check it, then run the agent on it live (no cluster, no root)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			out := cmd.OutOrStdout()
@@ -32,7 +41,9 @@ func newDemoCommand() *cobra.Command {
 					defer os.RemoveAll(d)
 				}
 			}
-			if err := writeSandbox(dir, time.Now()); err != nil {
+			now := time.Now()
+			node, err := writeSandbox(dir, now)
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(out, "Sandbox node PKI in %s: a kubeadm layout with 1-year leaves,\n", dir)
@@ -50,22 +61,29 @@ func newDemoCommand() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(out, "\n(check exits %d here: 2 means something is expired or broken.)\n", rep.ExitCode())
+			if !checkOnly {
+				if err := demoAgent(cmd.Context(), out, root, node, lifetime); err != nil {
+					return err
+				}
+			}
 			if keep {
-				fmt.Fprintf(out, "Kept %s; try: certagent check --root %s -o json\n", dir, dir)
+				fmt.Fprintf(out, "\nKept %s; try: certagent check --root %s -o json\n", dir, dir)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&dir, "dir", "", "write the sandbox here instead of a temp dir (kept)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temp dir")
+	cmd.Flags().BoolVar(&checkOnly, "check-only", false, "stop after the check; do not start the agent")
+	cmd.Flags().DurationVar(&lifetime, "webhook-lifetime", 20*time.Second, "lifetime of the short-lived certificate the agent renews live")
 	return cmd
 }
 
 // writeSandbox writes the demo's node PKI: a kubeadm control-plane layout
 // with a kubelet store, some certificates near expiry, one expired and one
 // broken file.
-func writeSandbox(dir string, now time.Time) error {
-	_, err := pkitest.Layout{
+func writeSandbox(dir string, now time.Time) (*pkitest.Node, error) {
+	n, err := pkitest.Layout{
 		Now: now,
 		NotAfter: map[string]time.Time{
 			"apiserver":          now.Add(20 * 24 * time.Hour),
@@ -74,8 +92,120 @@ func writeSandbox(dir string, now time.Time) error {
 		},
 	}.Write(dir)
 	if err != nil {
-		return fmt.Errorf("sandbox: %w", err)
+		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	broken := filepath.Join(dir, "etc/kubernetes/pki/custom-webhook.crt")
-	return os.WriteFile(broken, []byte("-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3\n"), 0o644)
+	return n, os.WriteFile(broken, []byte("-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3\n"), 0o644)
+}
+
+// demoAgent runs the agent in-process on the sandbox and shows it at work:
+// due certificates renewed at start, a manual change noticed at once, and
+// a short-lived certificate renewed at its jittered point.
+func demoAgent(ctx context.Context, out io.Writer, root *pki.Root, node *pkitest.Node, lifetime time.Duration) error {
+	dir := root.Dir()
+	fmt.Fprintf(out, "\n$ certagent run --root %s --no-restart   (in the background)\n\n", dir)
+	log := logrus.New()
+	log.SetOutput(out)
+	log.SetFormatter(&demoFormatter{})
+	cfgText := "apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\npaths: [/opt/webhook]\nagent: {noRestart: true, resyncInterval: 5s}\n"
+	a, err := agent.New(agent.Options{
+		Root: root, LoadConfig: func() (*config.Config, error) { return config.Parse([]byte(cfgText)) },
+		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent/certagent.sock"),
+		Clock: clock.RealClock{}, Log: log, Version: version,
+	})
+	if err != nil {
+		return err
+	}
+	// A webhook certificate that lives only seconds: the agent schedules
+	// it at 70-90 % of that and renews it while you watch.
+	if err := writeWebhook(dir, node.CA, lifetime); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c := agent.NewClient(filepath.Join(dir, "run/certagent/certagent.sock"))
+	var s *agent.Status
+	for i := 0; i < 100 && s == nil; i++ {
+		time.Sleep(50 * time.Millisecond)
+		s, _ = c.Status(ctx)
+	}
+	if s == nil {
+		return fmt.Errorf("demo: the agent did not come up")
+	}
+	fmt.Fprintf(out, "\n$ certagent status --root %s\n\n", dir)
+	s.WriteTable(out, time.Now())
+
+	fmt.Fprintf(out, "\nWatching /opt/webhook/webhook.crt (lifetime %s) until the agent renews it...\n", lifetime)
+	first := serialOf(s, "/opt/webhook/webhook.crt")
+	deadline := time.Now().Add(3 * lifetime)
+	for i := 0; time.Now().Before(deadline); i++ {
+		time.Sleep(time.Second)
+		s, err = c.Status(ctx)
+		if err != nil {
+			return err
+		}
+		changed := serialOf(s, "/opt/webhook/webhook.crt") != first
+		for _, cs := range s.Certificates {
+			if cs.Name == "/opt/webhook/webhook.crt" && (i%4 == 0 || changed) {
+				when := "-"
+				if cs.Renewal.NextActionAt != nil {
+					when = time.Until(*cs.Renewal.NextActionAt).Round(time.Second).String()
+				}
+				fmt.Fprintf(out, "  %s  serial %s  expires in %s  state %s  next %s in %s\n", time.Now().Format("15:04:05"),
+					cs.Serial, time.Until(cs.NotAfter).Round(time.Second), cs.Renewal.State, cs.Renewal.NextAction, when)
+			}
+		}
+		if serialOf(s, "/opt/webhook/webhook.crt") != first {
+			fmt.Fprintln(out, "\nRenewed live. Final status:")
+			fmt.Fprintln(out)
+			return s.WriteTable(out, time.Now())
+		}
+	}
+	return fmt.Errorf("demo: the webhook certificate was not renewed in time")
+}
+
+func writeWebhook(dir string, ca *pkitest.CA, lifetime time.Duration) error {
+	now := time.Now()
+	c, k, err := ca.Issue(pkitest.Spec{CommonName: "webhook.kube-system.svc", DNSNames: []string{"webhook.kube-system.svc"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: now, NotAfter: now.Add(lifetime)})
+	if err != nil {
+		return err
+	}
+	d := filepath.Join(dir, "opt/webhook")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(d, "webhook.key"), pkitest.KeyPEM(k), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(d, "webhook.crt"), pkitest.CertPEM(c), 0o644)
+}
+
+func serialOf(s *agent.Status, name string) string {
+	for _, c := range s.Certificates {
+		if c.Name == name {
+			return c.Serial
+		}
+	}
+	return ""
+}
+
+// demoFormatter prints agent events as one short line each.
+type demoFormatter struct{}
+
+func (demoFormatter) Format(e *logrus.Entry) ([]byte, error) {
+	if e.Message == "renewal scheduled" {
+		return nil, nil // one per certificate: too chatty for the demo
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "  [agent] %s", e.Message)
+	for _, k := range []string{"CERT_NAME", "NEW_SERIAL", "REASON"} {
+		if v, ok := e.Data[k]; ok {
+			fmt.Fprintf(&b, " %s=%v", k, v)
+		}
+	}
+	b.WriteByte('\n')
+	return []byte(b.String()), nil
 }

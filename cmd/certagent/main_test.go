@@ -101,7 +101,7 @@ func TestCheckJSONContract(t *testing.T) {
 }
 
 func TestDemoAndVersion(t *testing.T) {
-	out, code := execute(t, "demo")
+	out, code := execute(t, "demo", "--check-only")
 	if code != 0 || !strings.Contains(out, "front-proxy-client") || !strings.Contains(out, "expired") || !strings.Contains(out, "PROBLEMS (1)") {
 		t.Fatalf("demo exit %d:\n%s", code, out)
 	}

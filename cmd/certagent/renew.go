@@ -5,16 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/agent/config"
-	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/plan"
-	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
 
@@ -64,81 +62,30 @@ lock timeout.`,
 }
 
 func runRenew(ctx context.Context, out io.Writer, root *pki.Root, cfg *config.Config, sel plan.Selection, f *renewFlags) error {
-	backupDir := cfg.Renewal.BackupDir
-	if f.dryRun {
-		for _, d := range rotate.Interrupted(root, backupDir) {
-			fmt.Fprintf(out, "interrupted transaction %s: the next renew repairs it\n", d)
-		}
-	} else {
-		lctx, cancel := context.WithTimeout(ctx, f.lockTimeout)
-		lock, err := rotate.Acquire(lctx, root, backupDir)
-		cancel()
+	req := agent.RenewRequest{Names: sel.Names, All: sel.All, Force: sel.Force, DryRun: f.dryRun}
+	// With an agent running, it does the renewal, so the two never race.
+	if c := agent.NewClient(root.HostPath(cfg.Agent.Socket)); c.Reachable() {
+		o, err := c.Renew(ctx, req)
 		if err != nil {
 			return &exitError{code: ExitUsage, err: err}
 		}
-		defer lock.Unlock()
-		for _, r := range rotate.Repair(root, backupDir) {
-			if r.Err != nil {
-				fmt.Fprintf(out, "repair    %s: %s failed: %v\n", r.Dir, r.Action, r.Err)
-			} else {
-				fmt.Fprintf(out, "repaired  %s: %s\n", r.Dir, r.Action)
-			}
+		fmt.Fprintln(out, "(renewed by the running certagent daemon)")
+		for _, l := range o.Lines {
+			fmt.Fprintln(out, l)
 		}
-		rotate.Prune(root, backupDir, cfg.Renewal.KeepBackups)
+		return exitIf(o.Failed)
 	}
-	now := time.Now()
-	rep, err := inventory.Scan(ctx, inventory.Options{Root: root, Config: cfg, Now: now})
+	o, err := agent.RenewOnce(ctx, root, cfg, req, agent.RenewOptions{
+		LockTimeout: f.lockTimeout,
+		Hooks:       testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
+	})
 	if err != nil {
 		return &exitError{code: ExitUsage, err: err}
 	}
-	p, err := plan.Build(root, cfg, rep, sel, now)
-	if err != nil {
-		return &exitError{code: ExitUsage, err: err}
+	for _, l := range o.Lines {
+		fmt.Fprintln(out, l)
 	}
-	failed := printPlan(out, p, f.dryRun)
-	if f.dryRun || len(p.Targets()) == 0 {
-		if len(p.Items) == 0 {
-			fmt.Fprintln(out, "nothing to renew")
-		}
-		return exitIf(failed)
-	}
-	results, _ := rotate.Renew(ctx, rotate.Options{
-		Root: root, BackupDir: backupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now,
-		Policy: rotate.Policy{Validity: cfg.Renewal.ValidityDuration, KeyAlgorithm: cfg.Renewal.KeyAlgorithm, ReuseKey: cfg.Renewal.ReuseKey},
-		Hooks:  testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
-	}, p.Targets())
-	for _, r := range results {
-		if r.Err != nil {
-			failed = true
-			fmt.Fprintf(out, "failed    %-26s %v\n", r.Name, r.Err)
-			continue
-		}
-		fmt.Fprintf(out, "renewed   %-26s serial %s -> %s, valid until %s, old files in %s\n",
-			r.Name, short(r.OldSerial), short(r.NewSerial), r.NotAfter.UTC().Format(time.RFC3339), r.Backup)
-	}
-	return exitIf(failed)
-}
-
-// printPlan prints one line per item and reports whether any requested
-// certificate cannot be renewed.
-func printPlan(out io.Writer, p *plan.Plan, dryRun bool) bool {
-	failed := false
-	for _, it := range p.Items {
-		switch {
-		case it.Err != nil:
-			failed = true
-			fmt.Fprintf(out, "failed    %-26s %v\n", it.Name, it.Err)
-		case !it.Renew:
-			fmt.Fprintf(out, "skipped   %-26s %s\n", it.Name, it.Reason)
-		case dryRun:
-			fmt.Fprintf(out, "would renew %-24s %s; CA %s; new validity %s to %s; files %s\n", it.Name, it.Reason, it.Target.CA.Name,
-				it.NotBefore.Format(time.RFC3339), it.NotAfter.Format(time.RFC3339), strings.Join(it.Files, " "))
-		}
-		for _, w := range it.Warnings {
-			fmt.Fprintf(out, "warning   %-26s %s\n", it.Name, w)
-		}
-	}
-	return failed
+	return exitIf(o.Failed)
 }
 
 func exitIf(failed bool) error {
@@ -146,13 +93,6 @@ func exitIf(failed bool) error {
 		return &exitError{code: ExitRenewFailed}
 	}
 	return nil
-}
-
-func short(serial string) string {
-	if len(serial) > 12 {
-		return serial[:12] + "…"
-	}
-	return serial
 }
 
 // testHooks kill the process (CERTAGENT_TEST_CRASH_AT=<step>) or hold it

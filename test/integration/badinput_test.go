@@ -32,15 +32,7 @@ func TestUnreadableFileAsUnprivilegedUser(t *testing.T) {
 	if err := os.Chmod(filepath.Join(pki, "locked.crt"), 0); err != nil {
 		t.Fatal(err)
 	}
-	// Open the path down to the temp dir for the unprivileged user.
-	for p := root; p != "/" && p != "."; p = filepath.Dir(p) {
-		if strings.HasPrefix(p, os.TempDir()+"/") {
-			os.Chmod(p, 0o755)
-		}
-	}
-	for _, d := range []string{root, filepath.Join(root, "etc"), filepath.Join(root, "etc/kubernetes"), pki} {
-		os.Chmod(d, 0o755)
-	}
+	openUp(pki)
 	args := []string{"check", "--root", root, "-o", "json"}
 	var r result
 	if os.Geteuid() == 0 {
@@ -80,4 +72,12 @@ func runAs(t testing.TB, uid, gid uint32, bin string, args ...string) result {
 		t.Fatal(err)
 	}
 	return runWith(t, &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}, bin, args...)
+}
+
+// openUp makes dir and its ancestors inside the temp directory searchable
+// and readable by everyone, for tests that run clients as other users.
+func openUp(dir string) {
+	for p := dir; strings.HasPrefix(p, os.TempDir()+"/"); p = filepath.Dir(p) {
+		os.Chmod(p, 0o755)
+	}
 }

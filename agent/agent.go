@@ -1,0 +1,382 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/state"
+	"github.com/certagent/certagent/agent/watch"
+	"github.com/certagent/certagent/rotate"
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// Notifier tells the service manager how the agent is doing
+// (systemd.Notifier in production).
+type Notifier interface {
+	Ready(status string) error
+	Status(status string) error
+	Watchdog() error
+	Stopping() error
+}
+
+// Restarter restarts whatever uses certificates that were just renewed.
+type Restarter interface {
+	Restart(ctx context.Context, renewed []*inventory.Certificate) error
+}
+
+// Options configure an Agent.
+type Options struct {
+	Root *pki.Root
+	// LoadConfig reads the configuration, with command-line overrides
+	// applied; it is called at start and on every Reload.
+	LoadConfig func() (*config.Config, error)
+	// StateDir and Socket are host paths.
+	StateDir, Socket string
+	Clock            clock.WithTicker
+	Log              *logrus.Logger
+	Notifier         Notifier
+	Restarter        Restarter // nil: nothing is restarted
+	Version          string
+	// Watchdog is the unit's WatchdogSec (0: off); the loop pings at half.
+	Watchdog time.Duration
+	// Debounce waits for more file events before a rescan (default 200ms).
+	Debounce time.Duration
+	// MaxSleep is the longest the loop sleeps before it looks at the wall
+	// clock again (default 1m), so a suspend never hides a deadline long.
+	MaxSleep time.Duration
+	// Hooks are passed to the renewal transactions (tests).
+	Hooks rotate.Hooks
+	// Group may read the status API (default "certagent").
+	Group string
+}
+
+// Agent is the long-running renewal loop. Everything not guarded by mu is
+// owned by the loop goroutine.
+type Agent struct {
+	opts      Options
+	cfg       *config.Config
+	state     *state.Store
+	watch     *watch.Watcher
+	startedAt time.Time
+	node      string
+	nextPass  time.Time // when the loop must run a pass at the latest
+	lastPing  time.Time
+	ready     bool              // READY=1 was sent
+	logged    map[string]string // event kind + name -> serial it was logged for
+
+	kick   chan string
+	reload chan struct{}
+	renews chan renewCall
+
+	mu         sync.Mutex // guards status, statusJSON and health
+	status     *Status
+	statusJSON []byte
+	health     Health
+}
+
+type renewCall struct {
+	ctx   context.Context
+	req   RenewRequest
+	reply chan renewReply
+}
+
+type renewReply struct {
+	out *Outcome
+	err error
+}
+
+// New validates options and prepares an agent; Run starts it.
+func New(opts Options) (*Agent, error) {
+	if opts.Root == nil || opts.LoadConfig == nil || opts.Log == nil {
+		return nil, errors.New("agent: Root, LoadConfig and Log are required")
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 200 * time.Millisecond
+	}
+	if opts.MaxSleep <= 0 {
+		opts.MaxSleep = time.Minute
+	}
+	if opts.Group == "" {
+		opts.Group = GroupName
+	}
+	return &Agent{
+		opts: opts, kick: make(chan string, 1), reload: make(chan struct{}, 1), renews: make(chan renewCall),
+		logged: map[string]string{},
+	}, nil
+}
+
+// Reload asks the loop to re-read the config and rescan (SIGHUP).
+func (a *Agent) Reload() {
+	select {
+	case a.reload <- struct{}{}:
+	default:
+	}
+}
+
+// Rescan asks the loop for a pass.
+func (a *Agent) Rescan(reason string) {
+	select {
+	case a.kick <- reason:
+	default:
+	}
+}
+
+// Renew runs a renewal request inside the loop, so that it never races
+// the agent's own renewals.
+func (a *Agent) Renew(ctx context.Context, req RenewRequest) (*Outcome, error) {
+	c := renewCall{ctx: ctx, req: req, reply: make(chan renewReply, 1)}
+	select {
+	case a.renews <- c:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-c.reply:
+		return r.out, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// StatusJSON returns the latest status document.
+func (a *Agent) StatusJSON() []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.statusJSON
+}
+
+// Run runs the agent until ctx is done: the first full scan, then
+// READY=1, then a pass on every change, deadline, request or resync.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg, err := a.opts.LoadConfig()
+	if err != nil {
+		return err
+	}
+	a.cfg = cfg
+	a.startedAt = a.opts.Clock.Now()
+	a.node = cfg.Agent.NodeName
+	if a.node == "" {
+		a.node, _ = os.Hostname()
+	}
+	st, warn, err := state.Open(a.opts.StateDir, a.startedAt)
+	if err != nil {
+		return err
+	}
+	a.state = st
+	if warn != nil {
+		a.opts.Log.WithField("REASON", warn.Error()).Warn("state file corrupt, starting fresh")
+		a.health.StateWarning = warn.Error()
+	}
+	if a.watch, err = watch.New(a.opts.Clock, a.opts.Debounce); err != nil {
+		return fmt.Errorf("watch: %w", err)
+	}
+	defer a.watch.Close()
+	srv, err := a.serve()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		srv.Shutdown(sctx)
+		cancel()
+		os.Remove(a.opts.Socket)
+	}()
+
+	a.pass(ctx, "start")
+	if a.opts.Notifier != nil {
+		a.opts.Notifier.Ready(a.summary())
+	}
+	a.ready = true
+	a.opts.Log.WithFields(logrus.Fields{"SOCKET": a.opts.Socket, "VERSION": a.opts.Version}).Info("certagent started")
+	for {
+		wait := a.nextPass.Sub(a.opts.Clock.Now())
+		if wait > a.opts.MaxSleep {
+			wait = a.opts.MaxSleep
+		}
+		if wd := a.opts.Watchdog / 2; wd > 0 && wait > wd {
+			wait = wd
+		}
+		if wait < 0 {
+			wait = 0
+		}
+		timer := a.opts.Clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			if a.opts.Notifier != nil {
+				a.opts.Notifier.Stopping()
+			}
+			a.opts.Log.Info("certagent stopping")
+			return a.state.Save()
+		case <-a.watch.C:
+			a.pass(ctx, "change on disk")
+		case reason := <-a.kick:
+			a.pass(ctx, reason)
+		case <-a.reload:
+			a.reloadConfig()
+			a.pass(ctx, "reload")
+		case c := <-a.renews:
+			a.renewRequested(ctx, c)
+			a.pass(ctx, "renew request")
+		case <-timer.C():
+			if !a.opts.Clock.Now().Before(a.nextPass) {
+				a.pass(ctx, "timer")
+			}
+		}
+		timer.Stop()
+		a.ping()
+	}
+}
+
+// renewRequested runs a renewal asked for over the API and records it
+// like the agent's own.
+func (a *Agent) renewRequested(ctx context.Context, c renewCall) {
+	now := a.opts.Clock.Now()
+	before, serr := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: now})
+	out, err := RenewOnce(c.ctx, a.opts.Root, a.cfg, c.req, RenewOptions{LockTimeout: time.Minute, Hooks: a.opts.Hooks, Now: now})
+	c.reply <- renewReply{out, err}
+	if err != nil || serr != nil || c.req.DryRun {
+		return
+	}
+	// Only certificates that went into the transaction count.
+	var certs []*inventory.Certificate
+	for _, r := range out.Results {
+		for _, cert := range before.Certificates {
+			if cert.Name == r.Name {
+				certs = append(certs, cert)
+			}
+		}
+	}
+	a.record(ctx, certs, out, nil, now)
+}
+
+// ping feeds the watchdog; it runs only from the loop, so a stuck loop
+// stops the pings and systemd restarts the agent.
+func (a *Agent) ping() {
+	if a.opts.Watchdog <= 0 || a.opts.Notifier == nil || os.Getenv("CERTAGENT_TEST_STOP_WATCHDOG") != "" {
+		return
+	}
+	now := a.opts.Clock.Now()
+	if now.Sub(a.lastPing) >= a.opts.Watchdog/2 {
+		a.opts.Notifier.Watchdog()
+		a.lastPing = now
+	}
+}
+
+func (a *Agent) reloadConfig() {
+	cfg, err := a.opts.LoadConfig()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err != nil {
+		a.health.ConfigError = err.Error()
+		a.opts.Log.WithField("REASON", err.Error()).Error("config reload failed, keeping the old config")
+		return
+	}
+	a.health.ConfigError = ""
+	a.cfg = cfg
+	a.opts.Log.Info("config reloaded")
+}
+
+// watchDirs lists the host directories whose changes matter.
+func (a *Agent) watchDirs(rep *inventory.Report) []string {
+	cfg, root := a.cfg, a.opts.Root
+	set := map[string]bool{}
+	add := func(node string) { set[root.HostPath(node)] = true }
+	for _, d := range []string{cfg.KubernetesDir, cfg.PKIDir, path.Join(cfg.PKIDir, "etcd"), cfg.KubeletPKIDir} {
+		add(d)
+	}
+	for _, p := range cfg.Paths {
+		if strings.ContainsAny(p, "*?[") {
+			add(path.Dir(p))
+		} else if fi, err := os.Stat(root.HostPath(p)); err == nil && fi.IsDir() {
+			add(p)
+		} else {
+			add(path.Dir(p))
+		}
+	}
+	for _, list := range [][]*inventory.Certificate{rep.Certificates, rep.Authorities} {
+		for _, c := range list {
+			add(path.Dir(c.Path))
+			if c.ResolvedPath != "" {
+				add(path.Dir(c.ResolvedPath))
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for d := range set {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// publish stores a new status document for the API.
+func (a *Agent) publish(s *Status) {
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		a.opts.Log.WithField("REASON", err.Error()).Error("status encoding failed")
+		return
+	}
+	a.mu.Lock()
+	a.status, a.statusJSON = s, append(data, '\n')
+	a.mu.Unlock()
+}
+
+func (a *Agent) healthSnapshot() Health {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.health
+	h.Version, h.PID, h.StartedAt = a.opts.Version, os.Getpid(), a.startedAt.UTC()
+	h.UptimeSeconds = int64(a.opts.Clock.Since(a.startedAt) / time.Second)
+	h.WatchedDirs = a.watch.Watched()
+	h.WatchErrors = a.watch.Errors()
+	h.NoRestart = a.cfg.Agent.NoRestart
+	return h
+}
+
+// summary is the one-line STATUS= text.
+func (a *Agent) summary() string {
+	a.mu.Lock()
+	s := a.status
+	a.mu.Unlock()
+	if s == nil {
+		return "starting"
+	}
+	var next *CertStatus
+	failed := 0
+	for _, c := range s.Certificates {
+		if c.Renewal.State == StateFailed {
+			failed++
+		}
+		if c.Renewal.NextAction != "none" && c.Renewal.NextActionAt != nil && (next == nil || c.Renewal.NextActionAt.Before(*next.Renewal.NextActionAt)) {
+			next = c
+		}
+	}
+	out := fmt.Sprintf("%d certs", len(s.Certificates))
+	if next != nil {
+		out += fmt.Sprintf(", next renewal %s in %s", next.Name, inventory.Human(next.Renewal.NextActionAt.Sub(a.opts.Clock.Now())))
+	}
+	if failed > 0 {
+		out += fmt.Sprintf(", %d failed", failed)
+	}
+	if n := len(s.Problems); n > 0 {
+		out += fmt.Sprintf(", %d problems", n)
+	}
+	return out
+}

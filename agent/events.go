@@ -1,0 +1,40 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/certagent/certagent/agent/inventory"
+)
+
+// MESSAGE_IDs of the journal events, fixed so that
+// `journalctl MESSAGE_ID=<id>` finds every event of a kind.
+const (
+	MsgRenewalScheduled = "85f30c921ec54ed0955e52a9b60a5473"
+	MsgRenewed          = "5bb61177dc074362822c1a458b6a50ca"
+	MsgRenewalFailed    = "a59553fb20784acaa5a2f5736483e4d1"
+	MsgExpired          = "64349d2ba4cc4f5e8fb0a1bac60f3435"
+	MsgRestartDone      = "271eedc13f474c33becd23a12b4f4e1d"
+	MsgRestartFailed    = "b85542c31bc4436f876171be7e4a0b3c"
+	MsgChangedOnDisk    = "c374caa827ac4d1b938983710563c161"
+)
+
+// certFields are the journal fields of a certificate event. Nothing here
+// is key material.
+func certFields(msgID string, c *inventory.Certificate, method, reason string) logrus.Fields {
+	f := logrus.Fields{
+		"MESSAGE_ID": msgID,
+		"CERT_NAME":  c.Name,
+		"CERT_PATH":  c.Path,
+		"SERIAL":     c.Serial,
+		"NOT_AFTER":  c.NotAfter.UTC().Format(time.RFC3339),
+	}
+	if method != "" {
+		f["METHOD"] = method
+	}
+	if reason != "" {
+		f["REASON"] = reason
+	}
+	return f
+}

@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/schedule"
+	"github.com/certagent/certagent/agent/state"
+)
+
+// pass is one look at the node: scan, decide, renew what is due, publish.
+// Every decision is recomputed from the wall clock.
+func (a *Agent) pass(ctx context.Context, reason string) {
+	start := a.opts.Clock.Now()
+	rep, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: start})
+	if err != nil {
+		return // cancelled
+	}
+	a.watch.Set(a.watchDirs(rep))
+	statuses, due := a.decide(rep, start)
+	if len(due) > 0 && ctx.Err() == nil {
+		a.publish(a.build(rep, statuses, reason, start)) // status shows "renewing" meanwhile
+		a.renewDue(ctx, due)
+		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: a.opts.Clock.Now()}); err == nil {
+			rep = rep2
+			statuses, _ = a.decide(rep, a.opts.Clock.Now())
+		}
+	}
+	keep := map[string]bool{}
+	for _, c := range rep.Certificates {
+		keep[c.Name] = true
+	}
+	a.state.Forget(keep)
+	if err := a.state.Save(); err != nil {
+		a.opts.Log.WithField("REASON", err.Error()).Error("saving state failed")
+	}
+	a.mu.Lock()
+	a.health.LastScan, a.health.LastScanReason = start.UTC(), reason
+	a.health.LastScanSeconds = a.opts.Clock.Since(start).Seconds()
+	a.health.Scans++
+	a.mu.Unlock()
+	a.publish(a.build(rep, statuses, reason, start))
+	a.nextPass = a.next(statuses)
+	if a.opts.Notifier != nil && a.ready {
+		a.opts.Notifier.Status(a.summary())
+	}
+}
+
+// next is the earliest of the next action and the periodic resync.
+func (a *Agent) next(statuses map[string]*RenewalStatus) time.Time {
+	n := a.opts.Clock.Now().Add(a.cfg.Agent.ResyncDuration)
+	for _, s := range statuses {
+		if s.NextAction != "none" && s.NextActionAt != nil && s.NextActionAt.Before(n) {
+			n = *s.NextActionAt
+		}
+	}
+	return n
+}
+
+// decide works out every certificate's renewal status and which are due.
+func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*RenewalStatus, []*inventory.Certificate) {
+	policy := schedule.Policy{RenewBefore: a.cfg.RenewBeforeDuration}
+	out := map[string]*RenewalStatus{}
+	var due []*inventory.Certificate
+	for _, c := range rep.Certificates {
+		st := a.state.Get(c.Name)
+		if st.Serial != c.Serial {
+			if st.Serial != "" && st.LastResult != "" && !endsWith(st.LastResult, c.Serial) {
+				a.opts.Log.WithFields(certFields(MsgChangedOnDisk, c, "", "serial "+st.Serial+" replaced on disk")).Info("certificate changed on disk")
+			}
+			st = state.Cert{Serial: c.Serial, LastRenewal: st.LastRenewal, LastResult: st.LastResult}
+			a.state.Put(c.Name, st)
+		}
+		rs := &RenewalStatus{Failures: st.Failures, LastError: st.LastError, LastResult: st.LastResult}
+		rs.LastAttempt, rs.LastRenewal = timePtr(st.LastAttempt), timePtr(st.LastRenewal)
+		expired := now.After(c.NotAfter)
+		if c.RenewalPath != inventory.RenewLocalCA {
+			rs.NextAction, rs.State = "none", StateOK
+			rs.Reason = map[inventory.RenewalPath]string{
+				inventory.RenewCSR:      "renewed through the Kubernetes API (the kubelet rotates it)",
+				inventory.RenewExternal: "its CA key is not on this node",
+				inventory.RenewNone:     "not renewable (a CA or self-signed)",
+			}[c.RenewalPath]
+			if expired {
+				rs.State = StateExpired
+				a.once("expired", c, func() {
+					a.opts.Log.WithFields(certFields(MsgExpired, c, string(c.RenewalPath), rs.Reason)).Error("certificate expired and certagent cannot renew it")
+				})
+			}
+			out[c.Name] = rs
+			continue
+		}
+		deadline := schedule.Deadline(c.NotBefore, c.NotAfter, policy, schedule.Source(c.Serial, a.node))
+		if expired {
+			deadline = now
+		}
+		switch {
+		case st.Failures > 0 && now.Before(st.NextAttempt):
+			rs.State, rs.NextAction, rs.NextActionAt, rs.Reason = StateFailed, "retry", timePtr(st.NextAttempt), st.LastError
+		case !now.Before(deadline):
+			rs.State, rs.NextAction, rs.NextActionAt = StateRenewing, "renew", timePtr(now)
+			due = append(due, c)
+		default:
+			rs.State, rs.NextAction, rs.NextActionAt = StateOK, "renew", timePtr(deadline)
+			if c.State == inventory.StateRenewalDue {
+				rs.State = StateScheduled
+			}
+			a.once("scheduled", c, func() {
+				a.opts.Log.WithFields(certFields(MsgRenewalScheduled, c, string(c.RenewalPath), "at "+deadline.UTC().Format(time.RFC3339))).Info("renewal scheduled")
+			})
+		}
+		out[c.Name] = rs
+	}
+	return out, due
+}
+
+// once logs an event a single time per certificate serial.
+func (a *Agent) once(kind string, c *inventory.Certificate, log func()) {
+	if a.logged[kind+"/"+c.Name] != c.Serial {
+		a.logged[kind+"/"+c.Name] = c.Serial
+		log()
+	}
+}
+
+// renewDue renews due certificates in one transaction.
+func (a *Agent) renewDue(ctx context.Context, due []*inventory.Certificate) {
+	var names []string
+	for _, c := range due {
+		names = append(names, c.Name)
+	}
+	now := a.opts.Clock.Now()
+	out, err := RenewOnce(ctx, a.opts.Root, a.cfg, RenewRequest{Names: names}, RenewOptions{LockTimeout: 30 * time.Second, Now: now, Hooks: a.opts.Hooks})
+	a.record(ctx, due, out, err, now)
+}
+
+// record keeps the outcome of a renewal (the agent's own, or one asked for
+// over the API) per certificate: state, journal events, backoff; then it
+// restarts what uses the renewed certificates.
+func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out *Outcome, err error, now time.Time) {
+	byName := map[string]*inventory.Certificate{}
+	for _, c := range certs {
+		byName[c.Name] = c
+	}
+	failures := map[string]error{}
+	var renewed []*inventory.Certificate
+	switch {
+	case err != nil:
+		for n := range byName {
+			failures[n] = err
+		}
+	case out != nil && out.Plan != nil:
+		for _, it := range out.Plan.Items {
+			if it.Err != nil {
+				failures[it.Name] = it.Err
+			}
+		}
+		for _, r := range out.Results {
+			c := byName[r.Name]
+			if c == nil {
+				continue
+			}
+			if r.Err != nil {
+				failures[r.Name] = r.Err
+				continue
+			}
+			a.state.Put(r.Name, state.Cert{Serial: r.NewSerial, LastAttempt: now, LastRenewal: now,
+				LastResult: fmt.Sprintf("renewed %s -> %s", r.OldSerial, r.NewSerial)})
+			f := certFields(MsgRenewed, c, string(inventory.RenewLocalCA), "")
+			f["NEW_SERIAL"], f["NEW_NOT_AFTER"], f["BACKUP"] = r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339), r.Backup
+			a.opts.Log.WithFields(f).Info("certificate renewed")
+			renewed = append(renewed, c)
+		}
+	}
+	for name, ferr := range failures {
+		c := byName[name]
+		if c == nil {
+			continue
+		}
+		st := a.state.Get(name)
+		st.Failures++
+		st.LastAttempt, st.LastError = now, ferr.Error()
+		st.NextAttempt = now.Add(schedule.Backoff(st.Failures, a.cfg.Agent.RetryInitialDuration, a.cfg.Agent.RetryMaxDuration))
+		st.LastResult = "failed: " + ferr.Error()
+		a.state.Put(name, st)
+		f := certFields(MsgRenewalFailed, c, string(inventory.RenewLocalCA), ferr.Error())
+		f["FAILURES"], f["NEXT_ATTEMPT"] = st.Failures, st.NextAttempt.UTC().Format(time.RFC3339)
+		a.opts.Log.WithFields(f).Error("certificate renewal failed")
+	}
+	if len(renewed) > 0 && a.opts.Restarter != nil && !a.cfg.Agent.NoRestart {
+		if err := a.opts.Restarter.Restart(ctx, renewed); err != nil {
+			a.opts.Log.WithFields(logrus.Fields{"MESSAGE_ID": MsgRestartFailed, "REASON": err.Error()}).Error("restart after renewal failed")
+		} else {
+			a.opts.Log.WithField("MESSAGE_ID", MsgRestartDone).Info("restarted after renewal")
+		}
+	}
+}
+
+// build assembles the status document.
+func (a *Agent) build(rep *inventory.Report, statuses map[string]*RenewalStatus, reason string, start time.Time) *Status {
+	s := &Status{Kind: "AgentStatus", APIVersion: rep.APIVersion, ScannedAt: rep.ScannedAt, Root: rep.Root,
+		Authorities: rep.Authorities, KeyPairs: rep.KeyPairs, Problems: rep.Problems}
+	for _, c := range rep.Certificates {
+		cs := &CertStatus{Certificate: c}
+		if rs := statuses[c.Name]; rs != nil {
+			cs.Renewal = *rs
+		}
+		s.Certificates = append(s.Certificates, cs)
+	}
+	if s.Certificates == nil {
+		s.Certificates = []*CertStatus{}
+	}
+	s.Daemon = a.healthSnapshot()
+	return s
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func endsWith(s, suffix string) bool {
+	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
+}

@@ -1,0 +1,153 @@
+// Package agent is certagent's long-running side: the loop that watches,
+// schedules and renews, the local status API, and the one-shot renewal
+// that `certagent renew` and the daemon share.
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/plan"
+	"github.com/certagent/certagent/rotate"
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// RenewRequest is what `certagent renew` asks for.
+type RenewRequest struct {
+	Names  []string `json:"names,omitempty"`
+	All    bool     `json:"all,omitempty"`
+	Force  bool     `json:"force,omitempty"`
+	DryRun bool     `json:"dryRun,omitempty"`
+}
+
+// Line is one line of a renewal's output. Kind is one of interrupted,
+// repaired, repair-failed, would-renew, skipped, warning, renewed, failed,
+// nothing.
+type Line struct {
+	Kind    string `json:"kind"`
+	Name    string `json:"name,omitempty"`
+	Message string `json:"message"`
+}
+
+// String formats the line as `certagent renew` prints it.
+func (l Line) String() string {
+	switch {
+	case l.Kind == "nothing":
+		return l.Message
+	case l.Name == "":
+		return fmt.Sprintf("%-9s %s", l.Kind, l.Message)
+	}
+	return fmt.Sprintf("%-9s %-26s %s", l.Kind, l.Name, l.Message)
+}
+
+// Outcome is the result of one renewal run.
+type Outcome struct {
+	Lines []Line `json:"lines"`
+	// Failed is set when any requested certificate was not renewed.
+	Failed  bool            `json:"failed"`
+	Results []rotate.Result `json:"-"`
+	Plan    *plan.Plan      `json:"-"`
+}
+
+func (o *Outcome) add(kind, name, format string, a ...any) {
+	o.Lines = append(o.Lines, Line{Kind: kind, Name: name, Message: fmt.Sprintf(format, a...)})
+}
+
+// RenewOptions are the knobs of RenewOnce.
+type RenewOptions struct {
+	LockTimeout time.Duration
+	Hooks       rotate.Hooks
+	Now         time.Time
+}
+
+// RenewOnce runs one renewal under the lock: repair what a crash left,
+// scan, plan, renew. A returned error means nothing was attempted (the
+// lock, a scan or the request itself failed); per-certificate failures are
+// in the outcome.
+func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req RenewRequest, o RenewOptions) (*Outcome, error) {
+	out := &Outcome{}
+	backupDir := cfg.Renewal.BackupDir
+	if req.DryRun {
+		for _, d := range rotate.Interrupted(root, backupDir) {
+			out.add("interrupted", "", "transaction %s: the next renew repairs it", d)
+		}
+	} else {
+		if o.LockTimeout <= 0 {
+			o.LockTimeout = time.Minute
+		}
+		lctx, cancel := context.WithTimeout(ctx, o.LockTimeout)
+		lock, err := rotate.Acquire(lctx, root, backupDir)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		defer lock.Unlock()
+		for _, r := range rotate.Repair(root, backupDir) {
+			if r.Err != nil {
+				out.add("repair-failed", "", "%s: %s failed: %v", r.Dir, r.Action, r.Err)
+			} else {
+				out.add("repaired", "", "%s: %s", r.Dir, r.Action)
+			}
+		}
+		rotate.Prune(root, backupDir, cfg.Renewal.KeepBackups)
+	}
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	rep, err := inventory.Scan(ctx, inventory.Options{Root: root, Config: cfg, Now: now})
+	if err != nil {
+		return nil, err
+	}
+	p, err := plan.Build(root, cfg, rep, plan.Selection{Names: req.Names, All: req.All, Force: req.Force}, now)
+	if err != nil {
+		return nil, err
+	}
+	out.Plan = p
+	for _, it := range p.Items {
+		switch {
+		case it.Err != nil:
+			out.Failed = true
+			out.add("failed", it.Name, "%v", it.Err)
+		case !it.Renew:
+			out.add("skipped", it.Name, "%s", it.Reason)
+		case req.DryRun:
+			out.add("would-renew", it.Name, "%s; CA %s; new validity %s to %s; files %s", it.Reason, it.Target.CA.Name,
+				it.NotBefore.Format(time.RFC3339), it.NotAfter.Format(time.RFC3339), strings.Join(it.Files, " "))
+		}
+		for _, w := range it.Warnings {
+			out.add("warning", it.Name, "%s", w)
+		}
+	}
+	if len(p.Items) == 0 {
+		out.add("nothing", "", "nothing to renew")
+	}
+	if req.DryRun || len(p.Targets()) == 0 {
+		return out, nil
+	}
+	out.Results, _ = rotate.Renew(ctx, rotate.Options{
+		Root: root, BackupDir: backupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now, Hooks: o.Hooks,
+		Policy: rotate.Policy{Validity: cfg.Renewal.ValidityDuration, KeyAlgorithm: cfg.Renewal.KeyAlgorithm, ReuseKey: cfg.Renewal.ReuseKey},
+	}, p.Targets())
+	for _, r := range out.Results {
+		if r.Err != nil {
+			out.Failed = true
+			out.add("failed", r.Name, "%v", r.Err)
+			continue
+		}
+		out.add("renewed", r.Name, "serial %s -> %s, valid until %s, old files in %s",
+			short(r.OldSerial), short(r.NewSerial), r.NotAfter.UTC().Format(time.RFC3339), r.Backup)
+	}
+	return out, nil
+}
+
+func short(serial string) string {
+	if len(serial) > 12 {
+		return serial[:12] + "…"
+	}
+	return serial
+}

@@ -1,0 +1,73 @@
+// Package schedule decides when a certificate is renewed. Everything here
+// is a pure function of the certificate's dates, the policy and a random
+// source, so the agent recomputes it from the wall clock on every pass
+// instead of trusting one long timer across a suspend.
+package schedule
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"math/rand"
+	"time"
+)
+
+// Policy says when certificates become due.
+type Policy struct {
+	// RenewBefore, when set, makes a certificate due this long before it
+	// expires. When it is not shorter than the lifetime, the certificate
+	// is due at half its lifetime instead, so that a fresh certificate is
+	// never due at once (which would renew it in a loop).
+	RenewBefore time.Duration
+	// JitterFrom and JitterTo bound the fraction of the lifetime at which
+	// a certificate is due when RenewBefore is not set; 0 means the
+	// kubelet's 0.7 and 0.9.
+	JitterFrom, JitterTo float64
+}
+
+// Deadline returns when a certificate valid from notBefore to notAfter
+// becomes due: a point drawn from r between 70 % and 90 % of its lifetime
+// (like the kubelet, so that nodes built together do not renew together),
+// or RenewBefore before expiry.
+func Deadline(notBefore, notAfter time.Time, p Policy, r *rand.Rand) time.Time {
+	life := notAfter.Sub(notBefore)
+	if life <= 0 {
+		return notBefore
+	}
+	if p.RenewBefore > 0 {
+		if p.RenewBefore < life {
+			return notAfter.Add(-p.RenewBefore)
+		}
+		return notBefore.Add(life / 2)
+	}
+	from, to := p.JitterFrom, p.JitterTo
+	if from <= 0 || to <= 0 || to < from || to > 1 {
+		from, to = 0.7, 0.9
+	}
+	f := from + (to-from)*r.Float64()
+	return notBefore.Add(time.Duration(float64(life) * f))
+}
+
+// Source returns a random source seeded from a certificate's serial and
+// the node's name: the same certificate always gets the same point on the
+// same node (across passes and restarts), while nodes whose certificates
+// were issued at the same instant still spread out.
+func Source(serial, node string) *rand.Rand {
+	sum := sha256.Sum256([]byte(node + "\x00" + serial))
+	return rand.New(rand.NewSource(int64(binary.BigEndian.Uint64(sum[:8]))))
+}
+
+// Backoff returns how long to wait after the given number of consecutive
+// failures: initial, doubled for each further failure, never above max.
+func Backoff(failures int, initial, max time.Duration) time.Duration {
+	if failures <= 0 {
+		return 0
+	}
+	d := initial
+	for i := 1; i < failures && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	return d
+}

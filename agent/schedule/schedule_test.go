@@ -1,0 +1,77 @@
+package schedule
+
+import (
+	"fmt"
+	"math/rand"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func TestDeadline(t *testing.T) {
+	year := 365 * 24 * time.Hour
+	tests := []struct {
+		name     string
+		life     time.Duration
+		p        Policy
+		min, max time.Duration // offsets from notBefore
+	}{
+		{"jitter 70-90%", year, Policy{}, year * 7 / 10, year * 9 / 10},
+		{"renewBefore", year, Policy{RenewBefore: 30 * 24 * time.Hour}, year - 30*24*time.Hour, year - 30*24*time.Hour},
+		{"renewBefore longer than the lifetime", 2 * time.Hour, Policy{RenewBefore: 720 * time.Hour}, time.Hour, time.Hour},
+		{"custom jitter", time.Hour, Policy{JitterFrom: 0.5, JitterTo: 0.6}, 30 * time.Minute, 36 * time.Minute},
+		{"zero lifetime", 0, Policy{}, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewSource(1))
+			for i := 0; i < 1000; i++ {
+				d := Deadline(t0, t0.Add(tc.life), tc.p, r).Sub(t0)
+				if d < tc.min || d > tc.max {
+					t.Fatalf("deadline at %s, want within [%s, %s]", d, tc.min, tc.max)
+				}
+			}
+		})
+	}
+}
+
+func TestJitterSpreads(t *testing.T) {
+	// 1000 nodes with certificates issued at the same instant.
+	life := 365 * 24 * time.Hour
+	buckets := make([]int, 10)
+	for n := 0; n < 1000; n++ {
+		d := Deadline(t0, t0.Add(life), Policy{}, Source(fmt.Sprintf("%x", n), fmt.Sprintf("node-%d", n)))
+		f := float64(d.Sub(t0)) / float64(life)
+		buckets[int((f-0.7)/0.02)]++
+	}
+	for i, b := range buckets {
+		if b < 60 || b > 140 { // 100 expected in each 2 % slice
+			t.Errorf("slice %d holds %d of 1000 deadlines: not spread evenly: %v", i, b, buckets)
+		}
+	}
+}
+
+func TestSourceIsStable(t *testing.T) {
+	a := Deadline(t0, t0.Add(time.Hour), Policy{}, Source("ABC", "node1"))
+	b := Deadline(t0, t0.Add(time.Hour), Policy{}, Source("ABC", "node1"))
+	c := Deadline(t0, t0.Add(time.Hour), Policy{}, Source("ABC", "node2"))
+	if !a.Equal(b) {
+		t.Error("same certificate, same node: deadline moved between passes")
+	}
+	if a.Equal(c) {
+		t.Error("two nodes drew the same point")
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	want := []time.Duration{0, 30 * time.Second, time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 10 * time.Minute, 10 * time.Minute}
+	for f, w := range want {
+		if got := Backoff(f, 30*time.Second, 10*time.Minute); got != w {
+			t.Errorf("Backoff(%d) = %s, want %s", f, got, w)
+		}
+	}
+	if Backoff(1000, time.Second, time.Hour) != time.Hour {
+		t.Error("no cap for many failures")
+	}
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/systemd"
+)
+
+// agentFlags are the flags of `certagent run` that override the config.
+type agentFlags struct {
+	socket, stateDir, renewBefore, logLevel string
+	noRestart                               bool
+}
+
+func newRunCommand(g *globalFlags) *cobra.Command {
+	f := &agentFlags{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the agent: watch, schedule, renew, serve status (the systemd service)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runAgent(cmd.Context(), g, f)
+		},
+	}
+	cmd.Flags().StringVar(&f.socket, "socket", "", "status API socket (default agent.socket below --root: /run/certagent/certagent.sock)")
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory (default agent.stateDir below --root: /var/lib/certagent)")
+	cmd.Flags().StringVar(&f.renewBefore, "renew-before", "", "renew this long before expiry instead of at a jittered 70-90 % of the lifetime (720h, 30d)")
+	cmd.Flags().BoolVar(&f.noRestart, "no-restart", false, "never restart services after a renewal (sandboxes, the demo)")
+	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warning or error")
+	return cmd
+}
+
+// loader returns the config loader the agent calls at start and on SIGHUP,
+// with the command-line overrides applied each time.
+func (f *agentFlags) loader(g *globalFlags) func() (*config.Config, error) {
+	return func() (*config.Config, error) {
+		_, cfg, err := g.load()
+		if err != nil {
+			return nil, err
+		}
+		if f.renewBefore != "" {
+			d, err := config.ParseDuration(f.renewBefore)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("--renew-before: invalid duration %q", f.renewBefore)
+			}
+			cfg.RenewBefore, cfg.RenewBeforeDuration = f.renewBefore, d
+		}
+		if f.noRestart {
+			cfg.Agent.NoRestart = true
+		}
+		return cfg, nil
+	}
+}
+
+func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
+	log := logrus.New()
+	systemd.SetupLogging(log, "certagent")
+	lvl, err := logrus.ParseLevel(f.logLevel)
+	if err != nil {
+		return &exitError{code: ExitUsage, err: fmt.Errorf("--log-level: %w", err)}
+	}
+	log.SetLevel(lvl)
+	load := f.loader(g)
+	root, _, err := g.load()
+	if err != nil {
+		return err
+	}
+	cfg, err := load()
+	if err != nil {
+		return &exitError{code: ExitUsage, err: err}
+	}
+	socket, stateDir := f.socket, f.stateDir
+	if socket == "" {
+		socket = root.HostPath(cfg.Agent.Socket)
+	}
+	if stateDir == "" {
+		stateDir = root.HostPath(cfg.Agent.StateDir)
+	}
+	a, err := agent.New(agent.Options{
+		Root: root, LoadConfig: load, StateDir: stateDir, Socket: socket,
+		Clock: clock.RealClock{}, Log: log, Notifier: systemd.Notifier{}, Version: version,
+		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
+		Hooks: testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
+	})
+	if err != nil {
+		return &exitError{code: ExitUsage, err: err}
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				log.Info("SIGHUP: reloading config")
+				a.Reload()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	if err := a.Run(ctx); err != nil {
+		log.WithField("REASON", err.Error()).Error("certagent failed")
+		return &exitError{code: 1, err: err}
+	}
+	return nil
+}
+
+func newStatusCommand(g *globalFlags) *cobra.Command {
+	var output, socket string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Ask the running agent for every certificate's state and its own health",
+		Long: `status queries the running agent over its socket. Exit codes are check's
+(0 healthy, 1 renewal due, 2 broken), 3 when the daemon cannot be reached,
+4 for bad flags.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "table" && output != "json" {
+				return &exitError{code: ExitUsage, err: fmt.Errorf("-o must be table or json, got %q", output)}
+			}
+			if socket == "" {
+				root, cfg, err := g.load()
+				if err != nil {
+					return err
+				}
+				socket = root.HostPath(cfg.Agent.Socket)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
+			defer cancel()
+			s, err := agent.NewClient(socket).Status(ctx)
+			if err != nil {
+				return &exitError{code: ExitUnreachable, err: err}
+			}
+			out := cmd.OutOrStdout()
+			if output == "json" {
+				enc := jsonEncoder(out)
+				err = enc.Encode(s)
+			} else {
+				err = s.WriteTable(out, time.Now())
+			}
+			if err != nil {
+				return &exitError{code: ExitUsage, err: err}
+			}
+			if code := s.ExitCode(); code != 0 {
+				return &exitError{code: code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	cmd.Flags().StringVar(&socket, "socket", "", "the agent's socket (default agent.socket below --root)")
+	return cmd
+}
+
+// ExitUnreachable: `certagent status` could not reach the daemon.
+const ExitUnreachable = 3
