@@ -1,10 +1,14 @@
 package integration
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -143,3 +147,111 @@ func BenchmarkRenewVsKubeadm(b *testing.B) {
 var kubeadmRenewNames = []string{"admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
 	"controller-manager.conf", "etcd-healthcheck-client", "etcd-peer", "etcd-server", "front-proxy-client",
 	"scheduler.conf", "super-admin.conf"}
+
+// procStats reads a process's CPU time (user+system) and its resident and
+// peak resident memory.
+func procStats(b *testing.B, pid int) (cpu time.Duration, rssKB, hwmKB int64) {
+	b.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(status), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) >= 2 && fs[0] == "VmRSS:" {
+			rssKB, _ = strconv.ParseInt(fs[1], 10, 64)
+		}
+		if len(fs) >= 2 && fs[0] == "VmHWM:" {
+			hwmKB, _ = strconv.ParseInt(fs[1], 10, 64)
+		}
+	}
+	return cpu, rssKB, hwmKB
+}
+
+// BenchmarkAgentIdle: `certagent run` on a real kubeadm PKI, idle for 60 s
+// after start-up: RSS at the end, peak RSS, and CPU share over the minute.
+func BenchmarkAgentIdle(b *testing.B) {
+	root := kubeadmPKI(b, "8760h")
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(certagentBin, "run", "--root", root, "--no-restart")
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		time.Sleep(2 * time.Second) // start-up and the first scan
+		cpu0, _, _ := procStats(b, cmd.Process.Pid)
+		time.Sleep(60 * time.Second)
+		cpu1, rss, hwm := procStats(b, cmd.Process.Pid)
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		b.ReportMetric(float64(rss)/1024, "RSS-MB")
+		b.ReportMetric(float64(hwm)/1024, "peak-RSS-MB")
+		b.ReportMetric(100*float64(cpu1-cpu0)/float64(60*time.Second), "CPU-%")
+	}
+}
+
+// BenchmarkChangeToStatusLatency: a certificate replaced on disk by rename
+// (as kubeadm or the kubelet does it) until `status` over the socket shows
+// the new serial; 100 changes, p50 and p99.
+func BenchmarkChangeToStatusLatency(b *testing.B) {
+	root := b.TempDir()
+	n, err := (pkitest.Layout{}).Write(root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(certagentBin, "run", "--root", root, "--no-restart")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	sock := filepath.Join(root, "run/certagent/certagent.sock")
+	client := unixClient(sock)
+	serialNow := func() string {
+		resp, err := client.Get("http://x/v1/status")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var s struct {
+			Certificates []struct{ Name, Serial string } `json:"certificates"`
+		}
+		json.NewDecoder(resp.Body).Decode(&s)
+		for _, c := range s.Certificates {
+			if c.Name == "etcd-healthcheck-client" {
+				return c.Serial
+			}
+		}
+		return ""
+	}
+	for i := 0; i < 200 && serialNow() == ""; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	dir := filepath.Join(root, "etc/kubernetes/pki/etcd")
+	var lat []time.Duration
+	for i := 0; i < b.N; i++ {
+		lat = lat[:0]
+		for j := 0; j < 100; j++ {
+			c, k, _ := n.EtcdCA.Issue(pkitest.Spec{CommonName: "kube-etcd-healthcheck-client", NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(365 * 24 * time.Hour)})
+			serial := strings.ToUpper(c.SerialNumber.Text(16))
+			os.WriteFile(filepath.Join(dir, ".k"), pkitest.KeyPEM(k), 0o600)
+			os.WriteFile(filepath.Join(dir, ".c"), pkitest.CertPEM(c), 0o644)
+			os.Rename(filepath.Join(dir, ".k"), filepath.Join(dir, "healthcheck-client.key"))
+			start := time.Now()
+			os.Rename(filepath.Join(dir, ".c"), filepath.Join(dir, "healthcheck-client.crt"))
+			for serialNow() != serial {
+				if time.Since(start) > 10*time.Second {
+					b.Fatal("change never showed")
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			lat = append(lat, time.Since(start))
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		b.ReportMetric(lat[len(lat)/2].Seconds(), "p50-s")
+		b.ReportMetric(lat[len(lat)*99/100].Seconds(), "p99-s")
+	}
+}
