@@ -76,10 +76,15 @@ type Agent struct {
 	lastPing  time.Time
 	ready     bool              // READY=1 was sent
 	logged    map[string]string // event kind + name -> serial it was logged for
+	dueCSR    []*inventory.Certificate // set by decide, started by pass
 
 	kick   chan string
 	reload chan struct{}
 	renews chan renewCall
+
+	csrJobs    map[string]string // certificate -> CSR it waits for ("" until known); loop only
+	csrDone    chan csrResult
+	csrPending chan csrUpdate
 
 	mu         sync.Mutex // guards status, statusJSON and health
 	status     *Status
@@ -117,7 +122,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	return &Agent{
 		opts: opts, kick: make(chan string, 1), reload: make(chan struct{}, 1), renews: make(chan renewCall),
-		logged: map[string]string{},
+		logged: map[string]string{}, csrJobs: map[string]string{}, csrDone: make(chan csrResult), csrPending: make(chan csrUpdate),
 	}, nil
 }
 
@@ -234,6 +239,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		case c := <-a.renews:
 			a.renewRequested(ctx, c)
 			a.pass(ctx, "renew request")
+		case u := <-a.csrPending:
+			a.csrWaiting(u)
+			a.pass(ctx, "CSR created")
+		case r := <-a.csrDone:
+			a.recordCSR(ctx, r)
+			a.pass(ctx, "CSR finished")
 		case <-timer.C():
 			if !a.opts.Clock.Now().Before(a.nextPass) {
 				a.pass(ctx, "timer")

@@ -18,6 +18,8 @@ const (
 	MsgRestartDone      = "271eedc13f474c33becd23a12b4f4e1d"
 	MsgRestartFailed    = "b85542c31bc4436f876171be7e4a0b3c"
 	MsgChangedOnDisk    = "c374caa827ac4d1b938983710563c161"
+	MsgCSRPending       = "683b4d79cee84e7088889439925c8984"
+	MsgSteppedIn        = "d6e5af9d6a0445feb533eb3e063d76a5"
 )
 
 // certFields are the journal fields of a certificate event. Nothing here

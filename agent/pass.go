@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -22,12 +23,17 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 	}
 	a.watch.Set(a.watchDirs(rep))
 	statuses, due := a.decide(rep, start)
+	for _, c := range a.dueCSR {
+		a.startCSR(ctx, c, rep)
+	}
+	a.dueCSR = nil
 	if len(due) > 0 && ctx.Err() == nil {
 		a.publish(a.build(rep, statuses, reason, start)) // status shows "renewing" meanwhile
 		a.renewDue(ctx, due)
 		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: a.opts.Clock.Now()}); err == nil {
 			rep = rep2
 			statuses, _ = a.decide(rep, a.opts.Clock.Now())
+			a.dueCSR = nil
 		}
 	}
 	keep := map[string]bool{}
@@ -78,10 +84,20 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 		rs := &RenewalStatus{Failures: st.Failures, LastError: st.LastError, LastResult: st.LastResult}
 		rs.LastAttempt, rs.LastRenewal = timePtr(st.LastAttempt), timePtr(st.LastRenewal)
 		expired := now.After(c.NotAfter)
-		if c.RenewalPath != inventory.RenewLocalCA {
+		if c.RenewalPath == inventory.RenewCSR {
+			if csr, running := a.csrJobs[c.Name]; running {
+				rs.State, rs.NextAction, rs.NextActionAt, rs.PendingCSR = StateRenewing, "wait", timePtr(now), csr
+				rs.Reason = "requesting a certificate from the cluster"
+				if csr != "" {
+					rs.Reason = fmt.Sprintf("waiting for CSR %s to be issued; to approve it: kubectl certificate approve %s", csr, csr)
+				}
+				out[c.Name] = rs
+				continue
+			}
+		}
+		if c.RenewalPath != inventory.RenewLocalCA && c.RenewalPath != inventory.RenewCSR {
 			rs.NextAction, rs.State = "none", StateOK
 			rs.Reason = map[inventory.RenewalPath]string{
-				inventory.RenewCSR:      "renewed through the Kubernetes API (the kubelet rotates it)",
 				inventory.RenewExternal: "its CA key is not on this node",
 				inventory.RenewNone:     "not renewable (a CA or self-signed)",
 			}[c.RenewalPath]
@@ -95,15 +111,39 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 			continue
 		}
 		deadline := schedule.Deadline(c.NotBefore, c.NotAfter, policy, schedule.Source(c.Serial, a.node))
+		kubeletOwns, why := false, ""
+		if c.RenewalPath == inventory.RenewCSR {
+			kind, _ := kindOf(c, a.cfg)
+			var stepIn time.Time
+			if kubeletOwns, stepIn, why = a.csrOwner(c, kind); kubeletOwns {
+				deadline = stepIn
+			}
+		}
 		if expired {
 			deadline = now
 		}
 		switch {
 		case st.Failures > 0 && now.Before(st.NextAttempt):
 			rs.State, rs.NextAction, rs.NextActionAt, rs.Reason = StateFailed, "retry", timePtr(st.NextAttempt), st.LastError
+			if expired {
+				rs.State = StateExpired
+			}
 		case !now.Before(deadline):
 			rs.State, rs.NextAction, rs.NextActionAt = StateRenewing, "renew", timePtr(now)
-			due = append(due, c)
+			if c.RenewalPath == inventory.RenewCSR {
+				if kubeletOwns {
+					rs.Reason = "the kubelet did not rotate it in its window: certagent steps in"
+					a.once("stepin", c, func() {
+						a.opts.Log.WithFields(certFields(MsgSteppedIn, c, "csr", why+", but the certificate is past 95 % of its lifetime: certagent steps in")).Warn("kubelet did not rotate its certificate")
+					})
+				}
+				a.dueCSR = append(a.dueCSR, c)
+			} else {
+				due = append(due, c)
+			}
+		case kubeletOwns:
+			rs.State, rs.NextAction, rs.NextActionAt = StateOK, "step-in", timePtr(deadline)
+			rs.Reason = why + "; certagent steps in then if it has not"
 		default:
 			rs.State, rs.NextAction, rs.NextActionAt = StateOK, "renew", timePtr(deadline)
 			if c.State == inventory.StateRenewalDue {
@@ -167,8 +207,7 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 				failures[r.Name] = r.Err
 				continue
 			}
-			a.state.Put(r.Name, state.Cert{Serial: r.NewSerial, LastAttempt: now, LastRenewal: now,
-				LastResult: fmt.Sprintf("renewed %s -> %s", r.OldSerial, r.NewSerial)})
+			a.state.Put(r.Name, stateRenewed(r.NewSerial, r.OldSerial, string(inventory.RenewLocalCA), now))
 			f := certFields(MsgRenewed, c, string(inventory.RenewLocalCA), "")
 			f["NEW_SERIAL"], f["NEW_NOT_AFTER"], f["BACKUP"] = r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339), r.Backup
 			a.opts.Log.WithFields(f).Info("certificate renewed")
@@ -176,19 +215,10 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 		}
 	}
 	for name, ferr := range failures {
-		c := byName[name]
-		if c == nil {
-			continue
+		if c := byName[name]; c != nil {
+			st := a.state.Get(name)
+			a.fail(c, &st, ferr, now, string(inventory.RenewLocalCA))
 		}
-		st := a.state.Get(name)
-		st.Failures++
-		st.LastAttempt, st.LastError = now, ferr.Error()
-		st.NextAttempt = now.Add(schedule.Backoff(st.Failures, a.cfg.Agent.RetryInitialDuration, a.cfg.Agent.RetryMaxDuration))
-		st.LastResult = "failed: " + ferr.Error()
-		a.state.Put(name, st)
-		f := certFields(MsgRenewalFailed, c, string(inventory.RenewLocalCA), ferr.Error())
-		f["FAILURES"], f["NEXT_ATTEMPT"] = st.Failures, st.NextAttempt.UTC().Format(time.RFC3339)
-		a.opts.Log.WithFields(f).Error("certificate renewal failed")
 	}
 	if len(renewed) > 0 && a.opts.Restarter != nil && !a.cfg.Agent.NoRestart {
 		if err := a.opts.Restarter.Restart(ctx, renewed); err != nil {
@@ -197,6 +227,28 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 			a.opts.Log.WithField("MESSAGE_ID", MsgRestartDone).Info("restarted after renewal")
 		}
 	}
+}
+
+// stateRenewed is the record of a successful renewal.
+func stateRenewed(serial, old, method string, now time.Time) state.Cert {
+	return state.Cert{Serial: serial, LastAttempt: now, LastRenewal: now,
+		LastResult: fmt.Sprintf("renewed %s -> %s (%s)", old, serial, method)}
+}
+
+// fail records a failed attempt, schedules the retry with backoff and
+// logs it; a node that cannot authenticate any more is logged critical.
+func (a *Agent) fail(c *inventory.Certificate, st *state.Cert, err error, now time.Time, method string) {
+	st.Failures++
+	st.LastAttempt, st.LastError = now, err.Error()
+	st.NextAttempt = now.Add(schedule.Backoff(st.Failures, a.cfg.Agent.RetryInitialDuration, a.cfg.Agent.RetryMaxDuration))
+	st.LastResult = "failed: " + err.Error()
+	a.state.Put(c.Name, *st)
+	f := certFields(MsgRenewalFailed, c, method, err.Error())
+	f["FAILURES"], f["NEXT_ATTEMPT"] = st.Failures, st.NextAttempt.UTC().Format(time.RFC3339)
+	if errors.Is(err, ErrNoCredential) {
+		f["PRIORITY"] = "2" // critical: the node is cut off from the cluster
+	}
+	a.opts.Log.WithFields(f).Error("certificate renewal failed")
 }
 
 // build assembles the status document.

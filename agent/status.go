@@ -45,6 +45,8 @@ type RenewalStatus struct {
 	State string `json:"state"`
 	// NextAction is "renew", "retry" or "none"; Reason says why.
 	NextAction   string     `json:"nextAction"`
+	// PendingCSR is the CertificateSigningRequest a renewal waits for.
+	PendingCSR   string     `json:"pendingCSR,omitempty"`
 	NextActionAt *time.Time `json:"nextActionAt,omitempty"`
 	Reason       string     `json:"reason,omitempty"`
 	Failures     int        `json:"failures,omitempty"`
@@ -69,6 +71,17 @@ type Health struct {
 	ConfigError     string    `json:"configError,omitempty"`
 	StateWarning    string    `json:"stateWarning,omitempty"`
 	NoRestart       bool      `json:"noRestart"`
+	// LastCSR is the most recent renewal through the Kubernetes API.
+	LastCSR *CSRRecord `json:"lastCSR,omitempty"`
+}
+
+// CSRRecord describes one finished CSR renewal.
+type CSRRecord struct {
+	Name     string  `json:"name"`
+	Method   string  `json:"method"`
+	Seconds  float64 `json:"seconds"`
+	Requests int64   `json:"requests"`
+	Error    string  `json:"error,omitempty"`
 }
 
 // ExitCode is check's exit code over the same certificates.

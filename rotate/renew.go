@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -111,6 +112,46 @@ func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error
 		out[i] = r
 	}
 	return out, txErr
+}
+
+// Install writes a certificate issued elsewhere (through a CSR) and its
+// key over a target, with the same transaction as Renew.
+func Install(ctx context.Context, opts Options, t Target, certs []*x509.Certificate, key crypto.Signer) (Result, error) {
+	if opts.BackupDir == "" {
+		opts.BackupDir = DefaultBackupDir
+	}
+	if opts.KeepBackups < 1 {
+		opts.KeepBackups = 5
+	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	r := Result{Name: t.Name, NewSerial: serialHex(certs[0]), NotAfter: certs[0].NotAfter}
+	cur, err := load(opts.Root, t)
+	if err != nil {
+		r.Err = err
+		return r, err
+	}
+	r.OldSerial = serialHex(cur.cert)
+	files, err := render(t, cur, certs[0], key)
+	if err != nil {
+		r.Err = err
+		return r, err
+	}
+	p := &prepared{t: t, cur: cur, cert: certs[0], key: key, files: files}
+	r.Backup = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
+	if err := os.MkdirAll(opts.Root.HostPath(r.Backup), 0o700); err != nil {
+		r.Err = err
+		return r, err
+	}
+	tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: r.Backup, root: opts.Root}, hooks: opts.Hooks}
+	err = tx.commit([]*prepared{p})
+	if err == nil {
+		err = p.err
+	}
+	Prune(opts.Root, opts.BackupDir, opts.KeepBackups)
+	r.Err = err
+	return r, err
 }
 
 // prepare loads a target, makes its new key and certificate and renders

@@ -35,7 +35,11 @@ type Target struct {
 	CertPath string
 	KeyPath  string // StoragePair only
 	User     string // StorageKubeconfig only
-	CA       *LocalCA
+	// CA re-signs the certificate (Renew). For certificates issued
+	// elsewhere (Install), CA is nil and Roots, when set, is what the new
+	// certificate must chain to.
+	CA    *LocalCA
+	Roots *x509.CertPool
 }
 
 // Files lists the files a renewal of t replaces.
@@ -159,6 +163,15 @@ func rewriteKubeconfig(data []byte, old *clientcmdapi.Config, user string, certP
 func verify(t Target, old, cert *x509.Certificate, key crypto.Signer, now time.Time) error {
 	if !pki.KeyMatches(cert, key) {
 		return fmt.Errorf("%s: private key does not match the certificate", t.Name)
+	}
+	if t.CA == nil {
+		if t.Roots == nil {
+			return nil
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: t.Roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: now}); err != nil {
+			return fmt.Errorf("%s: chain: %w", t.Name, err)
+		}
+		return nil
 	}
 	if !pki.SignedBy(cert, t.CA.Cert) {
 		return fmt.Errorf("%s: does not chain to CA %s", t.Name, t.CA.Name)

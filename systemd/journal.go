@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/coreos/go-systemd/v22/journal"
@@ -28,7 +29,16 @@ func (h *JournalHook) Fire(e *logrus.Entry) error {
 		vars[FieldName(k)] = fmt.Sprint(v)
 	}
 	vars["SYSLOG_IDENTIFIER"] = h.Identifier
-	return journal.Send(e.Message, priority(e.Level), vars)
+	prio := priority(e.Level)
+	// A PRIORITY field raises an entry above what logrus levels can say
+	// (2, critical, for a node cut off from its cluster).
+	if p, ok := vars["PRIORITY"]; ok {
+		if n, err := strconv.Atoi(p); err == nil && n >= 0 && n <= 7 {
+			prio = journal.Priority(n)
+		}
+		delete(vars, "PRIORITY")
+	}
+	return journal.Send(e.Message, prio, vars)
 }
 
 // FieldName turns a logrus field name into a valid journal field name:

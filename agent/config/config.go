@@ -60,6 +60,11 @@ type Config struct {
 	Renewal Renewal `json:"renewal,omitempty"`
 	// Agent configures `certagent run`.
 	Agent Agent `json:"agent,omitempty"`
+	// Kubelet configures renewal of the kubelet's certificates through
+	// CertificateSigningRequests.
+	Kubelet Kubelet `json:"kubelet,omitempty"`
+	// Certificates renewed through a CSR to any signer.
+	Certificates []CSRCertificate `json:"certificates,omitempty"`
 
 	// RenewBeforeDuration is RenewBefore parsed; 0 when unset.
 	RenewBeforeDuration time.Duration `json:"-"`
@@ -110,6 +115,61 @@ type Agent struct {
 	ResyncDuration, RetryInitialDuration, RetryMaxDuration time.Duration `json:"-"`
 }
 
+// Kubelet configures how the kubelet's certificates are renewed. Paths
+// are node paths.
+type Kubelet struct {
+	// ConfigFile is the kubelet's KubeletConfiguration, read for
+	// rotateCertificates and serverTLSBootstrap (default
+	// /var/lib/kubelet/config.yaml).
+	ConfigFile string `json:"configFile,omitempty"`
+	// Kubeconfig is the node's credential (default <kubernetesDir>/kubelet.conf).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// BootstrapKubeconfig is tried when the client certificate has expired
+	// (default <kubernetesDir>/bootstrap-kubelet.conf).
+	BootstrapKubeconfig string `json:"bootstrapKubeconfig,omitempty"`
+	// NodeName defaults to the client certificate's system:node:<name>.
+	NodeName string `json:"nodeName,omitempty"`
+	// Rotation says who renews the kubelet's certificates: "auto" (the
+	// kubelet when its config enables rotation, certagent otherwise),
+	// "certagent" or "kubelet" (certagent only steps in when the kubelet
+	// clearly failed). Default auto.
+	Rotation string `json:"rotation,omitempty"`
+	// ClientCSRTimeout and ServingCSRTimeout bound one wait for a CSR to
+	// be issued (default 5m and 15m).
+	ClientCSRTimeout  string `json:"clientCSRTimeout,omitempty"`
+	ServingCSRTimeout string `json:"servingCSRTimeout,omitempty"`
+
+	ClientCSRTimeoutDuration, ServingCSRTimeoutDuration time.Duration `json:"-"`
+}
+
+// CSRCertificate is a certificate renewed through a CSR to any signer.
+// The subject and SANs come from the current certificate.
+type CSRCertificate struct {
+	// Name labels it in status and logs (default: the certificate path).
+	Name string `json:"name,omitempty"`
+	// CertFile and KeyFile are node paths; KeyFile may equal CertFile.
+	CertFile string `json:"certFile"`
+	KeyFile  string `json:"keyFile"`
+	// SignerName is the CSR's spec.signerName.
+	SignerName string `json:"signerName"`
+	// Usages are CSR key usages, e.g. ["digital signature", "server auth"].
+	Usages []string `json:"usages,omitempty"`
+	// ExpirationSeconds asks the signer for a lifetime (optional).
+	ExpirationSeconds int32 `json:"expirationSeconds,omitempty"`
+	// Kubeconfig is the credential used (default kubelet.kubeconfig).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Timeout bounds one wait (default 15m).
+	Timeout string `json:"timeout,omitempty"`
+
+	TimeoutDuration time.Duration `json:"-"`
+}
+
+// csrUsages are the key usages a CertificateSigningRequest may name.
+var csrUsages = []string{"signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+	"data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any", "server auth", "client auth",
+	"code signing", "email protection", "s/mime", "ipsec end system", "ipsec tunnel", "ipsec user", "timestamping",
+	"ocsp signing", "microsoft sgc", "netscape sgc"}
+
 // keyAlgorithms mirrors rotate.KeyAlgorithms (config may not import rotate).
 var keyAlgorithms = []string{"rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384", "ed25519"}
 
@@ -135,6 +195,40 @@ func (c *Config) setDefaults() {
 	}
 	if c.Renewal.KeepBackups == 0 {
 		c.Renewal.KeepBackups = 5
+	}
+	k := &c.Kubelet
+	if k.ConfigFile == "" {
+		k.ConfigFile = "/var/lib/kubelet/config.yaml"
+	}
+	if k.Kubeconfig == "" {
+		k.Kubeconfig = path.Join(c.KubernetesDir, "kubelet.conf")
+	}
+	if k.BootstrapKubeconfig == "" {
+		k.BootstrapKubeconfig = path.Join(c.KubernetesDir, "bootstrap-kubelet.conf")
+	}
+	if k.Rotation == "" {
+		k.Rotation = "auto"
+	}
+	if k.ClientCSRTimeoutDuration == 0 {
+		k.ClientCSRTimeoutDuration = 5 * time.Minute
+	}
+	if k.ServingCSRTimeoutDuration == 0 {
+		k.ServingCSRTimeoutDuration = 15 * time.Minute
+	}
+	for i := range c.Certificates {
+		cc := &c.Certificates[i]
+		if cc.Name == "" {
+			cc.Name = cc.CertFile
+		}
+		if cc.Kubeconfig == "" {
+			cc.Kubeconfig = k.Kubeconfig
+		}
+		if cc.TimeoutDuration == 0 {
+			cc.TimeoutDuration = 15 * time.Minute
+		}
+		if len(cc.Usages) == 0 {
+			cc.Usages = []string{"digital signature", "client auth"}
+		}
 	}
 	a := &c.Agent
 	if a.StateDir == "" {
@@ -264,6 +358,52 @@ func (c *Config) validate() error {
 			bad(d.key, "must be at least 1s, got %q", d.val)
 		}
 		*d.out = v
+	}
+	switch c.Kubelet.Rotation {
+	case "", "auto", "certagent", "kubelet":
+	default:
+		bad("kubelet.rotation", "must be auto, certagent or kubelet, got %q", c.Kubelet.Rotation)
+	}
+	for _, d := range []struct {
+		key, val string
+		out      *time.Duration
+	}{
+		{"kubelet.clientCSRTimeout", c.Kubelet.ClientCSRTimeout, &c.Kubelet.ClientCSRTimeoutDuration},
+		{"kubelet.servingCSRTimeout", c.Kubelet.ServingCSRTimeout, &c.Kubelet.ServingCSRTimeoutDuration},
+	} {
+		if d.val == "" {
+			continue
+		}
+		v, err := ParseDuration(d.val)
+		if err != nil || v < time.Second {
+			bad(d.key, "want a duration of at least 1s, got %q", d.val)
+		}
+		*d.out = v
+	}
+	for i := range c.Certificates {
+		cc := &c.Certificates[i]
+		key := fmt.Sprintf("certificates[%d]", i)
+		if !path.IsAbs(cc.CertFile) || !path.IsAbs(cc.KeyFile) {
+			bad(key, "certFile and keyFile must be absolute paths")
+		}
+		if cc.SignerName == "" || !strings.Contains(cc.SignerName, "/") {
+			bad(key+".signerName", "must be a signer name like example.com/my-signer, got %q", cc.SignerName)
+		}
+		for _, u := range cc.Usages {
+			if !slices.Contains(csrUsages, u) {
+				bad(key+".usages", "unknown usage %q", u)
+			}
+		}
+		if cc.ExpirationSeconds != 0 && cc.ExpirationSeconds < 600 {
+			bad(key+".expirationSeconds", "must be at least 600 (the API's minimum), got %d", cc.ExpirationSeconds)
+		}
+		if cc.Timeout != "" {
+			v, err := ParseDuration(cc.Timeout)
+			if err != nil || v < time.Second {
+				bad(key+".timeout", "want a duration of at least 1s, got %q", cc.Timeout)
+			}
+			cc.TimeoutDuration = v
+		}
 	}
 	for _, kv := range [][2]string{{"agent.stateDir", c.Agent.StateDir}, {"agent.socket", c.Agent.Socket}} {
 		if kv[1] != "" && !path.IsAbs(kv[1]) {

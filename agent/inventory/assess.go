@@ -110,7 +110,7 @@ func (s *scanner) link(fd *found) {
 	switch {
 	case info.IsCA:
 		info.RenewalPath = RenewNone
-	case info.Name == "kubelet-client-current" || info.Name == "kubelet-serving":
+	case info.Name == "kubelet-client-current" || info.Name == "kubelet-serving" || fd.csr:
 		info.RenewalPath = RenewCSR
 	case fd.issuer != nil && fd.issuer.keyHere && !fd.issuer.bundled:
 		// A CA key that is here but unusable (mismatched, unreadable) still

@@ -25,6 +25,7 @@ type candidate struct {
 	kubeconfig bool
 	ca         bool // a well-known authority, read before everything else
 	keyPair    bool // a bare key pair (sa.key and sa.pub)
+	csr        bool // configured for renewal through a CSR
 	// explicit candidates were named by the user: a missing file is a problem.
 	explicit bool
 }
@@ -85,6 +86,9 @@ func (s *scanner) discover() ([]candidate, []Problem) {
 	add(candidate{name: "kubelet-serving", path: path.Join(kp, "kubelet-server-current.pem"), expectKey: true})
 	add(candidate{name: "kubelet.crt", path: path.Join(kp, "kubelet.crt"), keyPath: path.Join(kp, "kubelet.key"), expectKey: true})
 
+	for _, cc := range cfg.Certificates {
+		add(candidate{name: cc.Name, path: cc.CertFile, keyPath: cc.KeyFile, expectKey: true, explicit: true, csr: true})
+	}
 	var problems []Problem
 	// Other files in the well-known directories, named by path.
 	for _, dir := range []string{cfg.PKIDir, path.Join(cfg.PKIDir, "etcd"), kp} {

@@ -63,6 +63,8 @@ type found struct {
 	issuer        *authority
 	// nodeClient: a kubelet client identity (system:node:*, system:nodes).
 	nodeClient bool
+	// csr: configured for renewal through a CSR.
+	csr bool
 }
 
 // result is what reading one candidate produced.
@@ -227,7 +229,7 @@ func (s *scanner) read(c candidate, order int) *result {
 		kind = KindDER
 	}
 	fd := s.newFound(name, c.path, f.Resolved, kind, b.Certs[0], order)
-	fd.expectKey = c.expectKey
+	fd.expectKey, fd.csr = c.expectKey, c.csr
 	switch {
 	case b.Key != nil:
 		fd.info.Key = &KeyInfo{Path: c.path, Present: true, Matches: pki.KeyMatches(b.Certs[0], b.Key),

@@ -31,6 +31,9 @@ type Cert struct {
 	LastRenewal time.Time `json:"lastRenewal,omitzero"`
 	// LastResult is "renewed <old> -> <new>" or "failed: <error>".
 	LastResult string `json:"lastResult,omitempty"`
+	// PendingCSR names the CertificateSigningRequest in flight; its key
+	// is kept in the state directory until it is issued or denied.
+	PendingCSR string `json:"pendingCSR,omitempty"`
 }
 
 type file struct {
@@ -100,6 +103,9 @@ func (s *Store) Forget(keep map[string]bool) {
 		}
 	}
 }
+
+// Dir returns the state directory.
+func (s *Store) Dir() string { return filepath.Dir(s.path) }
 
 // Save writes the state atomically and durably.
 func (s *Store) Save() error {

@@ -2,7 +2,9 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,23 +35,31 @@ func kubeadmPKI(t testing.TB, validity string) string {
 // ECDSA-P256, ...).
 func kubeadmPKIWith(t testing.TB, validity, algorithm string) string {
 	t.Helper()
-	kubeadm := requireKube(t, "kubeadm")
+	requireKube(t, "kubeadm")
 	root := t.TempDir()
+	if err := makeKubeadmPKI(root, validity, algorithm); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// makeKubeadmPKI runs the real kubeadm's certs and kubeconfig phases below root.
+func makeKubeadmPKI(root, validity, algorithm string) error {
 	cfg := filepath.Join(root, "etc/kubernetes/kubeadm.yaml")
 	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	body := []byte(strings.NewReplacer("%VALIDITY%", validity, "%ALGORITHM%", algorithm).Replace(kubeadmConfig))
 	if err := os.WriteFile(cfg, body, 0o600); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	for _, phase := range [][]string{{"init", "phase", "certs", "all"}, {"init", "phase", "kubeconfig", "all"}} {
 		args := append(phase, "--config", "/etc/kubernetes/kubeadm.yaml", "--rootfs", root)
-		if r := run(t, kubeadm, args...); r.code != 0 {
-			t.Fatalf("kubeadm %v: exit %d\n%s", phase, r.code, r.stderr)
+		if out, err := exec.Command(filepath.Join(kubeBin, "kubeadm"), args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("kubeadm %v: %v\n%s", phase, err, out)
 		}
 	}
-	return root
+	return nil
 }
 
 // kubeadmExpiration is the part of `kubeadm certs check-expiration -o json`

@@ -44,6 +44,7 @@ func runMain(m *testing.M) int {
 		}
 	}
 	kubeBin = os.Getenv("CERTAGENT_KUBE_BIN")
+	defer stopSharedCluster()
 	return m.Run()
 }
 

@@ -1,0 +1,103 @@
+package rotate
+
+import (
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"time"
+
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// KubeletStore is the kubelet's certificate store in a directory: files
+// <prefix>-<YYYY-MM-DD-HH-MM-SS>.pem (certificate and key, 0600) and the
+// <prefix>-current.pem symlink to the one in use. Prefix is
+// "kubelet-client" or "kubelet-server".
+type KubeletStore struct {
+	Root   *pki.Root
+	Dir    string // node path
+	Prefix string
+}
+
+// Current is the node path of the -current.pem symlink.
+func (s KubeletStore) Current() string { return path.Join(s.Dir, s.Prefix+"-current.pem") }
+
+// Update writes a new pair the way the kubelet does: a new timestamped
+// file, synced; a symlink -updated.pem to it; a rename over -current.pem,
+// which swaps atomically; a sync of the directory. The kubelet picks it up
+// unchanged. Before the swap the file is read back and checked: its key
+// matches and, when roots is not nil, it chains to one of them. The old
+// files stay where they are.
+func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots *x509.CertPool, now time.Time) (string, error) {
+	keyPEM, err := pki.EncodeKeyPEM(key, "")
+	if err != nil {
+		return "", err
+	}
+	data := append(pki.EncodeCertPEM(certs...), keyPEM...)
+	file := path.Join(s.Dir, fmt.Sprintf("%s-%s.pem", s.Prefix, now.UTC().Format("2006-01-02-15-04-05")))
+	if _, err := os.Lstat(s.Root.HostPath(file)); err == nil {
+		file = path.Join(s.Dir, fmt.Sprintf("%s-%s-%d.pem", s.Prefix, now.UTC().Format("2006-01-02-15-04-05"), now.UnixNano()%1000000))
+	}
+	if err := os.MkdirAll(s.Root.HostPath(s.Dir), 0o755); err != nil {
+		return "", err
+	}
+	uid, gid := os.Geteuid(), os.Getegid()
+	if f, err := s.Root.ReadFile(s.Current()); err == nil {
+		uid, gid = f.UID, f.GID
+	}
+	if err := writeDurable(s.Root, file, data, 0o600, uid, gid); err != nil {
+		return "", err
+	}
+	if err := checkPair(s.Root, file, roots, now); err != nil {
+		os.Remove(s.Root.HostPath(file))
+		return "", err
+	}
+	updated := s.Root.HostPath(path.Join(s.Dir, s.Prefix+"-updated.pem"))
+	if err := os.Remove(updated); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	if err := os.Symlink(file, updated); err != nil {
+		return "", fmt.Errorf("symlink: %w", err)
+	}
+	if err := os.Rename(updated, s.Root.HostPath(s.Current())); err != nil {
+		return "", fmt.Errorf("swap %s: %w", s.Current(), err)
+	}
+	if err := syncDir(filepath.Dir(updated)); err != nil {
+		return "", err
+	}
+	if err := checkPair(s.Root, s.Current(), roots, now); err != nil {
+		return "", fmt.Errorf("after the swap: %w", err)
+	}
+	return file, nil
+}
+
+// checkPair reads a combined file and checks its key and chain.
+func checkPair(root *pki.Root, p string, roots *x509.CertPool, now time.Time) error {
+	f, err := root.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	b, err := pki.ParseBundle(f.Data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", p, err)
+	}
+	if b.Key == nil || !pki.KeyMatches(b.Certs[0], b.Key) {
+		return fmt.Errorf("%s: key does not match the certificate", p)
+	}
+	if roots != nil {
+		inter := x509.NewCertPool()
+		for _, c := range b.Certs[1:] {
+			inter.AddCert(c)
+		}
+		if _, err := b.Certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return nil
+}
