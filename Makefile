@@ -26,6 +26,7 @@ lint:
 # test runs every test: lint, unit tests with -race, and the integration
 # tests against the real kubeadm (built and cached by k8s-tools).
 test: lint build
+	@bash test/deps.sh
 	@kube_bin=$$(bash test/k8stools/build.sh) && \
 	CERTAGENT_BIN=$(CURDIR)/bin/certagent CERTAGENT_KUBE_BIN=$$kube_bin CERTAGENT_REQUIRE_INTEGRATION=1 \
 	  $(GO) test -race -count=1 ./...
@@ -39,6 +40,7 @@ demo: build
 # bench prints the figures: in-process scan benchmarks and whole-process
 # comparisons with kubeadm.
 bench: build
+	@bash test/deps.sh
 	@kube_bin=$$(bash test/k8stools/build.sh) && \
 	CERTAGENT_BIN=$(CURDIR)/bin/certagent CERTAGENT_KUBE_BIN=$$kube_bin \
 	  $(GO) test -run '^$$' -bench . -benchmem -count=1 ./agent/... ./rotate/... ./test/...

@@ -74,8 +74,8 @@ type Agent struct {
 	node      string
 	nextPass  time.Time // when the loop must run a pass at the latest
 	lastPing  time.Time
-	ready     bool              // READY=1 was sent
-	logged    map[string]string // event kind + name -> serial it was logged for
+	ready     bool                     // READY=1 was sent
+	logged    map[string]string        // event kind + name -> serial it was logged for
 	dueCSR    []*inventory.Certificate // set by decide, started by pass
 
 	kick   chan string

@@ -27,13 +27,13 @@ import (
 
 // csrResult is what a CSR job reports back to the loop.
 type csrResult struct {
-	cert               *inventory.Certificate
-	name, method       string
-	oldSerial, serial  string
-	notAfter           time.Time
-	requests           int64
-	started, finished  time.Time
-	err                error
+	cert              *inventory.Certificate
+	name, method      string
+	oldSerial, serial string
+	notAfter          time.Time
+	requests          int64
+	started, finished time.Time
+	err               error
 }
 
 // csrUpdate tells the loop the name of the request a job waits for.
@@ -190,9 +190,10 @@ func (a *Agent) runCSR(ctx context.Context, cfg *config.Config, c *inventory.Cer
 		}
 	}
 	p, err := rotate.RequestCSR(ctx, client, spec, key)
-	if err != nil && pendingName != "" {
-		// The old request no longer fits (gone, or made for other names):
-		// start over with a new key.
+	if err != nil && pendingName != "" && strings.Contains(err.Error(), "not compatible") {
+		// The old request no longer fits (made for other names, or its
+		// certificate expired): start over with a new key. An API that
+		// cannot be reached keeps the pending request for the next try.
 		a.dropPending(c.Name)
 		if key, err = rotate.NewKey(nil, "ecdsa-p256"); err == nil {
 			p, err = rotate.RequestCSR(ctx, client, spec, key)
@@ -213,7 +214,7 @@ func (a *Agent) runCSR(ctx context.Context, cfg *config.Config, c *inventory.Cer
 	certs, err := rotate.WaitCSR(ctx, client, p, timeout)
 	r.requests = counter.n.Load()
 	var denied *rotate.CSRDeniedError
-	if errors.As(err, &denied) || errors.Is(err, rotate.ErrWrongKey) {
+	if errors.As(err, &denied) || errors.Is(err, rotate.ErrWrongKey) || errors.Is(err, rotate.ErrCSRGone) {
 		a.dropPending(c.Name) // never reuse it; a new key next time
 	}
 	if err != nil {
@@ -379,8 +380,10 @@ func (a *Agent) recordCSR(ctx context.Context, r csrResult) {
 		}
 		return
 	}
-	var timeout *rotate.CSRTimeoutError
-	if !errors.As(r.err, &timeout) {
+	// Only a request that can never be issued is forgotten; after a
+	// timeout or an unreachable API the next attempt waits for the same one.
+	var denied *rotate.CSRDeniedError
+	if errors.As(r.err, &denied) || errors.Is(r.err, rotate.ErrWrongKey) || errors.Is(r.err, rotate.ErrCSRGone) {
 		st.PendingCSR = ""
 	}
 	a.fail(c, &st, r.err, now, r.method)

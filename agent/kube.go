@@ -113,4 +113,3 @@ func kubeClient(root *pki.Root, kubeconfig string, counter *requestCounter) (kub
 func nodeFromCN(cn string) string {
 	return strings.TrimPrefix(cn, "system:node:")
 }
-

@@ -44,7 +44,7 @@ type CertStatus struct {
 type RenewalStatus struct {
 	State string `json:"state"`
 	// NextAction is "renew", "retry" or "none"; Reason says why.
-	NextAction   string     `json:"nextAction"`
+	NextAction string `json:"nextAction"`
 	// PendingCSR is the CertificateSigningRequest a renewal waits for.
 	PendingCSR   string     `json:"pendingCSR,omitempty"`
 	NextActionAt *time.Time `json:"nextActionAt,omitempty"`

@@ -96,6 +96,9 @@ func (e *CSRTimeoutError) Error() string {
 // ErrWrongKey: the signer returned a certificate that is not for our key.
 var ErrWrongKey = errors.New("the issued certificate is not for the requested key")
 
+// ErrCSRGone: the request was deleted (garbage-collected) before it was issued.
+var ErrCSRGone = errors.New("CSR deleted before it was issued")
+
 // Pending is a CSR in flight with the key it was made for.
 type Pending struct {
 	Name string
@@ -156,7 +159,7 @@ func WaitCSR(ctx context.Context, client kubernetes.Interface, p Pending, wait t
 				}
 			}
 		} else if apierrors.IsNotFound(gerr) {
-			return nil, fmt.Errorf("CSR %s was deleted before it was issued", p.Name)
+			return nil, fmt.Errorf("%s: %w", p.Name, ErrCSRGone)
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -144,10 +144,11 @@ func (c *Cluster) StartAPIServer(kubeBin string) error {
 		"--kubelet-client-certificate="+c.pki("apiserver-kubelet-client.crt"), "--kubelet-client-key="+c.pki("apiserver-kubelet-client.key"))
 }
 
-// StopAPIServer stops kube-apiserver (to test an unreachable API).
+// StopAPIServer kills kube-apiserver at once (to test an unreachable API;
+// a graceful stop waits a minute for open watches).
 func (c *Cluster) StopAPIServer() {
 	if p := c.procs["apiserver"]; p != nil {
-		p.Process.Signal(syscall.SIGTERM)
+		p.Process.Kill()
 		p.Wait()
 		delete(c.procs, "apiserver")
 	}
@@ -276,7 +277,11 @@ func (c *Cluster) startControllerManager(kubeBin string, signing time.Duration) 
 func (c *Cluster) Stop() {
 	for _, n := range []string{"controller-manager", "apiserver", "etcd"} {
 		if p := c.procs[n]; p != nil {
-			p.Process.Signal(syscall.SIGTERM)
+			if n == "etcd" {
+				p.Process.Signal(syscall.SIGTERM)
+			} else {
+				p.Process.Kill() // test components: no graceful minute
+			}
 			done := make(chan struct{})
 			go func() { p.Wait(); close(done) }()
 			select {

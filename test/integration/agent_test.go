@@ -27,7 +27,7 @@ type datagrams struct {
 	conn *net.UnixConn
 }
 
-func listenGram(t *testing.T, path string) *datagrams {
+func listenGram(t testing.TB, path string) *datagrams {
 	t.Helper()
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
@@ -50,7 +50,7 @@ func listenGram(t *testing.T, path string) *datagrams {
 	return d
 }
 
-func (d *datagrams) waitFor(t *testing.T, what string, ok func(string) bool) string {
+func (d *datagrams) waitFor(t testing.TB, what string, ok func(string) bool) string {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -79,7 +79,7 @@ type daemon struct {
 	notify *datagrams
 }
 
-func startDaemon(t *testing.T, bin, root string, env []string, args ...string) *daemon {
+func startDaemon(t testing.TB, bin, root string, env []string, args ...string) *daemon {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	d := &daemon{root: root, socket: filepath.Join(root, "run/certagent/certagent.sock"), notify: listenGram(t, sock)}

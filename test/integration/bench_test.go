@@ -255,3 +255,49 @@ func BenchmarkChangeToStatusLatency(b *testing.B) {
 		b.ReportMetric(lat[len(lat)*99/100].Seconds(), "p99-s")
 	}
 }
+
+// BenchmarkCSRRenewal: 20 renewals of a worker's kubelet client
+// certificate against the real API server with auto-approval: the time
+// from "renewal due" to the new certificate on disk (median, max), and the
+// API requests each took.
+func BenchmarkCSRRenewal(b *testing.B) {
+	c := sharedCluster(b)
+	root := makeNode(b, c, nodeOpts{name: "bench-node", age: time.Minute, life: time.Hour})
+	d := startDaemon(b, certagentBin, root, nil)
+	ca := clusterCA(b, c)
+	kdir := filepath.Join(root, "var/lib/kubelet/pki")
+	for i := 0; i < b.N; i++ {
+		var secs []float64
+		var reqs []int64
+		for j := 0; j < 20; j++ {
+			// The kubelet "installs" a certificate that is already due.
+			nb := time.Now().Add(-57 * time.Minute)
+			cert, key, _ := ca.Issue(pkitest.Spec{CommonName: "system:node:bench-node", Organization: []string{"system:nodes"}, NotBefore: nb, NotAfter: nb.Add(time.Hour)})
+			file := filepath.Join(kdir, fmt.Sprintf("kubelet-client-due-%d-%d.pem", i, j))
+			os.WriteFile(file, append(pkitest.CertPEM(cert), pkitest.KeyPEM(key)...), 0o600)
+			os.Symlink("/var/lib/kubelet/pki/"+filepath.Base(file), filepath.Join(kdir, "kubelet-client-updated.pem"))
+			os.Rename(filepath.Join(kdir, "kubelet-client-updated.pem"), filepath.Join(kdir, "kubelet-client-current.pem"))
+			due := strings.ToUpper(cert.SerialNumber.Text(16))
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				s := d.status(b)
+				cur := serialOfStatus(s, "kubelet-client-current")
+				if cur != "" && cur != due && s.Daemon.LastCSR != nil && s.Daemon.LastCSR.Requests > 0 {
+					secs = append(secs, s.Daemon.LastCSR.Seconds)
+					reqs = append(reqs, s.Daemon.LastCSR.Requests)
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("renewal %d did not happen\n%s", j, d.log())
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+		sort.Float64s(secs)
+		sort.Slice(reqs, func(i, j int) bool { return reqs[i] < reqs[j] })
+		b.ReportMetric(secs[len(secs)/2], "median-s")
+		b.ReportMetric(secs[len(secs)-1], "max-s")
+		b.ReportMetric(float64(reqs[len(reqs)/2]), "requests/renewal")
+		b.ReportMetric(float64(reqs[len(reqs)-1]), "max-requests")
+	}
+}

@@ -1,0 +1,124 @@
+package rotate
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/certagent/certagent/rotate/pki/pkitest"
+)
+
+// signLater plays the approver and signer on a fake clientset: it waits
+// for the request, then approves or denies it, optionally issuing a
+// certificate (for the requested key, or for another one).
+func signLater(t *testing.T, client *fake.Clientset, ca *pkitest.CA, approve, wrongKey bool) {
+	go func() {
+		ctx := context.Background()
+		for i := 0; i < 200; i++ {
+			l, _ := client.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+			if len(l.Items) == 0 {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			r := l.Items[0].DeepCopy()
+			cond := certificatesv1.CertificateSigningRequestCondition{Type: certificatesv1.CertificateDenied, Status: corev1.ConditionTrue, Reason: "Nope"}
+			if approve {
+				cond.Type, cond.Reason = certificatesv1.CertificateApproved, "OK"
+				csr, _ := x509.ParseCertificateRequest(pemBody(r.Spec.Request))
+				pub := csr.PublicKey
+				if wrongKey {
+					k, _ := pkitest.NewKey(pkitest.ECDSA)
+					pub = k.Public()
+				}
+				c, _ := ca.Sign(pkitest.Spec{CommonName: csr.Subject.CommonName, Organization: csr.Subject.Organization}, pub)
+				r.Status.Certificate = pkitest.CertPEM(c)
+			}
+			r.Status.Conditions = append(r.Status.Conditions, cond)
+			client.CertificatesV1().CertificateSigningRequests().UpdateStatus(ctx, r, metav1.UpdateOptions{})
+			return
+		}
+	}()
+}
+
+func pemBody(b []byte) []byte {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil
+	}
+	return blk.Bytes
+}
+
+func TestCSRFlowOnFakeClientset(t *testing.T) {
+	ca, _ := pkitest.NewCA("kubernetes", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), pkitest.ECDSA)
+	spec := KubeletClientSpec("node1", false)
+	tests := []struct {
+		name              string
+		approve, wrongKey bool
+		signs             bool
+		check             func(error) bool
+	}{
+		{"issued", true, false, true, func(err error) bool { return err == nil }},
+		{"denied", false, false, true, func(err error) bool { var d *CSRDeniedError; return errors.As(err, &d) && d.Reason == "Nope" }},
+		{"another key", true, true, true, func(err error) bool { return errors.Is(err, ErrWrongKey) }},
+		{"never answered", false, false, false, func(err error) bool {
+			var to *CSRTimeoutError
+			return errors.As(err, &to) && strings.Contains(err.Error(), "kubectl certificate approve certagent-")
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset()
+			key, _ := NewKey(nil, "ecdsa-p256")
+			p, err := RequestCSR(context.Background(), client, spec, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.signs {
+				signLater(t, client, ca, tc.approve, tc.wrongKey)
+			}
+			certs, err := WaitCSR(context.Background(), client, p, 2*time.Second)
+			if !tc.check(err) {
+				t.Fatalf("err = %v", err)
+			}
+			if err == nil && (len(certs) != 1 || certs[0].Subject.CommonName != "system:node:node1") {
+				t.Errorf("certs %v", certs)
+			}
+		})
+	}
+}
+
+func TestCSRReuseNeedsTheSameKey(t *testing.T) {
+	client := fake.NewClientset()
+	spec := KubeletServingSpec("node1", []string{"node1"}, nil, false)
+	key, _ := NewKey(nil, "ecdsa-p256")
+	p1, err := RequestCSR(context.Background(), client, spec, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p2, err := RequestCSR(context.Background(), client, spec, key)
+	if err != nil || p2.Name != p1.Name {
+		t.Fatalf("same key: %v %s %s", err, p1.Name, p2.Name)
+	}
+	l, _ := client.CertificatesV1().CertificateSigningRequests().List(context.Background(), metav1.ListOptions{})
+	if len(l.Items) != 1 {
+		t.Errorf("%d requests, want 1", len(l.Items))
+	}
+	other, _ := NewKey(nil, "ecdsa-p256")
+	if CSRName(spec, other.Public()) == p1.Name {
+		t.Error("another key maps to the same request name")
+	}
+	for _, u := range spec.Usages {
+		if u == certificatesv1.UsageKeyEncipherment {
+			t.Error("ECDSA requests must not ask for key encipherment")
+		}
+	}
+}
