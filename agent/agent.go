@@ -32,11 +32,6 @@ type Notifier interface {
 	Stopping() error
 }
 
-// Restarter restarts whatever uses certificates that were just renewed.
-type Restarter interface {
-	Restart(ctx context.Context, renewed []*inventory.Certificate) error
-}
-
 // Options configure an Agent.
 type Options struct {
 	Root *pki.Root
@@ -48,7 +43,7 @@ type Options struct {
 	Clock            clock.WithTicker
 	Log              *logrus.Logger
 	Notifier         Notifier
-	Restarter        Restarter // nil: nothing is restarted
+	Restarter        *Restarter // nil: nothing is restarted
 	Version          string
 	// Watchdog is the unit's WatchdogSec (0: off); the loop pings at half.
 	Watchdog time.Duration
@@ -77,6 +72,7 @@ type Agent struct {
 	ready     bool                     // READY=1 was sent
 	logged    map[string]string        // event kind + name -> serial it was logged for
 	dueCSR    []*inventory.Certificate // set by decide, started by pass
+	mismatch  map[string]time.Time     // served-certificate mismatches, by address
 
 	kick   chan string
 	reload chan struct{}
@@ -122,7 +118,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	return &Agent{
 		opts: opts, kick: make(chan string, 1), reload: make(chan struct{}, 1), renews: make(chan renewCall),
-		logged: map[string]string{}, csrJobs: map[string]string{}, csrDone: make(chan csrResult), csrPending: make(chan csrUpdate),
+		logged: map[string]string{}, mismatch: map[string]time.Time{}, csrJobs: map[string]string{}, csrDone: make(chan csrResult), csrPending: make(chan csrUpdate),
 	}, nil
 }
 
@@ -174,6 +170,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.cfg = cfg
+	if r := a.opts.Restarter; r != nil {
+		r.Config = func() *config.Config { return a.cfg }
+		r.Ping = a.ping
+		if r.Clock == nil {
+			r.Clock = a.opts.Clock
+		}
+		if r.Log == nil {
+			r.Log = a.opts.Log
+		}
+	}
 	a.startedAt = a.opts.Clock.Now()
 	a.node = cfg.Agent.NodeName
 	if a.node == "" {

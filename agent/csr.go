@@ -34,6 +34,7 @@ type csrResult struct {
 	requests          int64
 	started, finished time.Time
 	err               error
+	rollback          func() error // puts the old certificate back
 }
 
 // csrUpdate tells the loop the name of the request a job waits for.
@@ -245,13 +246,18 @@ func (a *Agent) finishCSR(r csrResult, c *inventory.Certificate, cfg *config.Con
 		if custom.KeyFile == custom.CertFile {
 			t.Storage, t.KeyPath = rotate.StorageCombined, ""
 		}
-		_, err = rotate.Install(context.Background(), rotate.Options{Root: root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now}, t, certs, key)
+		var res rotate.Result
+		res, err = rotate.Install(context.Background(), rotate.Options{Root: root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now}, t, certs, key)
+		r.rollback = func() error { return rotate.Restore(root, res.Backup, c.Name) }
 	default:
 		prefix := "kubelet-client"
 		if kind == kindKubeletServing {
 			prefix = "kubelet-server"
 		}
-		_, err = rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix}.Update(certs, key, roots, now)
+		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix}
+		before := store.Target()
+		_, err = store.Update(certs, key, roots, now)
+		r.rollback = func() error { return store.Rollback(before) }
 	}
 	r.finished = a.opts.Clock.Now()
 	if err != nil {
@@ -375,9 +381,7 @@ func (a *Agent) recordCSR(ctx context.Context, r csrResult) {
 		f := map[string]any{"MESSAGE_ID": MsgRenewed, "CERT_NAME": r.name, "SERIAL": r.oldSerial, "NEW_SERIAL": r.serial,
 			"NEW_NOT_AFTER": r.notAfter.UTC().Format(time.RFC3339), "METHOD": r.method, "CSR_REQUESTS": r.requests}
 		a.opts.Log.WithFields(f).Info("certificate renewed")
-		if a.opts.Restarter != nil && !a.cfg.Agent.NoRestart {
-			a.opts.Restarter.Restart(ctx, []*inventory.Certificate{c})
-		}
+		a.restart(ctx, []Renewed{{Cert: c, NewSerial: r.serial, Rollback: r.rollback}}, now)
 		return
 	}
 	// Only a request that can never be issued is forgotten; after a

@@ -20,6 +20,7 @@ const (
 	MsgChangedOnDisk    = "c374caa827ac4d1b938983710563c161"
 	MsgCSRPending       = "683b4d79cee84e7088889439925c8984"
 	MsgSteppedIn        = "d6e5af9d6a0445feb533eb3e063d76a5"
+	MsgStale            = "832b505158f0444da9abca70171bf44d"
 )
 
 // certFields are the journal fields of a certificate event. Nothing here

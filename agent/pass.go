@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/certagent/certagent/rotate"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -43,6 +44,23 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 	a.state.Forget(keep)
 	if err := a.state.Save(); err != nil {
 		a.opts.Log.WithField("REASON", err.Error()).Error("saving state failed")
+	}
+	if a.opts.Restarter != nil {
+		comps := a.opts.Restarter.Check(ctx, a.cfg, rep, a.mismatch)
+		for _, cs := range comps {
+			for _, sv := range cs.Served {
+				if sv.State == "stale" {
+					a.onceKey("stale/"+sv.Address, sv.DiskSerial, func() {
+						a.opts.Log.WithFields(logrus.Fields{"MESSAGE_ID": MsgStale, "COMPONENT": cs.Name, "CERT_NAME": sv.Certificate,
+							"SERIAL": sv.DiskSerial, "SERVED_SERIAL": sv.ServedSerial, "ADDRESS": sv.Address,
+							"REASON": "renewed on disk but not reloaded: restart " + cs.Name}).Warn("served certificate is stale")
+					})
+				}
+			}
+		}
+		a.mu.Lock()
+		a.health.Components = comps
+		a.mu.Unlock()
 	}
 	a.mu.Lock()
 	a.health.LastScan, a.health.LastScanReason = start.UTC(), reason
@@ -160,8 +178,12 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 
 // once logs an event a single time per certificate serial.
 func (a *Agent) once(kind string, c *inventory.Certificate, log func()) {
-	if a.logged[kind+"/"+c.Name] != c.Serial {
-		a.logged[kind+"/"+c.Name] = c.Serial
+	a.onceKey(kind+"/"+c.Name, c.Serial, log)
+}
+
+func (a *Agent) onceKey(key, value string, log func()) {
+	if a.logged[key] != value {
+		a.logged[key] = value
 		log()
 	}
 }
@@ -186,7 +208,7 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 		byName[c.Name] = c
 	}
 	failures := map[string]error{}
-	var renewed []*inventory.Certificate
+	var renewed []Renewed
 	switch {
 	case err != nil:
 		for n := range byName {
@@ -211,7 +233,9 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 			f := certFields(MsgRenewed, c, string(inventory.RenewLocalCA), "")
 			f["NEW_SERIAL"], f["NEW_NOT_AFTER"], f["BACKUP"] = r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339), r.Backup
 			a.opts.Log.WithFields(f).Info("certificate renewed")
-			renewed = append(renewed, c)
+			backup, name := r.Backup, r.Name
+			renewed = append(renewed, Renewed{Cert: c, NewSerial: r.NewSerial,
+				Rollback: func() error { return rotate.Restore(a.opts.Root, backup, name) }})
 		}
 	}
 	for name, ferr := range failures {
@@ -220,11 +244,27 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 			a.fail(c, &st, ferr, now, string(inventory.RenewLocalCA))
 		}
 	}
-	if len(renewed) > 0 && a.opts.Restarter != nil && !a.cfg.Agent.NoRestart {
-		if err := a.opts.Restarter.Restart(ctx, renewed); err != nil {
-			a.opts.Log.WithFields(logrus.Fields{"MESSAGE_ID": MsgRestartFailed, "REASON": err.Error()}).Error("restart after renewal failed")
-		} else {
-			a.opts.Log.WithField("MESSAGE_ID", MsgRestartDone).Info("restarted after renewal")
+	a.restart(ctx, renewed, now)
+}
+
+// restart reloads what uses renewed certificates; those whose component
+// did not come up with them were rolled back and count as failed, with
+// backoff, so the same thing is not tried again at once.
+func (a *Agent) restart(ctx context.Context, renewed []Renewed, now time.Time) {
+	if len(renewed) == 0 || a.opts.Restarter == nil || a.cfg.Agent.NoRestart {
+		return
+	}
+	current := map[string]string{}
+	for _, rn := range renewed {
+		current[rn.Cert.Name] = rn.NewSerial
+	}
+	for name, err := range a.opts.Restarter.Restart(ctx, renewed, current) {
+		for _, rn := range renewed {
+			if rn.Cert.Name == name {
+				st := a.state.Get(name)
+				st.Serial = rn.Cert.Serial // the old certificate is back
+				a.fail(rn.Cert, &st, err, now, "restart")
+			}
 		}
 	}
 }

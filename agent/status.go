@@ -73,6 +73,9 @@ type Health struct {
 	NoRestart       bool      `json:"noRestart"`
 	// LastCSR is the most recent renewal through the Kubernetes API.
 	LastCSR *CSRRecord `json:"lastCSR,omitempty"`
+	// Components: per component, the last restart and whether what it
+	// serves matches the disk.
+	Components []ComponentStatus `json:"components,omitempty"`
 }
 
 // CSRRecord describes one finished CSR renewal.
@@ -122,6 +125,16 @@ func (s *Status) WriteTable(w io.Writer, now time.Time) error {
 	fmt.Fprintf(w, "\ndaemon %s (pid %d): up %s, last scan %s ago (%s, %.3fs), %d scans, watching %d directories\n",
 		d.Version, d.PID, inventory.Human(time.Duration(d.UptimeSeconds)*time.Second), inventory.Human(now.Sub(d.LastScan)),
 		d.LastScanReason, d.LastScanSeconds, d.Scans, len(d.WatchedDirs))
+	for _, c := range d.Components {
+		line := "component " + c.Name + ":"
+		if c.LastRestart != nil {
+			line += fmt.Sprintf(" restarted %s (%s);", c.LastRestart.Local().Format("2006-01-02 15:04:05"), c.LastResult)
+		}
+		for _, sv := range c.Served {
+			line += fmt.Sprintf(" %s serves %s: %s", sv.Address, sv.Certificate, sv.State)
+		}
+		fmt.Fprintln(w, line)
+	}
 	for _, e := range d.WatchErrors {
 		fmt.Fprintf(w, "watch error: %s\n", e)
 	}

@@ -280,3 +280,34 @@ func (j *journal) restore(f journalFile) error {
 	}
 	return writeDurable(j.root, f.Path, data, f.Mode, f.UID, f.GID)
 }
+
+// Restore puts the old files of the named entries of a finished
+// transaction back from its backup (after a restart showed that the new
+// certificate does not work), atomically and durably.
+func Restore(root *pki.Root, dir string, names ...string) error {
+	j, err := loadJournal(root, dir)
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	found := false
+	for i, e := range j.Entries {
+		if e.Dropped || !want[e.Name] {
+			continue
+		}
+		found = true
+		for _, f := range e.Files {
+			if err := j.restore(f); err != nil {
+				return err
+			}
+		}
+		j.Entries[i].RolledBack = true
+	}
+	if !found {
+		return fmt.Errorf("restore: no entry for %v in %s", names, dir)
+	}
+	return j.save(j.State)
+}

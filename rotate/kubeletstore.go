@@ -76,6 +76,31 @@ func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots
 	return file, nil
 }
 
+// Target returns where -current.pem points now ("" if it does not exist).
+func (s KubeletStore) Target() string {
+	t, err := os.Readlink(s.Root.HostPath(s.Current()))
+	if err != nil {
+		return ""
+	}
+	return t
+}
+
+// Rollback points -current.pem back at an earlier file, atomically.
+func (s KubeletStore) Rollback(target string) error {
+	if target == "" {
+		return errors.New("rollback: no earlier file")
+	}
+	updated := s.Root.HostPath(path.Join(s.Dir, s.Prefix+"-updated.pem"))
+	os.Remove(updated)
+	if err := os.Symlink(target, updated); err != nil {
+		return err
+	}
+	if err := os.Rename(updated, s.Root.HostPath(s.Current())); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(updated))
+}
+
 // checkPair reads a combined file and checks its key and chain.
 func checkPair(root *pki.Root, p string, roots *x509.CertPool, now time.Time) error {
 	f, err := root.ReadFile(p)

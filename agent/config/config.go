@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 	"slices"
@@ -65,6 +66,8 @@ type Config struct {
 	Kubelet Kubelet `json:"kubelet,omitempty"`
 	// Certificates renewed through a CSR to any signer.
 	Certificates []CSRCertificate `json:"certificates,omitempty"`
+	// Restart says how to reload what uses a renewed certificate.
+	Restart Restart `json:"restart,omitempty"`
 
 	// RenewBeforeDuration is RenewBefore parsed; 0 when unset.
 	RenewBeforeDuration time.Duration `json:"-"`
@@ -140,6 +143,44 @@ type Kubelet struct {
 	ServingCSRTimeout string `json:"servingCSRTimeout,omitempty"`
 
 	ClientCSRTimeoutDuration, ServingCSRTimeoutDuration time.Duration `json:"-"`
+}
+
+// Restart configures restarts after renewals and the served-certificate
+// checks. Endpoints are host:port on this node.
+type Restart struct {
+	KubeletUnit    string `json:"kubeletUnit,omitempty"`    // default kubelet.service
+	KubeletHealthz string `json:"kubeletHealthz,omitempty"` // default http://127.0.0.1:10248/healthz
+	// ManifestsDir holds the control plane's static pod manifests
+	// (default <kubernetesDir>/manifests).
+	ManifestsDir string `json:"manifestsDir,omitempty"`
+	// FileCheckFrequency is the kubelet's; a manifest stays out this long
+	// plus a margin (default 20s).
+	FileCheckFrequency string `json:"fileCheckFrequency,omitempty"`
+	// Timeout bounds how long a restarted component has to become healthy
+	// with its new certificate (default 2m).
+	Timeout string `json:"timeout,omitempty"`
+	// StaleAfter: a served certificate that differs from the disk this long
+	// is "stale" (default 2m).
+	StaleAfter string `json:"staleAfter,omitempty"`
+	// Endpoints override where components serve TLS: kube-apiserver
+	// (127.0.0.1:6443), etcd (127.0.0.1:2379), etcd-peer (127.0.0.1:2380),
+	// kubelet (127.0.0.1:10250), kube-controller-manager (127.0.0.1:10257),
+	// kube-scheduler (127.0.0.1:10259).
+	Endpoints map[string]string `json:"endpoints,omitempty"`
+	// Units restart other systemd units after their certificates renew.
+	Units []UnitMapping `json:"units,omitempty"`
+
+	FileCheckDuration, TimeoutDuration, StaleAfterDuration time.Duration `json:"-"`
+}
+
+// UnitMapping ties certificates to a systemd unit that uses them.
+type UnitMapping struct {
+	Unit         string   `json:"unit"`
+	Certificates []string `json:"certificates"`
+	// Address, when set, is where the unit serves the first certificate.
+	Address string `json:"address,omitempty"`
+	// Healthz, when set, must answer 200 after the restart.
+	Healthz string `json:"healthz,omitempty"`
 }
 
 // CSRCertificate is a certificate renewed through a CSR to any signer.
@@ -228,6 +269,34 @@ func (c *Config) setDefaults() {
 		}
 		if len(cc.Usages) == 0 {
 			cc.Usages = []string{"digital signature", "client auth"}
+		}
+	}
+	r := &c.Restart
+	if r.KubeletUnit == "" {
+		r.KubeletUnit = "kubelet.service"
+	}
+	if r.KubeletHealthz == "" {
+		r.KubeletHealthz = "http://127.0.0.1:10248/healthz"
+	}
+	if r.ManifestsDir == "" {
+		r.ManifestsDir = path.Join(c.KubernetesDir, "manifests")
+	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&r.FileCheckDuration, 20 * time.Second}, {&r.TimeoutDuration, 2 * time.Minute}, {&r.StaleAfterDuration, 2 * time.Minute}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	def := map[string]string{"kube-apiserver": "127.0.0.1:6443", "etcd": "127.0.0.1:2379", "etcd-peer": "127.0.0.1:2380",
+		"kubelet": "127.0.0.1:10250", "kube-controller-manager": "127.0.0.1:10257", "kube-scheduler": "127.0.0.1:10259"}
+	if r.Endpoints == nil {
+		r.Endpoints = map[string]string{}
+	}
+	for k, v := range def {
+		if _, ok := r.Endpoints[k]; !ok {
+			r.Endpoints[k] = v
 		}
 	}
 	a := &c.Agent
@@ -403,6 +472,33 @@ func (c *Config) validate() error {
 				bad(key+".timeout", "want a duration of at least 1s, got %q", cc.Timeout)
 			}
 			cc.TimeoutDuration = v
+		}
+	}
+	for _, d := range []struct {
+		key, val string
+		out      *time.Duration
+	}{
+		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration},
+		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration},
+		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration},
+	} {
+		if d.val == "" {
+			continue
+		}
+		v, err := ParseDuration(d.val)
+		if err != nil || v <= 0 {
+			bad(d.key, "want a positive duration, got %q", d.val)
+		}
+		*d.out = v
+	}
+	for k, v := range c.Restart.Endpoints {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			bad("restart.endpoints."+k, "want host:port, got %q", v)
+		}
+	}
+	for i, u := range c.Restart.Units {
+		if u.Unit == "" || len(u.Certificates) == 0 {
+			bad(fmt.Sprintf("restart.units[%d]", i), "needs unit and certificates")
 		}
 	}
 	for _, kv := range [][2]string{{"agent.stateDir", c.Agent.StateDir}, {"agent.socket", c.Agent.Socket}} {

@@ -91,7 +91,8 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 		Root: root, LoadConfig: load, StateDir: stateDir, Socket: socket,
 		Clock: clock.RealClock{}, Log: log, Notifier: systemd.Notifier{}, Version: version,
 		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
-		Hooks: testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
+		Restarter: &agent.Restarter{Root: root, Units: systemd.Units{}},
+		Hooks:     testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
 	})
 	if err != nil {
 		return &exitError{code: ExitUsage, err: err}

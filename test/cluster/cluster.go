@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,6 +39,7 @@ type Cluster struct {
 	BootstrapToken string
 
 	dir   string
+	mu    sync.Mutex // guards procs
 	procs map[string]*exec.Cmd
 	ports map[string]int
 }
@@ -102,7 +104,9 @@ func (c *Cluster) spawn(name, bin string, args ...string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
+	c.mu.Lock()
 	c.procs[name] = cmd
+	c.mu.Unlock()
 	return nil
 }
 
@@ -147,10 +151,13 @@ func (c *Cluster) StartAPIServer(kubeBin string) error {
 // StopAPIServer kills kube-apiserver at once (to test an unreachable API;
 // a graceful stop waits a minute for open watches).
 func (c *Cluster) StopAPIServer() {
-	if p := c.procs["apiserver"]; p != nil {
+	c.mu.Lock()
+	p := c.procs["apiserver"]
+	delete(c.procs, "apiserver")
+	c.mu.Unlock()
+	if p != nil {
 		p.Process.Kill()
 		p.Wait()
-		delete(c.procs, "apiserver")
 	}
 }
 
@@ -275,8 +282,12 @@ func (c *Cluster) startControllerManager(kubeBin string, signing time.Duration) 
 
 // Stop kills every component and removes nothing (logs stay in work).
 func (c *Cluster) Stop() {
+	c.mu.Lock()
+	procs := c.procs
+	c.procs = map[string]*exec.Cmd{}
+	c.mu.Unlock()
 	for _, n := range []string{"controller-manager", "apiserver", "etcd"} {
-		if p := c.procs[n]; p != nil {
+		if p := procs[n]; p != nil {
 			if n == "etcd" {
 				p.Process.Signal(syscall.SIGTERM)
 			} else {
@@ -292,7 +303,16 @@ func (c *Cluster) Stop() {
 			}
 		}
 	}
-	c.procs = map[string]*exec.Cmd{}
+}
+
+// PID returns a component's process id (0 when it is not running).
+func (c *Cluster) PID(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.procs[name]; p != nil && p.Process != nil {
+		return p.Process.Pid
+	}
+	return 0
 }
 
 // Port returns a component's port, for tests that dial it.
