@@ -318,3 +318,21 @@ func TestChangesOnDiskShowInStatus(t *testing.T) {
 		t.Errorf("watch errors: %v", errs)
 	}
 }
+
+// TestNoRenewalLoop: a renewBefore as long as the lifetime does not renew
+// the same certificate over and over.
+func TestNoRenewalLoop(t *testing.T) {
+	clk := testingclock.NewFakeClock(t0)
+	h := newHarness(t, "", clk, "renewBefore: 239h\n") // the sandbox's leaves live 10 days
+	defer h.stop()
+	h.waitFor("the first renewals", func(s *Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
+	first := h.events(MsgRenewed)
+	advance(h, clk, 3*time.Minute)
+	if n := h.events(MsgRenewed); n != first {
+		t.Errorf("%d more renewals within minutes: a renewal loop", n-first)
+	}
+	api := cert(h.status(), "apiserver")
+	if api.Renewal.NextActionAt == nil || api.Renewal.NextActionAt.Sub(clk.Now()) < 23*time.Hour {
+		t.Errorf("next renewal %v, want a tenth of the lifetime after the last", api.Renewal.NextActionAt)
+	}
+}

@@ -72,7 +72,21 @@ func components(cfg *config.Config) []component {
 		if u.Address != "" {
 			c.Served = []served{{u.Address, u.Certificates[0]}}
 		}
-		out = append(out, c)
+		// One unit restarts once: merge with a component of the same unit.
+		merged := false
+		for i := range out {
+			if out[i].Unit == u.Unit {
+				out[i].Certs = append(out[i].Certs, c.Certs...)
+				out[i].Served = append(out[i].Served, c.Served...)
+				if c.Healthz != "" {
+					out[i].Healthz = c.Healthz
+				}
+				merged = true
+			}
+		}
+		if !merged {
+			out = append(out, c)
+		}
 	}
 	return out
 }

@@ -123,7 +123,7 @@ func (s *Status) WriteTable(w io.Writer, now time.Time) error {
 	}
 	d := s.Daemon
 	fmt.Fprintf(w, "\ndaemon %s (pid %d): up %s, last scan %s ago (%s, %.3fs), %d scans, watching %d directories\n",
-		d.Version, d.PID, inventory.Human(time.Duration(d.UptimeSeconds)*time.Second), inventory.Human(now.Sub(d.LastScan)),
+		d.Version, d.PID, inventory.Human(now.Sub(d.StartedAt)), inventory.Human(now.Sub(d.LastScan)),
 		d.LastScanReason, d.LastScanSeconds, d.Scans, len(d.WatchedDirs))
 	for _, c := range d.Components {
 		line := "component " + c.Name + ":"

@@ -8,6 +8,10 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+command -v rpm >/dev/null 2>&1 || need+=(rpm)
+command -v lintian >/dev/null 2>&1 || need+=(lintian)
+command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
+command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "test dependencies missing: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -47,6 +50,12 @@ func (g *globalFlags) load() (*pki.Root, *config.Config, error) {
 		cfg, err = config.Load(g.configPath, false)
 	} else {
 		cfg, err = config.Load(root.HostPath(config.DefaultPath), true)
+		if errors.Is(err, fs.ErrPermission) {
+			// A member of the certagent group may not read the config (it
+			// is 0640 root:root); the defaults still find the socket.
+			fmt.Fprintf(os.Stderr, "certagent: %v; using the defaults\n", err)
+			cfg, err = config.Default(), nil
+		}
 	}
 	if err != nil {
 		return nil, nil, &exitError{code: ExitUsage, err: err}

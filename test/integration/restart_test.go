@@ -132,7 +132,7 @@ type nodeStatus struct {
 }
 
 func statusIn(t *testing.T, n *nspawn.Node) (nodeStatus, string) {
-	out, _ := n.Exec("/usr/local/bin/certagent", "status", "-o", "json")
+	out, _ := n.Exec("certagent", "status", "-o", "json")
 	var s nodeStatus
 	json.Unmarshal(out, &s)
 	return s, string(out)
@@ -195,7 +195,7 @@ func TestRestartKubeletOnSystemd(t *testing.T) {
 	}
 	start := time.Now()
 	s := runAgentIn(t, n, func(s nodeStatus) bool {
-		res, served := s.component("kubelet.service")
+		res, served := s.component("kubelet")
 		return res == "ok" && served == "match"
 	})
 	t.Logf("renewed on disk to verified as served: %s (including the agent's start)", time.Since(start))
@@ -223,7 +223,7 @@ func TestRestartRollsBack(t *testing.T) {
 			oldServed := servedSerialIn(n, "127.0.0.1:10250")
 			s := runAgentIn(t, n, func(s nodeStatus) bool {
 				_, state, _ := s.cert(standinName)
-				res, _ := s.component("kubelet.service")
+				res, _ := s.component("kubelet")
 				return state == "failed" && res != ""
 			})
 			disk, _, result := s.cert(standinName)

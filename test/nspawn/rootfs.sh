@@ -4,7 +4,7 @@
 # tarball by version outside the work tree. It prints the tarball's path.
 # Needs root (debootstrap, systemd-nspawn); installs them when missing.
 set -euo pipefail
-version=bookworm-v1
+version=bookworm-v2
 cache=${CERTAGENT_CACHE:-/var/cache/certagent-test}
 tar=$cache/rootfs-$version.tar
 if [ -s "$tar" ]; then echo "$tar"; exit 0; fi
@@ -21,7 +21,7 @@ mkdir -p "$cache"
 work=$(mktemp -d "$cache/rootfs-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "debootstrap bookworm (about a minute)" >&2
-debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,ca-certificates bookworm "$work/root" >&2
+debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps,ca-certificates,adduser,passwd,util-linux bookworm "$work/root" >&2
 # A quiet, quick boot: no getty, no network setup to wait for.
 rm -f "$work/root/etc/systemd/system/getty.target.wants/"* 2>/dev/null || true
 ln -sf /dev/null "$work/root/etc/systemd/system/systemd-networkd-wait-online.service"
