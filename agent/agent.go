@@ -56,6 +56,8 @@ type Options struct {
 	Hooks rotate.Hooks
 	// Group may read the status API (default "certagent").
 	Group string
+	// Metrics, when set, is kept up to date (see ServeMetrics).
+	Metrics *Metrics
 }
 
 // Agent is the long-running renewal loop. Everything not guarded by mu is

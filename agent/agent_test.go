@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -53,6 +54,11 @@ func (n *notes) all() []string {
 
 func newHarness(t *testing.T, dir string, clk clock.WithTicker, cfgText string) *harness {
 	t.Helper()
+	return newHarnessWith(t, dir, clk, cfgText, nil)
+}
+
+func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText string, m *Metrics) *harness {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 		if _, err := (pkitest.Layout{Now: clk.Now(), LeafLifetime: 10 * 24 * time.Hour}).Write(dir); err != nil {
@@ -72,7 +78,7 @@ func newHarness(t *testing.T, dir string, clk clock.WithTicker, cfgText string) 
 	a, err := New(Options{
 		Root: root, LoadConfig: func() (*config.Config, error) { return h.cfg() },
 		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent.sock"),
-		Clock: clk, Log: logger, Notifier: h.notes, Version: "test", Debounce: 20 * time.Millisecond,
+		Clock: clk, Log: logger, Notifier: h.notes, Version: "test", Debounce: 20 * time.Millisecond, Metrics: m,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -334,5 +340,52 @@ func TestNoRenewalLoop(t *testing.T) {
 	api := cert(h.status(), "apiserver")
 	if api.Renewal.NextActionAt == nil || api.Renewal.NextActionAt.Sub(clk.Now()) < 23*time.Hour {
 		t.Errorf("next renewal %v, want a tenth of the lifetime after the last", api.Renewal.NextActionAt)
+	}
+}
+
+// TestMetrics: the exporter-compatible series follow the kubelet's symlink
+// swap with no stale series left, and renewals are counted.
+func TestMetrics(t *testing.T) {
+	clk := testingclock.NewFakeClock(t0)
+	dir := t.TempDir()
+	if _, err := (pkitest.Layout{Now: t0, NotAfter: map[string]time.Time{"apiserver": t0.Add(time.Minute)}}).Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, dir, clk, "", NewMetrics())
+	defer h.stop()
+	h.waitFor("the renewal", func(s *Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
+	scrape := func() string {
+		rec := httptest.NewRecorder()
+		h.a.opts.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec.Body.String()
+	}
+	out := scrape()
+	for _, want := range []string{
+		`x509_cert_not_after{filename="apiserver.crt",filepath="/etc/kubernetes/pki/apiserver.crt",issuer_CN="kubernetes",name="apiserver"`,
+		`certagent_renewals_total{method="local-ca"}`, `certagent_scan_duration_seconds_count`, `x509_cert_expired{`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	// The kubelet swaps its symlink: one series for the path, the new serial.
+	kdir := filepath.Join(dir, "var/lib/kubelet/pki")
+	caData, _ := os.ReadFile(filepath.Join(dir, "etc/kubernetes/pki/ca.crt"))
+	keyData, _ := os.ReadFile(filepath.Join(dir, "etc/kubernetes/pki/ca.key"))
+	cab, _ := pki.ParseBundle(caData)
+	cak, _ := pki.ParseKeyPEM(keyData)
+	c, k, _ := (&pkitest.CA{Cert: cab.Certs[0], Key: cak}).Issue(pkitest.Spec{CommonName: "system:node:node1", Organization: []string{"system:nodes"}, NotBefore: t0, NotAfter: t0.Add(48 * time.Hour)})
+	os.WriteFile(filepath.Join(kdir, "kubelet-client-new.pem"), append(pkitest.CertPEM(c), pkitest.KeyPEM(k)...), 0o600)
+	os.Symlink("/var/lib/kubelet/pki/kubelet-client-new.pem", filepath.Join(kdir, "kubelet-client-updated.pem"))
+	os.Rename(filepath.Join(kdir, "kubelet-client-updated.pem"), filepath.Join(kdir, "kubelet-client-current.pem"))
+	serial := strings.ToUpper(c.SerialNumber.Text(16))
+	h.a.Rescan("test")
+	h.waitFor("the swap", func(s *Status) bool { return cert(s, "kubelet-client-current").Serial == serial })
+	out = scrape()
+	if n := strings.Count(out, `x509_cert_not_after{filename="kubelet-client-current.pem"`); n != 1 {
+		t.Errorf("%d not_after series for the kubelet client certificate after the swap, want 1", n)
+	}
+	if !strings.Contains(out, `serial_number="`+serial+`"`) {
+		t.Error("the series does not show the new certificate")
 	}
 }

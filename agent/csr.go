@@ -378,6 +378,10 @@ func (a *Agent) recordCSR(ctx context.Context, r csrResult) {
 	st := a.state.Get(r.name)
 	if r.err == nil {
 		a.state.Put(r.name, stateRenewed(r.serial, r.oldSerial, r.method, now))
+		a.opts.Metrics.renewed(r.name, r.method, now)
+		if a.opts.Metrics != nil {
+			a.opts.Metrics.csrWait.Observe(rec.Seconds)
+		}
 		f := map[string]any{"MESSAGE_ID": MsgRenewed, "CERT_NAME": r.name, "SERIAL": r.oldSerial, "NEW_SERIAL": r.serial,
 			"NEW_NOT_AFTER": r.notAfter.UTC().Format(time.RFC3339), "METHOD": r.method, "CSR_REQUESTS": r.requests}
 		a.opts.Log.WithFields(f).Info("certificate renewed")

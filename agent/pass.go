@@ -23,6 +23,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 		return // cancelled
 	}
 	a.watch.Set(a.watchDirs(rep))
+	a.opts.Metrics.scanned(rep, a.opts.Clock.Since(start))
 	statuses, due := a.decide(rep, start)
 	for _, c := range a.dueCSR {
 		a.startCSR(ctx, c, rep)
@@ -33,6 +34,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 		a.renewDue(ctx, due)
 		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: a.opts.Clock.Now()}); err == nil {
 			rep = rep2
+			a.opts.Metrics.scanned(rep, 0)
 			statuses, _ = a.decide(rep, a.opts.Clock.Now())
 			a.dueCSR = nil
 		}
@@ -61,6 +63,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 		a.mu.Lock()
 		a.health.Components = comps
 		a.mu.Unlock()
+		a.opts.Metrics.served(comps)
 	}
 	a.mu.Lock()
 	a.health.LastScan, a.health.LastScanReason = start.UTC(), reason
@@ -240,6 +243,7 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 				continue
 			}
 			a.state.Put(r.Name, stateRenewed(r.NewSerial, r.OldSerial, string(inventory.RenewLocalCA), now))
+			a.opts.Metrics.renewed(r.Name, string(inventory.RenewLocalCA), now)
 			f := certFields(MsgRenewed, c, string(inventory.RenewLocalCA), "")
 			f["NEW_SERIAL"], f["NEW_NOT_AFTER"], f["BACKUP"] = r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339), r.Backup
 			a.opts.Log.WithFields(f).Info("certificate renewed")
@@ -293,6 +297,7 @@ func (a *Agent) fail(c *inventory.Certificate, st *state.Cert, err error, now ti
 	st.NextAttempt = now.Add(schedule.Backoff(st.Failures, a.cfg.Agent.RetryInitialDuration, a.cfg.Agent.RetryMaxDuration))
 	st.LastResult = "failed: " + err.Error()
 	a.state.Put(c.Name, *st)
+	a.opts.Metrics.failed(method)
 	f := certFields(MsgRenewalFailed, c, method, err.Error())
 	f["FAILURES"], f["NEXT_ATTEMPT"] = st.Failures, st.NextAttempt.UTC().Format(time.RFC3339)
 	if errors.Is(err, ErrNoCredential) {

@@ -12,6 +12,7 @@ command -v rpm >/dev/null 2>&1 || need+=(rpm)
 command -v lintian >/dev/null 2>&1 || need+=(lintian)
 command -v systemd-nspawn >/dev/null 2>&1 || need+=(systemd-container)
 command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "test dependencies missing: ${need[*]} (run as root, or: sudo apt-get install ${need[*]})" >&2

@@ -113,6 +113,9 @@ type Agent struct {
 	// Group may read the status API (default certagent; root only when
 	// the group does not exist).
 	Group string `json:"group,omitempty"`
+	// MetricsAddress serves Prometheus /metrics (default 127.0.0.1:9795;
+	// an empty string turns it off).
+	MetricsAddress *string `json:"metricsAddress,omitempty"`
 
 	// Parsed durations.
 	ResyncDuration, RetryInitialDuration, RetryMaxDuration time.Duration `json:"-"`

@@ -19,8 +19,9 @@ import (
 
 // agentFlags are the flags of `certagent run` that override the config.
 type agentFlags struct {
-	socket, stateDir, renewBefore, logLevel string
-	noRestart                               bool
+	socket, stateDir, renewBefore, logLevel, metricsAddress string
+	noRestart                                               bool
+	metricsSet                                              bool
 }
 
 func newRunCommand(g *globalFlags) *cobra.Command {
@@ -30,6 +31,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 		Short: "Run the agent: watch, schedule, renew, serve status (the systemd service)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			f.metricsSet = cmd.Flags().Changed("metrics-address")
 			return runAgent(cmd.Context(), g, f)
 		},
 	}
@@ -38,6 +40,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	cmd.Flags().StringVar(&f.renewBefore, "renew-before", "", "renew this long before expiry instead of at a jittered 70-90 % of the lifetime (720h, 30d)")
 	cmd.Flags().BoolVar(&f.noRestart, "no-restart", false, "never restart services after a renewal (sandboxes, the demo)")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warning or error")
+	cmd.Flags().StringVar(&f.metricsAddress, "metrics-address", "", "serve Prometheus /metrics on HOST:PORT (default agent.metricsAddress, 127.0.0.1:9795); empty turns it off")
 	return cmd
 }
 
@@ -87,8 +90,26 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 	if stateDir == "" {
 		stateDir = root.HostPath(cfg.Agent.StateDir)
 	}
+	metricsAddr := "127.0.0.1:9795"
+	if cfg.Agent.MetricsAddress != nil {
+		metricsAddr = *cfg.Agent.MetricsAddress
+	}
+	if f.metricsSet {
+		metricsAddr = f.metricsAddress
+	}
+	var metrics *agent.Metrics
+	if metricsAddr != "" {
+		metrics = agent.NewMetrics()
+		// Renewals matter more than metrics: a taken port is logged, not fatal.
+		if srv, err := agent.ServeMetrics(metricsAddr, metrics); err != nil {
+			log.WithField("REASON", err.Error()).Error("cannot serve metrics")
+		} else {
+			defer srv.Close()
+		}
+	}
 	a, err := agent.New(agent.Options{
-		Root: root, LoadConfig: load, StateDir: stateDir, Socket: socket,
+		Metrics: metrics,
+		Root:    root, LoadConfig: load, StateDir: stateDir, Socket: socket,
 		Clock: clock.RealClock{}, Log: log, Notifier: systemd.Notifier{}, Version: version,
 		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
 		Restarter: &agent.Restarter{Root: root, Units: systemd.Units{}},

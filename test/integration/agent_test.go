@@ -87,7 +87,7 @@ func startDaemon(t testing.TB, bin, root string, env []string, args ...string) *
 	if d.stderr, err = os.CreateTemp(t.TempDir(), "stderr"); err != nil {
 		t.Fatal(err)
 	}
-	d.cmd = exec.Command(bin, append([]string{"run", "--root", root, "--no-restart"}, args...)...)
+	d.cmd = exec.Command(bin, append([]string{"run", "--root", root, "--no-restart", "--metrics-address="}, args...)...)
 	d.cmd.Env = append(append(os.Environ(), "NOTIFY_SOCKET="+sock), env...)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
