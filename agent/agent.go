@@ -58,6 +58,8 @@ type Options struct {
 	Group string
 	// Metrics, when set, is kept up to date (see ServeMetrics).
 	Metrics *Metrics
+	// Reporter, when set, sends Events and the Node condition.
+	Reporter *Reporter
 }
 
 // Agent is the long-running renewal loop. Everything not guarded by mu is
@@ -211,6 +213,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		os.Remove(a.opts.Socket)
 	}()
 
+	if a.opts.Reporter != nil {
+		go a.opts.Reporter.Run(ctx)
+	}
 	a.pass(ctx, "start")
 	if a.opts.Notifier != nil {
 		a.opts.Notifier.Ready(a.summary())

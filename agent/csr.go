@@ -16,6 +16,7 @@ import (
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -385,6 +386,7 @@ func (a *Agent) recordCSR(ctx context.Context, r csrResult) {
 		f := map[string]any{"MESSAGE_ID": MsgRenewed, "CERT_NAME": r.name, "SERIAL": r.oldSerial, "NEW_SERIAL": r.serial,
 			"NEW_NOT_AFTER": r.notAfter.UTC().Format(time.RFC3339), "METHOD": r.method, "CSR_REQUESTS": r.requests}
 		a.opts.Log.WithFields(f).Info("certificate renewed")
+		a.opts.Reporter.Event(corev1.EventTypeNormal, "CertificateRenewed", fmt.Sprintf("certagent renewed %s (%s): serial %s -> %s, valid until %s", r.name, r.method, r.oldSerial, r.serial, r.notAfter.UTC().Format(time.RFC3339)))
 		a.restart(ctx, []Renewed{{Cert: c, NewSerial: r.serial, Rollback: r.rollback}}, now)
 		return
 	}

@@ -2,9 +2,12 @@ package agent
 
 import (
 	"context"
+	"strings"
+
 	"errors"
 	"fmt"
 	"github.com/certagent/certagent/rotate"
+	corev1 "k8s.io/api/core/v1"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -56,6 +59,8 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 						a.opts.Log.WithFields(logrus.Fields{"MESSAGE_ID": MsgStale, "COMPONENT": cs.Name, "CERT_NAME": sv.Certificate,
 							"SERIAL": sv.DiskSerial, "SERVED_SERIAL": sv.ServedSerial, "ADDRESS": sv.Address,
 							"REASON": "renewed on disk but not reloaded: restart " + cs.Name}).Warn("served certificate is stale")
+						a.opts.Reporter.Event(corev1.EventTypeWarning, "ServedCertificateStale",
+							fmt.Sprintf("%s serves %s serial %s at %s, but the disk has %s: restart it", cs.Name, sv.Certificate, sv.ServedSerial, sv.Address, sv.DiskSerial))
 					})
 				}
 			}
@@ -71,6 +76,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 	a.health.Scans++
 	a.mu.Unlock()
 	a.publish(a.build(rep, statuses, reason, start))
+	a.report(rep, statuses)
 	a.nextPass = a.next(statuses)
 	if a.opts.Notifier != nil && a.ready {
 		a.opts.Notifier.Status(a.summary())
@@ -126,6 +132,12 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 				rs.State = StateExpired
 				a.once("expired", c, func() {
 					a.opts.Log.WithFields(certFields(MsgExpired, c, string(c.RenewalPath), rs.Reason)).Error("certificate expired and certagent cannot renew it")
+				})
+			}
+			if c.State == inventory.StateRenewalDue || expired {
+				a.once("unrenewable", c, func() {
+					a.opts.Reporter.Event(corev1.EventTypeWarning, "CertificateExpiringUnrenewable",
+						fmt.Sprintf("%s expires %s and certagent cannot renew it here: %s", c.Name, c.NotAfter.UTC().Format(time.RFC3339), rs.Reason))
 				})
 			}
 			out[c.Name] = rs
@@ -247,6 +259,7 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 			f := certFields(MsgRenewed, c, string(inventory.RenewLocalCA), "")
 			f["NEW_SERIAL"], f["NEW_NOT_AFTER"], f["BACKUP"] = r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339), r.Backup
 			a.opts.Log.WithFields(f).Info("certificate renewed")
+			a.opts.Reporter.Event(corev1.EventTypeNormal, "CertificateRenewed", fmt.Sprintf("certagent renewed %s from the local CA: serial %s -> %s, valid until %s", r.Name, r.OldSerial, r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339)))
 			backup, name := r.Backup, r.Name
 			renewed = append(renewed, Renewed{Cert: c, NewSerial: r.NewSerial,
 				Rollback: func() error { return rotate.Restore(a.opts.Root, backup, name) }})
@@ -283,6 +296,56 @@ func (a *Agent) restart(ctx context.Context, renewed []Renewed, now time.Time) {
 	}
 }
 
+// report keeps the Node condition current: unhealthy while a certificate
+// failed to renew, expired, or is served stale.
+func (a *Agent) report(rep *inventory.Report, statuses map[string]*RenewalStatus) {
+	r := a.opts.Reporter
+	if r == nil {
+		return
+	}
+	for _, c := range rep.Certificates {
+		if (c.Name == "kubelet-client-current" || c.Name == "kubelet.conf") && strings.HasPrefix(c.Subject, "CN=system:node:") {
+			r.SetNode(nodeFromCN(strings.SplitN(strings.TrimPrefix(c.Subject, "CN="), ",", 2)[0]))
+		}
+	}
+	healthy, reason, msg := true, "CertificatesHealthy", fmt.Sprintf("certagent watches %d certificates; none failed, expired or stale", len(rep.Certificates))
+	var bad []string
+	for _, c := range rep.Certificates {
+		switch s := statuses[c.Name]; {
+		case s == nil:
+		case s.State == StateExpired:
+			healthy, reason = false, "CertificateExpired"
+			bad = append(bad, c.Name+" expired")
+		case s.State == StateFailed:
+			if healthy {
+				reason = "RenewalFailed"
+			}
+			healthy = false
+			bad = append(bad, c.Name+": "+s.LastError)
+		}
+	}
+	a.mu.Lock()
+	for _, comp := range a.health.Components {
+		for _, sv := range comp.Served {
+			if sv.State == "stale" {
+				if healthy {
+					reason = "ServedCertificateStale"
+				}
+				healthy = false
+				bad = append(bad, comp.Name+" serves an old "+sv.Certificate)
+			}
+		}
+	}
+	a.mu.Unlock()
+	if !healthy {
+		msg = strings.Join(bad, "; ")
+		if len(msg) > 1000 {
+			msg = msg[:1000] + "…"
+		}
+	}
+	r.Condition(healthy, reason, msg)
+}
+
 // stateRenewed is the record of a successful renewal.
 func stateRenewed(serial, old, method string, now time.Time) state.Cert {
 	return state.Cert{Serial: serial, LastAttempt: now, LastRenewal: now,
@@ -304,6 +367,7 @@ func (a *Agent) fail(c *inventory.Certificate, st *state.Cert, err error, now ti
 		f["PRIORITY"] = "2" // critical: the node is cut off from the cluster
 	}
 	a.opts.Log.WithFields(f).Error("certificate renewal failed")
+	a.opts.Reporter.Event(corev1.EventTypeWarning, "CertificateRenewalFailed", fmt.Sprintf("certagent could not renew %s (%s, %d failures, next try %s): %v", c.Name, method, st.Failures, st.NextAttempt.UTC().Format(time.RFC3339), err))
 }
 
 // build assembles the status document.

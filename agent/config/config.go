@@ -113,6 +113,10 @@ type Agent struct {
 	// Group may read the status API (default certagent; root only when
 	// the group does not exist).
 	Group string `json:"group,omitempty"`
+	// ReportToCluster sends Events on the Node and its
+	// CertificateRotationHealthy condition with the node's credential
+	// (kubelet.kubeconfig). Default true.
+	ReportToCluster *bool `json:"reportToCluster,omitempty"`
 	// MetricsAddress serves Prometheus /metrics (default 127.0.0.1:9795;
 	// an empty string turns it off).
 	MetricsAddress *string `json:"metricsAddress,omitempty"`

@@ -107,9 +107,13 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 			defer srv.Close()
 		}
 	}
+	var reporter *agent.Reporter
+	if cfg.Agent.ReportToCluster == nil || *cfg.Agent.ReportToCluster {
+		reporter = agent.NewReporter(root, cfg.Kubelet.Kubeconfig, log)
+	}
 	a, err := agent.New(agent.Options{
-		Metrics: metrics,
-		Root:    root, LoadConfig: load, StateDir: stateDir, Socket: socket,
+		Metrics: metrics, Reporter: reporter,
+		Root: root, LoadConfig: load, StateDir: stateDir, Socket: socket,
 		Clock: clock.RealClock{}, Log: log, Notifier: systemd.Notifier{}, Version: version,
 		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
 		Restarter: &agent.Restarter{Root: root, Units: systemd.Units{}},

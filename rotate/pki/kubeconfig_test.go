@@ -14,7 +14,7 @@ func TestParseKubeconfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	embedded, err := pkitest.Kubeconfig("https://10.0.0.10:6443", ca.Cert, "kubernetes-admin", pkitest.CertPEM(cert), pkitest.KeyPEM(key), "")
+	embedded, err := pkitest.Kubeconfig("https://127.0.0.1:6443", ca.Cert, "kubernetes-admin", pkitest.CertPEM(cert), pkitest.KeyPEM(key), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestParseKubeconfig(t *testing.T) {
 
 	ref := []byte(`apiVersion: v1
 kind: Config
-clusters: [{name: k, cluster: {server: "https://10.0.0.10:6443"}}]
+clusters: [{name: k, cluster: {server: "https://127.0.0.1:6443"}}]
 users:
 - name: node
   user: {client-certificate: pki/client.pem, client-key: /var/lib/kubelet/pki/client.pem}

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"k8s.io/client-go/tools/clientcmd"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -57,6 +58,21 @@ func makeKubeadmPKI(root, validity, algorithm string) error {
 		args := append(phase, "--config", "/etc/kubernetes/kubeadm.yaml", "--rootfs", root)
 		if out, err := exec.Command(filepath.Join(kubeBin, "kubeadm"), args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("kubeadm %v: %v\n%s", phase, err, out)
+		}
+	}
+	// kubeadm needs a non-loopback advertise address, but nothing a test
+	// runs may try to reach it: point every kubeconfig at loopback.
+	confs, _ := filepath.Glob(filepath.Join(root, "etc/kubernetes/*.conf"))
+	for _, p := range confs {
+		cfg, err := clientcmd.LoadFromFile(p)
+		if err != nil {
+			return err
+		}
+		for _, cl := range cfg.Clusters {
+			cl.Server = "https://127.0.0.1:6443"
+		}
+		if err := clientcmd.WriteToFile(*cfg, p); err != nil {
+			return err
 		}
 	}
 	return nil
