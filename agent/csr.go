@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -241,8 +242,15 @@ func (a *Agent) runCSR(ctx context.Context, cfg *config.Config, c *inventory.Cer
 func (a *Agent) finishCSR(r csrResult, c *inventory.Certificate, cfg *config.Config, certs []*x509.Certificate, key crypto.Signer, roots *x509.CertPool, now time.Time) csrResult {
 	root := a.opts.Root
 	var err error
-	switch kind, custom := kindOf(c, cfg); kind {
-	case kindCustom:
+	switch kind, custom := kindOf(c, cfg); {
+	case kind == kindKubeletClient && c.Kind == inventory.KindKubeconfigEmbedded:
+		// kubelet.conf embeds its certificate (a node joined long ago):
+		// renew it in place, with the transaction.
+		t := rotate.Target{Name: c.Name, Storage: rotate.StorageKubeconfig, CertPath: c.Path, User: c.User, Roots: roots}
+		var res rotate.Result
+		res, err = rotate.Install(context.Background(), rotate.Options{Root: root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now}, t, certs, key)
+		r.rollback = func() error { return rotate.Restore(root, res.Backup, c.Name) }
+	case kind == kindCustom:
 		t := rotate.Target{Name: c.Name, Storage: rotate.StoragePair, CertPath: custom.CertFile, KeyPath: custom.KeyFile, Roots: roots}
 		if custom.KeyFile == custom.CertFile {
 			t.Storage, t.KeyPath = rotate.StorageCombined, ""
@@ -317,7 +325,20 @@ func currentCert(root *pki.Root, c *inventory.Certificate) (*x509.Certificate, e
 	if err != nil {
 		return nil, err
 	}
-	b, err := pki.ParseBundle(f.Data)
+	data := f.Data
+	if c.Kind == inventory.KindKubeconfigEmbedded {
+		creds, err := pki.ParseKubeconfig(f.Data, path.Dir(c.Path))
+		if err != nil {
+			return nil, err
+		}
+		data = nil
+		for _, cr := range creds {
+			if cr.User == c.User {
+				data = cr.CertData
+			}
+		}
+	}
+	b, err := pki.ParseBundle(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", c.Path, err)
 	}

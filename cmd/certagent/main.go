@@ -40,6 +40,11 @@ func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(softMemoryLimit)
 	}
+	// A CSR is watched by name: client-go's watch-list attempt costs a
+	// request that always falls back to list and watch. Off unless asked.
+	if os.Getenv("KUBE_FEATURE_WatchListClient") == "" {
+		os.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:])
 	stop()

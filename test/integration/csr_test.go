@@ -47,6 +47,7 @@ type nodeOpts struct {
 	servingAge time.Duration // its age (of the same life); the client certificate is then fresh
 	withCAKey  bool          // a control-plane node
 	bootstrap  bool          // a working bootstrap-kubelet.conf
+	embedded   bool          // kubelet.conf embeds its own client certificate
 	config     string        // extra certagent config
 }
 
@@ -83,7 +84,15 @@ func makeNode(t testing.TB, c *cluster.Cluster, o nodeOpts) string {
 		store("kubelet-server", pkitest.Spec{CommonName: "system:node:" + o.name, Organization: []string{"system:nodes"},
 			DNSNames: []string{o.name}, IPs: []net.IP{net.ParseIP("10.0.0.99")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, o.servingAge)
 	}
-	kc, err := pkitest.Kubeconfig(c.URL, ca.Cert, "default-auth", nil, nil, "/var/lib/kubelet/pki/kubelet-client-current.pem")
+	var certData, keyData []byte
+	ref := "/var/lib/kubelet/pki/kubelet-client-current.pem"
+	if o.embedded {
+		nb := time.Now().Add(-o.age)
+		ec, ek, _ := ca.Issue(pkitest.Spec{CommonName: "system:node:" + o.name, Organization: []string{"system:nodes"},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, NotBefore: nb, NotAfter: nb.Add(o.life)})
+		certData, keyData, ref = pkitest.CertPEM(ec), pkitest.KeyPEM(ek), ""
+	}
+	kc, err := pkitest.Kubeconfig(c.URL, ca.Cert, "default-auth", certData, keyData, ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,4 +381,24 @@ func mustReadlink(t testing.TB, p string) string {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// TestCSRKubeletConfEmbedded: a worker whose kubelet.conf embeds its client
+// certificate (no CA key here) gets it renewed through a CSR, in place.
+func TestCSRKubeletConfEmbedded(t *testing.T) {
+	c := sharedCluster(t)
+	root := makeNode(t, c, nodeOpts{name: "worker-embedded", age: 55 * time.Minute, life: time.Hour, embedded: true})
+	rep, _ := certagentCheck(t, root)
+	old := index(rep.Certificates)["kubelet.conf"]
+	if old.RenewalPath != "csr" {
+		t.Fatalf("kubelet.conf renewal path %q, want csr", old.RenewalPath)
+	}
+	d := startDaemon(t, certagentBin, root, nil)
+	d.waitCert(t, "kubelet.conf", "kubelet.conf renewed", 30*time.Second, func(serial, state, _, _ string) bool {
+		return serial != "" && state == "ok" && serial != old.Serial
+	})
+	r := run(t, certagentBin, "check", "--root", root, "-o", "json")
+	if !strings.Contains(r.stdout, `"name": "kubelet.conf"`) || strings.Contains(r.stdout, "key-mismatch") {
+		t.Errorf("check after the renewal:\n%s", r.stdout)
+	}
 }

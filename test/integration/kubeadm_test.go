@@ -112,6 +112,7 @@ type certagentReport struct {
 
 type reportCert struct {
 	Name              string    `json:"name"`
+	Serial            string    `json:"serial"`
 	Path              string    `json:"path"`
 	NotAfter          time.Time `json:"notAfter"`
 	CAName            string    `json:"caName"`

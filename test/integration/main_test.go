@@ -28,6 +28,10 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	// As certagent's main does: no watch-list attempt for one CSR.
+	if os.Getenv("KUBE_FEATURE_WatchListClient") == "" {
+		os.Setenv("KUBE_FEATURE_WatchListClient", "false")
+	}
 	certagentBin = os.Getenv("CERTAGENT_BIN")
 	if certagentBin == "" {
 		dir, err := os.MkdirTemp("", "certagent-bin-")
