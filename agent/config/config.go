@@ -257,12 +257,6 @@ func (c *Config) setDefaults() {
 	if k.Rotation == "" {
 		k.Rotation = "auto"
 	}
-	if k.ClientCSRTimeoutDuration == 0 {
-		k.ClientCSRTimeoutDuration = 5 * time.Minute
-	}
-	if k.ServingCSRTimeoutDuration == 0 {
-		k.ServingCSRTimeoutDuration = 15 * time.Minute
-	}
 	for i := range c.Certificates {
 		cc := &c.Certificates[i]
 		if cc.Name == "" {
@@ -288,14 +282,6 @@ func (c *Config) setDefaults() {
 	if r.ManifestsDir == "" {
 		r.ManifestsDir = path.Join(c.KubernetesDir, "manifests")
 	}
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-	}{{&r.FileCheckDuration, 20 * time.Second}, {&r.TimeoutDuration, 2 * time.Minute}, {&r.StaleAfterDuration, 2 * time.Minute}} {
-		if *d.v == 0 {
-			*d.v = d.def
-		}
-	}
 	def := map[string]string{"kube-apiserver": "127.0.0.1:6443", "etcd": "127.0.0.1:2379", "etcd-peer": "127.0.0.1:2380",
 		"kubelet": "127.0.0.1:10250", "kube-controller-manager": "127.0.0.1:10257", "kube-scheduler": "127.0.0.1:10259"}
 	if r.Endpoints == nil {
@@ -313,13 +299,33 @@ func (c *Config) setDefaults() {
 	if a.Socket == "" {
 		a.Socket = "/run/certagent/certagent.sock"
 	}
-	for _, d := range []struct {
-		v   *time.Duration
-		def time.Duration
-	}{{&a.ResyncDuration, 5 * time.Minute}, {&a.RetryInitialDuration, 30 * time.Second}, {&a.RetryMaxDuration, time.Hour}} {
-		if *d.v == 0 {
-			*d.v = d.def
+	for _, d := range c.durations() {
+		if *d.out == 0 {
+			*d.out = d.def
 		}
+	}
+}
+
+// durationField is a duration setting: its key, the text from the file,
+// where the parsed value goes, the smallest value allowed and the default.
+type durationField struct {
+	key      string
+	val      string
+	out      *time.Duration
+	min, def time.Duration
+}
+
+// durations lists the duration settings validate parses and setDefaults fills.
+func (c *Config) durations() []durationField {
+	return []durationField{
+		{"agent.resyncInterval", c.Agent.ResyncInterval, &c.Agent.ResyncDuration, time.Second, 5 * time.Minute},
+		{"agent.retryInitial", c.Agent.RetryInitial, &c.Agent.RetryInitialDuration, time.Second, 30 * time.Second},
+		{"agent.retryMax", c.Agent.RetryMax, &c.Agent.RetryMaxDuration, time.Second, time.Hour},
+		{"kubelet.clientCSRTimeout", c.Kubelet.ClientCSRTimeout, &c.Kubelet.ClientCSRTimeoutDuration, time.Second, 5 * time.Minute},
+		{"kubelet.servingCSRTimeout", c.Kubelet.ServingCSRTimeout, &c.Kubelet.ServingCSRTimeoutDuration, time.Second, 15 * time.Minute},
+		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration, time.Millisecond, 20 * time.Second},
+		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration, time.Millisecond, 2 * time.Minute},
+		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration, time.Millisecond, 2 * time.Minute},
 	}
 }
 
@@ -415,14 +421,7 @@ func (c *Config) validate() error {
 	if c.Renewal.KeepBackups < 0 {
 		bad("renewal.keepBackups", "must not be negative, got %d", c.Renewal.KeepBackups)
 	}
-	for _, d := range []struct {
-		key, val string
-		out      *time.Duration
-	}{
-		{"agent.resyncInterval", c.Agent.ResyncInterval, &c.Agent.ResyncDuration},
-		{"agent.retryInitial", c.Agent.RetryInitial, &c.Agent.RetryInitialDuration},
-		{"agent.retryMax", c.Agent.RetryMax, &c.Agent.RetryMaxDuration},
-	} {
+	for _, d := range c.durations() {
 		if d.val == "" {
 			continue
 		}
@@ -430,8 +429,8 @@ func (c *Config) validate() error {
 		switch {
 		case err != nil:
 			bad(d.key, "%v", err)
-		case v < time.Second:
-			bad(d.key, "must be at least 1s, got %q", d.val)
+		case v < d.min:
+			bad(d.key, "must be at least %s, got %q", d.min, d.val)
 		}
 		*d.out = v
 	}
@@ -439,22 +438,6 @@ func (c *Config) validate() error {
 	case "", "auto", "certagent", "kubelet":
 	default:
 		bad("kubelet.rotation", "must be auto, certagent or kubelet, got %q", c.Kubelet.Rotation)
-	}
-	for _, d := range []struct {
-		key, val string
-		out      *time.Duration
-	}{
-		{"kubelet.clientCSRTimeout", c.Kubelet.ClientCSRTimeout, &c.Kubelet.ClientCSRTimeoutDuration},
-		{"kubelet.servingCSRTimeout", c.Kubelet.ServingCSRTimeout, &c.Kubelet.ServingCSRTimeoutDuration},
-	} {
-		if d.val == "" {
-			continue
-		}
-		v, err := ParseDuration(d.val)
-		if err != nil || v < time.Second {
-			bad(d.key, "want a duration of at least 1s, got %q", d.val)
-		}
-		*d.out = v
 	}
 	for i := range c.Certificates {
 		cc := &c.Certificates[i]
@@ -480,23 +463,6 @@ func (c *Config) validate() error {
 			}
 			cc.TimeoutDuration = v
 		}
-	}
-	for _, d := range []struct {
-		key, val string
-		out      *time.Duration
-	}{
-		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration},
-		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration},
-		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration},
-	} {
-		if d.val == "" {
-			continue
-		}
-		v, err := ParseDuration(d.val)
-		if err != nil || v <= 0 {
-			bad(d.key, "want a positive duration, got %q", d.val)
-		}
-		*d.out = v
 	}
 	for k, v := range c.Restart.Endpoints {
 		if _, _, err := net.SplitHostPort(v); err != nil {

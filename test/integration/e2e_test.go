@@ -96,25 +96,8 @@ func TestE2EPackageOnSystemdNode(t *testing.T) {
 	ck, _ := pki.ParseKeyPEM(kd)
 	ca := &pkitest.CA{Cert: cb.Certs[0], Key: ck}
 	// Issued ten minutes ago for 2h05m, like kubeadm's: due under renewBefore: 2h.
-	nb := time.Now().Add(-10 * time.Minute)
-	sc, sk, _ := ca.Issue(pkitest.Spec{CommonName: "standin", NotBefore: nb, NotAfter: nb.Add(125 * time.Minute)})
-	put := func(p string, data []byte, mode os.FileMode) {
-		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
-		if err := os.WriteFile(filepath.Join(dir, p), data, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put("var/lib/kubelet/pki/standin-serving.crt", pkitest.CertPEM(sc), 0o644)
-	put("var/lib/kubelet/pki/standin-serving.key", pkitest.KeyPEM(sk), 0o600)
-	put("etc/systemd/system/kubelet.service", []byte(kubeletUnit), 0o644)
-	os.MkdirAll(filepath.Join(dir, "etc/systemd/system/multi-user.target.wants"), 0o755)
-	os.Symlink("/etc/systemd/system/kubelet.service", filepath.Join(dir, "etc/systemd/system/multi-user.target.wants/kubelet.service"))
-	standin := filepath.Join(t.TempDir(), "standin-kubelet")
-	if out, err := exec.Command("go", "build", "-o", standin, "github.com/certagent/certagent/test/nspawn/standin-kubelet").CombinedOutput(); err != nil {
-		t.Fatalf("%v %s", err, out)
-	}
-	sb, _ := os.ReadFile(standin)
-	put("usr/local/bin/standin-kubelet", sb, 0o755)
+	installStandin(t, dir, ca, time.Now().Add(-10*time.Minute), 125*time.Minute)
+	put := rootWriter(t, dir)
 	debData, _ := os.ReadFile(deb)
 	put("root/certagent.deb", debData, 0o644)
 	put("etc/certagent/config.yaml", []byte(e2eConfig), 0o640) // the operator's config, kept by the package

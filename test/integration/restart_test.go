@@ -64,31 +64,14 @@ func systemdNode(t *testing.T, fault string) *nspawn.Node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nb := time.Now().Add(-55 * time.Minute)
-	c, k, _ := n.CA.Issue(pkitest.Spec{CommonName: "standin", DNSNames: []string{"localhost"}, NotBefore: nb, NotAfter: nb.Add(time.Hour)})
-	put := func(p string, data []byte, mode os.FileMode) {
-		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
-		if err := os.WriteFile(filepath.Join(dir, p), data, mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put("var/lib/kubelet/pki/standin-serving.crt", pkitest.CertPEM(c), 0o644)
-	put("var/lib/kubelet/pki/standin-serving.key", pkitest.KeyPEM(k), 0o600)
-	put("etc/systemd/system/kubelet.service", []byte(kubeletUnit), 0o644)
-	os.MkdirAll(filepath.Join(dir, "etc/systemd/system/multi-user.target.wants"), 0o755)
-	os.Symlink("/etc/systemd/system/kubelet.service", filepath.Join(dir, "etc/systemd/system/multi-user.target.wants/kubelet.service"))
+	put := rootWriter(t, dir)
+	installStandin(t, dir, n.CA, time.Now().Add(-55*time.Minute), time.Hour)
 	put("etc/certagent/config.yaml", []byte(nodeConfig), 0o644)
 	if fault != "" {
 		put("etc/standin/fault", []byte(fault), 0o644)
 	}
 	bin, _ := os.ReadFile(certagentBin)
 	put("usr/local/bin/certagent", bin, 0o755)
-	standin := filepath.Join(t.TempDir(), "standin-kubelet")
-	if out, err := exec.Command("go", "build", "-o", standin, "github.com/certagent/certagent/test/nspawn/standin-kubelet").CombinedOutput(); err != nil {
-		t.Fatalf("build stand-in: %v %s", err, out)
-	}
-	sb, _ := os.ReadFile(standin)
-	put("usr/local/bin/standin-kubelet", sb, 0o755)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	node, err := nspawn.Boot(ctx, dir)
@@ -242,4 +225,37 @@ func TestRestartRollsBack(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rootWriter writes files below a rootfs, creating directories.
+func rootWriter(t testing.TB, dir string) func(p string, data []byte, mode os.FileMode) {
+	return func(p string, data []byte, mode os.FileMode) {
+		t.Helper()
+		os.MkdirAll(filepath.Dir(filepath.Join(dir, p)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, p), data, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// installStandin puts the stand-in kubelet into a rootfs: its binary, an
+// enabled kubelet.service, and a serving certificate of ca issued at nb.
+func installStandin(t testing.TB, dir string, ca *pkitest.CA, nb time.Time, life time.Duration) {
+	t.Helper()
+	put := rootWriter(t, dir)
+	c, k, err := ca.Issue(pkitest.Spec{CommonName: "standin", DNSNames: []string{"localhost"}, NotBefore: nb, NotAfter: nb.Add(life)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put("var/lib/kubelet/pki/standin-serving.crt", pkitest.CertPEM(c), 0o644)
+	put("var/lib/kubelet/pki/standin-serving.key", pkitest.KeyPEM(k), 0o600)
+	put("etc/systemd/system/kubelet.service", []byte(kubeletUnit), 0o644)
+	os.MkdirAll(filepath.Join(dir, "etc/systemd/system/multi-user.target.wants"), 0o755)
+	os.Symlink("/etc/systemd/system/kubelet.service", filepath.Join(dir, "etc/systemd/system/multi-user.target.wants/kubelet.service"))
+	standin := filepath.Join(t.TempDir(), "standin-kubelet")
+	if out, err := exec.Command("go", "build", "-o", standin, "github.com/certagent/certagent/test/nspawn/standin-kubelet").CombinedOutput(); err != nil {
+		t.Fatalf("build stand-in: %v %s", err, out)
+	}
+	sb, _ := os.ReadFile(standin)
+	put("usr/local/bin/standin-kubelet", sb, 0o755)
 }
