@@ -29,14 +29,16 @@ lint:
 test: lint build package
 	@bash test/deps.sh
 	@[ "$$(id -u)" = 0 ] || echo "*** NOT ROOT: the end-to-end tests on a systemd-nspawn node and the fault tests are SKIPPED ***"
+	@[ "$$(id -u)" != 0 ] || bash test/nspawn/rootfs.sh >/dev/null
 	@kube_bin=$$(bash test/k8stools/build.sh) && \
 	CERTAGENT_BIN=$(CURDIR)/bin/certagent CERTAGENT_KUBE_BIN=$$kube_bin CERTAGENT_REQUIRE_INTEGRATION=1 \
 	CERTAGENT_DEB=$$(ls $(CURDIR)/dist/certagent_*.deb) \
-	  $(GO) test -race -count=1 ./...
+	  $(GO) test -race -count=1 -timeout 25m ./...
 
 # e2e runs only the end-to-end tests of the package on a real systemd node.
 e2e: build package
 	@bash test/deps.sh
+	@[ "$$(id -u)" != 0 ] || bash test/nspawn/rootfs.sh >/dev/null
 	@[ "$$(id -u)" = 0 ] || echo "*** NOT ROOT: the end-to-end tests need root (systemd-nspawn) and are SKIPPED ***"
 	@kube_bin=$$(bash test/k8stools/build.sh) && \
 	CERTAGENT_BIN=$(CURDIR)/bin/certagent CERTAGENT_KUBE_BIN=$$kube_bin CERTAGENT_DEB=$$(ls $(CURDIR)/dist/certagent_*.deb) \
