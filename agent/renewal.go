@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"strings"
 	"time"
@@ -141,6 +142,9 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 		}
 		out.add("renewed", r.Name, "serial %s -> %s, valid until %s, old files in %s",
 			short(r.OldSerial), short(r.NewSerial), r.NotAfter.UTC().Format(time.RFC3339), r.Backup)
+		if r.Name == "kubelet.conf" && cfg.Renewal.ConvertKubeletConf {
+			convertKubeletConf(root, cfg, p, r, now, out)
+		}
 	}
 	return out, nil
 }
@@ -150,4 +154,23 @@ func short(serial string) string {
 		return serial[:12] + "…"
 	}
 	return serial
+}
+
+// convertKubeletConf moves a just-renewed embedded kubelet.conf
+// certificate into the kubelet's store (renewal.convertKubeletConf).
+func convertKubeletConf(root *pki.Root, cfg *config.Config, p *plan.Plan, r rotate.Result, now time.Time, out *Outcome) {
+	for _, it := range p.Items {
+		if it.Name != r.Name || it.Target.Storage != rotate.StorageKubeconfig {
+			continue
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(it.Target.CA.Cert)
+		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: "kubelet-client"}
+		if err := rotate.ConvertKubeconfig(root, it.Target.CertPath, it.Target.User, store, roots, r.Backup, now); err != nil {
+			out.Failed = true
+			out.add("failed", r.Name, "convert to %s: %v", store.Current(), err)
+			return
+		}
+		out.add("converted", r.Name, "now refers to %s (the old file is in %s)", store.Current(), r.Backup)
+	}
 }

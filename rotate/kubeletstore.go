@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/certagent/certagent/rotate/pki"
 )
 
@@ -125,4 +127,51 @@ func checkPair(root *pki.Root, p string, roots *x509.CertPool, now time.Time) er
 		}
 	}
 	return nil
+}
+
+// ConvertKubeconfig moves a kubeconfig user's embedded client certificate
+// into the kubelet's store and makes the kubeconfig refer to
+// <store>/<prefix>-current.pem, as kubeadm writes kubelet.conf on joined
+// nodes, so that the kubelet's own rotation (and certagent's CSR renewal)
+// keep it fresh. Each step leaves a working pair: first the store gets the
+// same certificate, then the kubeconfig is rewritten atomically; a copy of
+// it as it was is kept in backupDir.
+func ConvertKubeconfig(root *pki.Root, kubeconfig, user string, store KubeletStore, roots *x509.CertPool, backupDir string, now time.Time) error {
+	f, err := root.ReadFile(kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg, err := clientcmd.Load(f.Data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", kubeconfig, err)
+	}
+	ai := cfg.AuthInfos[user]
+	if ai == nil || len(ai.ClientCertificateData) == 0 || len(ai.ClientKeyData) == 0 {
+		return fmt.Errorf("%s: user %q embeds no client certificate", kubeconfig, user)
+	}
+	b, err := pki.ParseBundle(ai.ClientCertificateData)
+	if err != nil {
+		return err
+	}
+	key, err := pki.ParseKeyPEM(ai.ClientKeyData)
+	if err != nil {
+		return err
+	}
+	if _, err := store.Update(b.Certs, key, roots, now); err != nil {
+		return err
+	}
+	keep := path.Join(backupDir, "kubeconfig-before-convert-"+now.UTC().Format("20060102T150405Z")+"-"+path.Base(kubeconfig))
+	if err := os.MkdirAll(root.HostPath(backupDir), 0o700); err != nil {
+		return err
+	}
+	if err := writeDurable(root, keep, f.Data, 0o600, f.UID, f.GID); err != nil {
+		return err
+	}
+	ai.ClientCertificateData, ai.ClientKeyData = nil, nil
+	ai.ClientCertificate, ai.ClientKey = store.Current(), store.Current()
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	return writeDurable(root, kubeconfig, data, 0o600, f.UID, f.GID)
 }

@@ -88,6 +88,10 @@ type Renewal struct {
 	BackupDir string `json:"backupDir,omitempty"`
 	// KeepBackups is how many backup directories to keep (default 5).
 	KeepBackups int `json:"keepBackups,omitempty"`
+	// ConvertKubeletConf: when kubelet.conf embeds its client certificate,
+	// after renewing it move it to the kubelet's store and make kubelet.conf
+	// refer to kubelet-client-current.pem, as kubeadm does on joined nodes.
+	ConvertKubeletConf bool `json:"convertKubeletConf,omitempty"`
 
 	// ValidityDuration is Validity parsed; 0 when unset.
 	ValidityDuration time.Duration `json:"-"`
