@@ -13,14 +13,13 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
 	"net/url"
 	"time"
 
-	"k8s.io/client-go/util/keyutil"
+	"github.com/certagent/certagent/rotate/pki"
 )
 
 // KeyType selects the private key algorithm of generated certificates.
@@ -144,18 +143,14 @@ func (ca *CA) Sign(s Spec, pub crypto.PublicKey) (*x509.Certificate, error) {
 	return x509.ParseCertificate(der)
 }
 
-// CertPEM encodes certificates as PEM, in order.
+// CertPEM encodes certificates as PEM, in order (pki.EncodeCertPEM).
 func CertPEM(certs ...*x509.Certificate) []byte {
-	var out []byte
-	for _, c := range certs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return out
+	return pki.EncodeCertPEM(certs...)
 }
 
-// KeyPEM encodes a private key with client-go's keyutil.
+// KeyPEM encodes a private key as pki.EncodeKeyPEM does.
 func KeyPEM(key crypto.Signer) []byte {
-	b, err := keyutil.MarshalPrivateKeyToPEM(key)
+	b, err := pki.EncodeKeyPEM(key, "")
 	if err != nil {
 		panic(fmt.Sprintf("pkitest: marshal key: %v", err)) // only on an unknown key type: a test bug
 	}
