@@ -33,9 +33,18 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 		return all[i].order < all[j].order
 	})
 	byID := map[string]*found{}
+	byPath := map[string]*found{}
 	var kept []*found
 	for _, fd := range all {
-		if prev, ok := byID[fd.identity]; ok && fd.identity != "" {
+		prev, ok := byID[fd.identity]
+		if !ok || fd.identity == "" {
+			// A kubeconfig naming a file that is scanned itself (kubelet.conf
+			// and kubelet-client-current.pem) is the same certificate even
+			// when a symlink swap between the two reads made their resolved
+			// files differ.
+			prev, ok = byPath[fd.info.Path], fd.info.Kind == KindKubeconfigReference && byPath[fd.info.Path] != nil
+		}
+		if ok {
 			// The same file reached twice, typically kubelet.conf pointing
 			// at kubelet-client-current.pem: one entry, both users named.
 			user := fd.info.Name
@@ -46,6 +55,9 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 			continue
 		}
 		byID[fd.identity] = fd
+		if fd.info.Kind != KindKubeconfigReference && fd.info.Kind != KindKubeconfigEmbedded {
+			byPath[fd.info.Path] = fd
+		}
 		kept = append(kept, fd)
 	}
 	// The longest lifetime among the leaves each authority signed.

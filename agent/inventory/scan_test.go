@@ -358,3 +358,20 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestReferenceMergedByPathDuringASwap: kubelet.conf and the store's
+// symlink read on either side of a swap resolve to different files; they
+// are still one certificate.
+func TestReferenceMergedByPathDuringASwap(t *testing.T) {
+	s := &scanner{cfg: config.Default(), now: now}
+	p := "/var/lib/kubelet/pki/kubelet-client-current.pem"
+	direct := &found{info: &Certificate{Name: "kubelet-client-current", Path: p, Kind: KindCombined, NotBefore: now, NotAfter: now.Add(time.Hour)},
+		identity: "/var/lib/kubelet/pki/kubelet-client-old.pem", order: 1}
+	ref := &found{info: &Certificate{Name: "kubelet.conf", Path: p, Kind: KindKubeconfigReference, Kubeconfig: "/etc/kubernetes/kubelet.conf",
+		NotBefore: now, NotAfter: now.Add(time.Hour)}, identity: "/var/lib/kubelet/pki/kubelet-client-new.pem", order: 0}
+	rep := &Report{}
+	s.assemble(rep, []*found{ref, direct})
+	if len(rep.Certificates) != 1 || rep.Certificates[0].Name != "kubelet-client-current" || len(rep.Certificates[0].UsedBy) != 1 {
+		t.Fatalf("certificates: %v", names(rep.Certificates))
+	}
+}

@@ -133,7 +133,7 @@ func TestExpiredClientCertificate(t *testing.T) {
 		_, d, old := expired("wk-bootstrap", nodeOpts{bootstrap: true})
 		d.waitCert(t, "kubelet-client-current", "recovery through bootstrap", 30*time.Second, func(serial, state, _, _ string) bool { return serial != old && state == "ok" })
 		if s := d.status(t); s.Daemon.LastCSR == nil || s.Daemon.LastCSR.Method != "csr-bootstrap" {
-			t.Errorf("method: %+v", s.Daemon.LastCSR)
+			t.Errorf("method: %+v\n%s", s.Daemon.LastCSR, d.log())
 		}
 	})
 	t.Run("worker with nothing", func(t *testing.T) {
