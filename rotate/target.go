@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"fmt"
-	"path"
 	"reflect"
 	"time"
 
@@ -237,5 +236,3 @@ func parseRendered(t Target, files map[string][]byte) (*x509.Certificate, crypto
 	}
 	return b.Certs[0], key, nil
 }
-
-func dirOf(p string) string { return path.Dir(p) }

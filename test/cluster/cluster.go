@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -314,6 +313,3 @@ func (c *Cluster) PID(name string) int {
 	}
 	return 0
 }
-
-// Port returns a component's port, for tests that dial it.
-func (c *Cluster) Port(name string) string { return strconv.Itoa(c.ports[name]) }

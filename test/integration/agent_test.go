@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
@@ -133,6 +134,17 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 	if !strings.Contains(d.log(), "CALLER_UID=0") || !strings.Contains(d.log(), "ACTION=renew") {
 		t.Errorf("renew request not audit-logged:\n%s", d.log())
+	}
+	// A rescan through the client: accepted, and a pass follows.
+	if err := agent.NewClient(d.socket).Rescan(context.Background()); err != nil {
+		t.Fatalf("rescan: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(d.log(), "ACTION=rescan") || !strings.Contains(run(t, certagentBin, "status", "--root", root).stdout, "(rescan request") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pass after the rescan request\n%s", d.log())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	// Malformed and wrong requests are refused cleanly.
 	c := unixClient(d.socket)
@@ -293,5 +305,34 @@ func TestJournalNativeProtocol(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(stderr.Name()); len(b) > 0 {
 		t.Errorf("text logs on stderr although it is the journal stream: %s", b)
+	}
+}
+
+// TestSIGTERMDuringATransaction: SIGTERM while a renewal is committing
+// lets it finish; the daemon exits cleanly and leaves no interrupted
+// transaction and no mismatched pair.
+func TestSIGTERMDuringATransaction(t *testing.T) {
+	root := t.TempDir()
+	if _, err := (pkitest.Layout{NotAfter: map[string]time.Time{"front-proxy-client": time.Now().Add(-time.Hour)}}).Write(root); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(certagentBin, "run", "--root", root, "--no-restart", "--metrics-address=")
+	cmd.Env = append(os.Environ(), "CERTAGENT_TEST_PAUSE_AT=backed-up") // holds the commit for 2 s
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(700 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	if r := run(t, certagentBin, "renew", "--root", root, "--all", "--dry-run"); strings.Contains(r.stdout, "interrupted") {
+		t.Errorf("SIGTERM left an interrupted transaction:\n%s", r.stdout)
+	}
+	rep := consistent(t, root)
+	for _, c := range rep.Certificates {
+		if c.Name == "front-proxy-client" && c.State == "expired" {
+			t.Error("the transaction in flight was not finished")
+		}
 	}
 }
