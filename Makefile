@@ -5,20 +5,23 @@ GO ?= go
 VERSION ?= $(shell packaging/version.sh 2>/dev/null || echo 0.0.0-dev)
 DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 LDFLAGS := -X main.version=$(VERSION)
-KUBE_VERSION ?= 1.37.2
-export KUBE_VERSION
 
-.PHONY: all build test unit integration demo bench lint k8s-tools fuzz clean package e2e
+.PHONY: all build test unit integration demo bench lint k8s-tools fuzz clean package e2e modcheck
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/certagent ./cmd/certagent
 
-# k8s-tools builds the real kubeadm, kube-apiserver and kube-controller-manager
+# k8s-tools builds the real kubeadm, kube-apiserver, kube-controller-manager and kubelet
 # once per version into a cache outside the work tree (about 6 min cold).
 k8s-tools:
 	@bash test/k8stools/build.sh >/dev/null
+
+# modcheck proves every go.mod here resolves from the module proxy in an
+# empty module cache (a machine's own cache can hide a refused module).
+modcheck:
+	@bash test/modcheck.sh
 
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -26,7 +29,7 @@ lint:
 
 # test runs every test: lint, unit tests with -race, and the integration
 # tests against the real kubeadm (built and cached by k8s-tools).
-test: lint build package
+test: modcheck lint build package
 	@bash test/deps.sh
 	@[ "$$(id -u)" = 0 ] || echo "*** NOT ROOT: the end-to-end tests on a systemd-nspawn node and the fault tests are SKIPPED ***"
 	@[ "$$(id -u)" != 0 ] || bash test/nspawn/rootfs.sh >/dev/null
@@ -63,7 +66,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseKubeconfig -fuzztime 30s ./rotate/pki
 
 # package builds dist/certagent_<version>_<arch>.deb and
-# dist/certagent-<version>.<arch>.rpm with nfpm (pinned in go.mod as a tool).
+# dist/certagent-<version>.<arch>.rpm with nfpm (pinned in packaging/tools/go.mod, run by packaging/nfpm.sh).
 package:
 	@rm -rf dist && mkdir -p dist/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o dist/bin/certagent ./cmd/certagent
@@ -72,9 +75,9 @@ package:
 	  "$$debver" "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$$(date -R -u -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s))" \
 	  | gzip -9n > dist/changelog.gz
 	VERSION=$(VERSION) ARCH=$(DEB_ARCH) BIN=dist/bin/certagent CHANGELOG=dist/changelog.gz \
-	  $(GO) tool nfpm package -f packaging/nfpm.yaml -p deb -t dist/certagent_$(VERSION)_$(DEB_ARCH).deb
+	  GO=$(GO) packaging/nfpm.sh package -f packaging/nfpm.yaml -p deb -t dist/certagent_$(VERSION)_$(DEB_ARCH).deb
 	VERSION=$(VERSION) ARCH=$(DEB_ARCH) BIN=dist/bin/certagent CHANGELOG=dist/changelog.gz \
-	  $(GO) tool nfpm package -f packaging/nfpm.yaml -p rpm -t dist/certagent-$(VERSION).$$(case $(DEB_ARCH) in amd64) echo x86_64;; arm64) echo aarch64;; *) echo $(DEB_ARCH);; esac).rpm
+	  GO=$(GO) packaging/nfpm.sh package -f packaging/nfpm.yaml -p rpm -t dist/certagent-$(VERSION).$$(case $(DEB_ARCH) in amd64) echo x86_64;; arm64) echo aarch64;; *) echo $(DEB_ARCH);; esac).rpm
 	@ls -l dist/*.deb dist/*.rpm dist/bin/certagent
 
 clean:

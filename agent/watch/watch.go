@@ -33,17 +33,27 @@ type Watcher struct {
 	watched map[string]bool // host directories with a watch
 	errs    []string        // recent watch errors, newest last
 	done    chan struct{}
+
+	// observed, when set (tests only), is called from the loop after each
+	// event has been fully handled: watches moved and the debounce timer armed.
+	observed func(fsnotify.Event)
 }
 
 // New starts a watcher. Debounce is how long it waits after an event for
 // more before it signals.
 func New(clk clock.WithTicker, debounce time.Duration) (*Watcher, error) {
+	return newWatcher(clk, debounce, nil)
+}
+
+// newWatcher is New with a hook the tests use to wait for an event to be
+// handled instead of waiting for a quiet period.
+func newWatcher(clk clock.WithTicker, debounce time.Duration, observed func(fsnotify.Event)) (*Watcher, error) {
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
 	c := make(chan struct{}, 1)
-	w := &Watcher{C: c, c: c, fs: fw, clock: clk, debounce: debounce, watched: map[string]bool{}, done: make(chan struct{})}
+	w := &Watcher{C: c, c: c, fs: fw, clock: clk, debounce: debounce, watched: map[string]bool{}, done: make(chan struct{}), observed: observed}
 	go w.loop()
 	return w, nil
 }
@@ -129,7 +139,7 @@ func (w *Watcher) syncOnceLocked() bool {
 }
 
 func (w *Watcher) noteLocked(err error) {
-	w.errs = append(w.errs, time.Now().UTC().Format(time.RFC3339)+" "+err.Error())
+	w.errs = append(w.errs, w.clock.Now().UTC().Format(time.RFC3339)+" "+err.Error())
 	if len(w.errs) > 10 {
 		w.errs = w.errs[len(w.errs)-10:]
 	}
@@ -159,6 +169,9 @@ func (w *Watcher) loop() {
 			if timer == nil {
 				timer = w.clock.NewTimer(w.debounce)
 				fire = timer.C()
+			}
+			if w.observed != nil {
+				w.observed(ev)
 			}
 		case err, ok := <-w.fs.Errors:
 			if !ok {

@@ -180,7 +180,7 @@ func TestE2EPackageOnSystemdNode(t *testing.T) {
 	in(t, n, "sh", "-c", "echo '# edited by the operator' >> /etc/certagent/config.yaml")
 	// The same build packaged as a newer version (nfpm, as make package).
 	newer := filepath.Join(t.TempDir(), "newer.deb")
-	pkg := exec.Command("go", "tool", "nfpm", "package", "-f", "packaging/nfpm.yaml", "-p", "deb", "-t", newer)
+	pkg := exec.Command("bash", "packaging/nfpm.sh", "package", "-f", "packaging/nfpm.yaml", "-p", "deb", "-t", newer)
 	pkg.Dir = "../.."
 	pkg.Env = append(os.Environ(), "VERSION=99.0.0", "ARCH=amd64")
 	if out, err := pkg.CombinedOutput(); err != nil {
