@@ -216,6 +216,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.Reporter != nil {
 		go a.opts.Reporter.Run(ctx)
 	}
+	// Before the first scan is published: finish or undo what a crash left,
+	// so no pair stays mismatched until the next renewal falls due.
+	a.repairAtStart(ctx)
 	a.pass(ctx, "start")
 	if a.opts.Notifier != nil {
 		a.opts.Notifier.Ready(a.summary())

@@ -21,6 +21,8 @@ const (
 	MsgCSRPending       = "683b4d79cee84e7088889439925c8984"
 	MsgSteppedIn        = "d6e5af9d6a0445feb533eb3e063d76a5"
 	MsgStale            = "832b505158f0444da9abca70171bf44d"
+	MsgRepaired         = "0f2e7c7b9d8a4c1f9a55e1d3c6b2a4e7"
+	MsgLeftAlone        = "9b1d44c2e6f34a7d8c0e5f21a3b7d6c8"
 )
 
 // certFields are the journal fields of a certificate event. Nothing here

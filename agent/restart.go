@@ -246,9 +246,15 @@ func (r *Restarter) restartOne(ctx context.Context, cfg *config.Config, comp com
 // out of the manifests directory (a dotfile there is ignored) for longer
 // than the kubelet's file check period, then back.
 func (r *Restarter) cyclePod(ctx context.Context, cfg *config.Config, manifest string) error {
-	dir := r.Root.HostPath(cfg.Restart.ManifestsDir)
-	in, out := path.Join(dir, manifest), path.Join(dir, ".certagent-"+manifest)
-	if err := os.Rename(in, out); err != nil {
+	// The manifests directory is resolved inside the root and held open
+	// for both moves.
+	dir, err := r.Root.OpenDir(cfg.Restart.ManifestsDir)
+	if err != nil {
+		return fmt.Errorf("manifests: %w", err)
+	}
+	defer dir.Close()
+	in, out := manifest, ".certagent-"+manifest
+	if err := dir.Rename(in, out); err != nil {
 		return fmt.Errorf("move %s out: %w", manifest, err)
 	}
 	wait := cfg.Restart.FileCheckDuration + cfg.Restart.FileCheckDuration/2
@@ -257,7 +263,7 @@ func (r *Restarter) cyclePod(ctx context.Context, cfg *config.Config, manifest s
 	case <-r.Clock.After(wait):
 	}
 	// Back in even when cancelled: a control plane is never left without it.
-	if err := os.Rename(out, in); err != nil {
+	if err := dir.Rename(out, in); err != nil {
 		return fmt.Errorf("move %s back: %w", manifest, err)
 	}
 	return ctx.Err()

@@ -2,15 +2,13 @@ package rotate
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/google/renameio/v2"
 
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -70,20 +68,19 @@ func (j *journal) save(state string) error {
 	if err != nil {
 		return err
 	}
-	p := j.root.HostPath(path.Join(j.dir, journalName))
-	if err := renameio.WriteFile(p, data, 0o600, renameio.WithTempDir(filepath.Dir(p))); err != nil {
+	if err := j.root.WriteFile(path.Join(j.dir, journalName), data, 0o600, os.Geteuid(), os.Getegid()); err != nil {
 		return fmt.Errorf("write journal: %w", err)
 	}
-	return syncDir(filepath.Dir(p))
+	return nil
 }
 
 func loadJournal(root *pki.Root, dir string) (*journal, error) {
-	data, err := os.ReadFile(root.HostPath(path.Join(dir, journalName)))
+	f, err := root.ReadFile(path.Join(dir, journalName))
 	if err != nil {
 		return nil, err
 	}
 	j := &journal{dir: dir, root: root}
-	if err := json.Unmarshal(data, j); err != nil {
+	if err := json.Unmarshal(f.Data, j); err != nil {
 		return nil, fmt.Errorf("journal %s: %w", dir, err)
 	}
 	return j, nil
@@ -107,7 +104,12 @@ func unfinished(state string) bool {
 
 // backupDirs returns the transaction directories, oldest first.
 func backupDirs(root *pki.Root, backupDir string) []string {
-	entries, err := os.ReadDir(root.HostPath(backupDir))
+	d, err := root.OpenDir(backupDir)
+	if err != nil {
+		return nil
+	}
+	entries, err := d.ReadDir()
+	d.Close()
 	if err != nil {
 		return nil
 	}
@@ -166,25 +168,37 @@ func (j *journal) discardStaged() {
 	for _, e := range j.Entries {
 		for _, f := range e.Files {
 			if f.Staged != "" {
-				os.Remove(j.root.HostPath(f.Staged))
+				j.root.Remove(f.Staged)
 			}
 			removeStrays(j.root, f.Path)
 		}
 	}
 }
 
+// removeStrays removes files staged for final whose names never reached
+// the journal: pki's ".<name>.certagent-tmp-<hex>", and the
+// ".<name><digits>" that versions before it staged with.
 func removeStrays(root *pki.Root, final string) {
-	prefix := "." + path.Base(final)
-	matches, _ := filepath.Glob(root.HostPath(path.Join(path.Dir(final), prefix+"[0-9]*")))
-	for _, m := range matches {
-		if strings.Trim(strings.TrimPrefix(filepath.Base(m), prefix), "0123456789") == "" {
-			os.Remove(m)
+	d, name, err := root.OpenParent(final)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	entries, err := d.ReadDir()
+	if err != nil {
+		return
+	}
+	old := "." + name
+	for _, e := range entries {
+		n := e.Name()
+		rest, isOld := strings.CutPrefix(n, old)
+		if pki.IsStaged(n, name) || (isOld && rest != "" && strings.Trim(rest, "0123456789") == "") {
+			d.Remove(n)
 		}
 	}
 }
 
 func (j *journal) rollForward() error {
-	dirs := map[string]bool{}
 	for _, e := range j.Entries {
 		if e.Dropped {
 			continue
@@ -193,16 +207,11 @@ func (j *journal) rollForward() error {
 			if f.Staged == "" {
 				continue
 			}
-			if _, err := os.Lstat(j.root.HostPath(f.Staged)); err == nil {
-				if err := os.Rename(j.root.HostPath(f.Staged), j.root.HostPath(f.Path)); err != nil {
-					return fmt.Errorf("roll forward %s: %w", f.Path, err)
-				}
+			// Rename syncs the directory.
+			if err := j.root.Rename(f.Staged, f.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return fmt.Errorf("roll forward %s: %w", f.Path, err)
 			}
-			dirs[path.Dir(f.Path)] = true
 		}
-	}
-	for d := range dirs {
-		syncDir(j.root.HostPath(d))
 	}
 	// Every pair must match now; one that does not goes back to the backup.
 	var bad map[string]bool
@@ -257,7 +266,7 @@ func (j *journal) rollBack(only map[string]bool) error {
 				firstErr = err
 			}
 			if f.Staged != "" {
-				os.Remove(j.root.HostPath(f.Staged))
+				j.root.Remove(f.Staged)
 			}
 		}
 		j.Entries[i].RolledBack = true
@@ -274,11 +283,11 @@ func (j *journal) rollBack(only map[string]bool) error {
 // restore puts a backed-up file back in place atomically, with its mode
 // and owner.
 func (j *journal) restore(f journalFile) error {
-	data, err := os.ReadFile(j.root.HostPath(path.Join(j.dir, f.Backup)))
+	data, err := j.root.ReadFile(path.Join(j.dir, f.Backup))
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", f.Path, err)
 	}
-	return writeDurable(j.root, f.Path, data, f.Mode, f.UID, f.GID)
+	return writeDurable(j.root, f.Path, data.Data, f.Mode, f.UID, f.GID)
 }
 
 // Restore puts the old files of the named entries of a finished

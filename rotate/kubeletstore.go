@@ -5,10 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -41,35 +39,31 @@ func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots
 		return "", err
 	}
 	data := append(pki.EncodeCertPEM(certs...), keyPEM...)
-	file := path.Join(s.Dir, fmt.Sprintf("%s-%s.pem", s.Prefix, now.UTC().Format("2006-01-02-15-04-05")))
-	if _, err := os.Lstat(s.Root.HostPath(file)); err == nil {
-		file = path.Join(s.Dir, fmt.Sprintf("%s-%s-%d.pem", s.Prefix, now.UTC().Format("2006-01-02-15-04-05"), now.UnixNano()%1000000))
-	}
-	if err := os.MkdirAll(s.Root.HostPath(s.Dir), 0o755); err != nil {
+	// The store directory is resolved and opened once: every write below
+	// names an entry of it, so nothing can redirect one outside the root.
+	d, err := s.Root.MkdirAll(s.Dir, 0o755)
+	if err != nil {
 		return "", err
 	}
+	defer d.Close()
+	stamp := now.UTC().Format("2006-01-02-15-04-05")
+	name := fmt.Sprintf("%s-%s.pem", s.Prefix, stamp)
+	if _, err := d.Lstat(name); err == nil {
+		name = fmt.Sprintf("%s-%s-%d.pem", s.Prefix, stamp, now.UnixNano()%1000000)
+	}
+	file := path.Join(s.Dir, name)
 	uid, gid := os.Geteuid(), os.Getegid()
 	if f, err := s.Root.ReadFile(s.Current()); err == nil {
 		uid, gid = f.UID, f.GID
 	}
-	if err := writeDurable(s.Root, file, data, 0o600, uid, gid); err != nil {
+	if err := d.WriteFile(name, data, 0o600, uid, gid); err != nil {
 		return "", err
 	}
-	if err := checkPair(s.Root, file, roots, now); err != nil {
-		os.Remove(s.Root.HostPath(file))
+	if err := checkPair(s.Root, path.Join(d.Path, name), roots, now); err != nil {
+		d.Remove(name)
 		return "", err
 	}
-	updated := s.Root.HostPath(path.Join(s.Dir, s.Prefix+"-updated.pem"))
-	if err := os.Remove(updated); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", err
-	}
-	if err := os.Symlink(file, updated); err != nil {
-		return "", fmt.Errorf("symlink: %w", err)
-	}
-	if err := os.Rename(updated, s.Root.HostPath(s.Current())); err != nil {
-		return "", fmt.Errorf("swap %s: %w", s.Current(), err)
-	}
-	if err := syncDir(filepath.Dir(updated)); err != nil {
+	if err := s.swap(d, file); err != nil {
 		return "", err
 	}
 	if err := checkPair(s.Root, s.Current(), roots, now); err != nil {
@@ -78,9 +72,30 @@ func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots
 	return file, nil
 }
 
+// swap points -current.pem at target the kubelet's way: a link
+// -updated.pem renamed over it, then the directory synced.
+func (s KubeletStore) swap(d *pki.Dir, target string) error {
+	updated := s.Prefix + "-updated.pem"
+	if err := d.Remove(updated); err != nil {
+		return err
+	}
+	if err := d.Symlink(target, updated); err != nil {
+		return fmt.Errorf("symlink: %w", err)
+	}
+	if err := d.Rename(updated, path.Base(s.Current())); err != nil {
+		return fmt.Errorf("swap %s: %w", s.Current(), err)
+	}
+	return d.Sync()
+}
+
 // Target returns where -current.pem points now ("" if it does not exist).
 func (s KubeletStore) Target() string {
-	t, err := os.Readlink(s.Root.HostPath(s.Current()))
+	d, err := s.Root.OpenDir(s.Dir)
+	if err != nil {
+		return ""
+	}
+	defer d.Close()
+	t, err := d.ReadLink(path.Base(s.Current()))
 	if err != nil {
 		return ""
 	}
@@ -92,15 +107,12 @@ func (s KubeletStore) Rollback(target string) error {
 	if target == "" {
 		return errors.New("rollback: no earlier file")
 	}
-	updated := s.Root.HostPath(path.Join(s.Dir, s.Prefix+"-updated.pem"))
-	os.Remove(updated)
-	if err := os.Symlink(target, updated); err != nil {
+	d, err := s.Root.OpenDir(s.Dir)
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(updated, s.Root.HostPath(s.Current())); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(updated))
+	defer d.Close()
+	return s.swap(d, target)
 }
 
 // checkPair reads a combined file and checks its key and chain.
@@ -160,11 +172,14 @@ func ConvertKubeconfig(root *pki.Root, kubeconfig, user string, store KubeletSto
 	if _, err := store.Update(b.Certs, key, roots, now); err != nil {
 		return err
 	}
-	keep := path.Join(backupDir, "kubeconfig-before-convert-"+now.UTC().Format("20060102T150405Z")+"-"+path.Base(kubeconfig))
-	if err := os.MkdirAll(root.HostPath(backupDir), 0o700); err != nil {
+	keep := "kubeconfig-before-convert-" + now.UTC().Format("20060102T150405Z") + "-" + path.Base(kubeconfig)
+	bd, err := root.MkdirAll(backupDir, 0o700)
+	if err != nil {
 		return err
 	}
-	if err := writeDurable(root, keep, f.Data, 0o600, f.UID, f.GID); err != nil {
+	err = bd.WriteFile(keep, f.Data, 0o600, f.UID, f.GID)
+	bd.Close()
+	if err != nil {
 		return err
 	}
 	ai.ClientCertificateData, ai.ClientKeyData = nil, nil

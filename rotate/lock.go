@@ -40,14 +40,22 @@ func (l *Lock) Unlock() error {
 // no lock of its own, so certagent looks for the process). The lock dies
 // with the process, so a crash never leaves it held.
 func Acquire(ctx context.Context, root *pki.Root, backupDir string) (*Lock, error) {
-	dir := root.HostPath(backupDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("lock: %w", err)
-	}
-	p := filepath.Join(dir, LockName)
-	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	d, err := root.MkdirAll(backupDir, 0o700)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
+	}
+	p := path.Join(d.Path, LockName)
+	// O_NOFOLLOW: a link planted as the lock file is refused, never
+	// followed (truncating its target). The directory is held open, so the
+	// lock lands in it whatever happens to its path.
+	f, err := d.OpenFile(LockName, os.O_RDWR|os.O_CREATE, 0o600)
+	d.Close()
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: not a regular file", p)
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -69,7 +77,9 @@ func Acquire(ctx context.Context, root *pki.Root, backupDir string) (*Lock, erro
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", p, err)
 		} else if ctx.Err() != nil {
-			holder, _ := os.ReadFile(p)
+			holder := make([]byte, 32)
+			n, _ := f.ReadAt(holder, 0)
+			holder = holder[:n]
 			f.Close()
 			return nil, fmt.Errorf("%w: %s is held by pid %s", ErrLocked, p, strings.TrimSpace(string(holder)))
 		}

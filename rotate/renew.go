@@ -83,10 +83,8 @@ func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error
 	var dir string
 	if len(ready) > 0 && ctx.Err() == nil {
 		dir = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
-		if err := os.MkdirAll(opts.Root.HostPath(dir), 0o700); err != nil {
-			txErr = fmt.Errorf("backup directory: %w", err)
-		} else if err := os.Chmod(opts.Root.HostPath(dir), 0o700); err != nil {
-			txErr = fmt.Errorf("backup directory: %w", err)
+		if err := mkBackupDir(opts.Root, dir); err != nil {
+			txErr = err
 		} else {
 			tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks}
 			txErr = tx.commit(ready)
@@ -140,7 +138,7 @@ func Install(ctx context.Context, opts Options, t Target, certs []*x509.Certific
 	}
 	p := &prepared{t: t, cur: cur, cert: certs[0], key: key, files: files}
 	r.Backup = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
-	if err := os.MkdirAll(opts.Root.HostPath(r.Backup), 0o700); err != nil {
+	if err := mkBackupDir(opts.Root, r.Backup); err != nil {
 		r.Err = err
 		return r, err
 	}
@@ -204,9 +202,34 @@ func Prune(root *pki.Root, backupDir string, keep int) {
 		finished = append(finished, d)
 	}
 	for len(finished) > keep {
-		os.RemoveAll(root.HostPath(finished[0]))
+		removeBackup(root, finished[0])
 		finished = finished[1:]
 	}
+}
+
+// mkBackupDir makes a transaction's backup directory (0700) inside the
+// root.
+func mkBackupDir(root *pki.Root, dir string) error {
+	d, err := root.MkdirAll(dir, 0o700)
+	if err != nil {
+		return fmt.Errorf("backup directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Chmod(0o700); err != nil {
+		return fmt.Errorf("backup directory: %w", err)
+	}
+	return nil
+}
+
+// removeBackup deletes one backup directory inside the root, links in it
+// removed as links.
+func removeBackup(root *pki.Root, dir string) {
+	d, name, err := root.OpenParent(dir)
+	if err != nil {
+		return
+	}
+	defer d.Close()
+	d.RemoveAll(name)
 }
 
 func serialHex(c *x509.Certificate) string { return strings.ToUpper(c.SerialNumber.Text(16)) }

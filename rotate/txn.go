@@ -7,62 +7,15 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"path/filepath"
 	"time"
-
-	"github.com/google/renameio/v2"
 
 	"github.com/certagent/certagent/rotate/pki"
 )
 
-// syncDir makes a rename or unlink in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
-// writeDurable replaces a node path atomically: a synced temporary file in
-// the same directory, chmod and chown, rename, then a sync of the directory.
+// writeDurable replaces a node path atomically and durably inside the
+// root (see pki.Root.WriteFile).
 func writeDurable(root *pki.Root, nodePath string, data []byte, mode fs.FileMode, uid, gid int) error {
-	pf, err := stage(root, nodePath, data, mode, uid, gid)
-	if err != nil {
-		return err
-	}
-	defer pf.Cleanup()
-	if err := pf.CloseAtomicallyReplace(); err != nil {
-		return fmt.Errorf("replace %s: %w", nodePath, err)
-	}
-	return syncDir(filepath.Dir(root.HostPath(nodePath)))
-}
-
-// stage writes data to a synced temporary file beside nodePath, with the
-// given mode and owner; the caller renames it into place or cleans it up.
-func stage(root *pki.Root, nodePath string, data []byte, mode fs.FileMode, uid, gid int) (*renameio.PendingFile, error) {
-	host := root.HostPath(nodePath)
-	pf, err := renameio.NewPendingFile(host, renameio.WithTempDir(filepath.Dir(host)), renameio.WithStaticPermissions(mode))
-	if err != nil {
-		return nil, fmt.Errorf("stage %s: %w", nodePath, err)
-	}
-	fail := func(err error) (*renameio.PendingFile, error) {
-		pf.Cleanup()
-		return nil, fmt.Errorf("stage %s: %w", nodePath, err)
-	}
-	if uid != os.Geteuid() || gid != os.Getegid() {
-		if err := pf.Chown(uid, gid); err != nil {
-			return fail(err)
-		}
-	}
-	if _, err := pf.Write(data); err != nil {
-		return fail(err)
-	}
-	if err := pf.Sync(); err != nil {
-		return fail(err)
-	}
-	return pf, nil
+	return root.WriteFile(nodePath, data, mode, uid, gid)
 }
 
 // prepared is a target with its new certificate rendered, ready to commit.
@@ -72,7 +25,7 @@ type prepared struct {
 	cert   *x509.Certificate
 	key    crypto.Signer
 	files  map[string][]byte
-	staged map[string]*renameio.PendingFile
+	staged map[string]*pki.Pending
 	entry  int // index in the journal
 	err    error
 }
@@ -160,24 +113,31 @@ func (tx *transaction) commit(ps []*prepared) error {
 	}
 	tx.step("committing")
 	// 4. Rename into place, 5. sync the directories.
-	dirs := map[string]bool{}
+	// Each rename goes through the directory staged into, held open since.
+	dirs := map[string]*pki.Pending{}
 	var failed error
 	for _, p := range ps {
 		if p.err != nil {
 			continue
 		}
 		for _, fp := range p.t.Files() {
-			if err := p.staged[fp].CloseAtomicallyReplace(); err != nil && failed == nil {
+			pf := p.staged[fp]
+			if err := pf.Commit(); err != nil && failed == nil {
 				failed = fmt.Errorf("rename %s: %w", fp, err)
 			}
-			dirs[path.Dir(fp)] = true
+			dirs[pf.Dir()] = pf
 			tx.step("renamed-one")
 		}
 	}
 	tx.step("renamed")
-	for d := range dirs {
-		if err := syncDir(tx.root.HostPath(d)); err != nil && failed == nil {
+	for d, pf := range dirs {
+		if err := pf.Sync(); err != nil && failed == nil {
 			failed = fmt.Errorf("sync %s: %w", d, err)
+		}
+	}
+	for _, p := range ps {
+		for _, pf := range p.staged {
+			pf.Cleanup()
 		}
 	}
 	tx.step("synced")
@@ -211,27 +171,25 @@ func (tx *transaction) commit(ps []*prepared) error {
 }
 
 func (tx *transaction) stageOne(p *prepared) error {
-	p.staged = map[string]*renameio.PendingFile{}
+	p.staged = map[string]*pki.Pending{}
 	e := &tx.j.Entries[p.entry]
 	for i, fp := range p.t.Files() {
 		f := e.Files[i]
-		pf, err := stage(tx.root, fp, p.files[fp], f.Mode, f.UID, f.GID)
+		pf, err := tx.root.Stage(fp, p.files[fp], f.Mode, f.UID, f.GID)
 		if err != nil {
 			return err
 		}
 		p.staged[fp] = pf
-		if node, ok := tx.root.NodePath(pf.Name()); ok {
-			e.Files[i].Staged = node
-		}
+		e.Files[i].Staged = pf.Name()
 	}
 	// Verify the staged bytes as they are on disk.
 	onDisk := map[string][]byte{}
 	for fp, pf := range p.staged {
-		data, err := os.ReadFile(pf.Name())
+		f, err := tx.root.ReadFile(pf.Name())
 		if err != nil {
 			return fmt.Errorf("read back %s: %w", pf.Name(), err)
 		}
-		onDisk[fp] = data
+		onDisk[fp] = f.Data
 	}
 	cert, key, err := parseRendered(p.t, onDisk)
 	if err != nil {
@@ -244,14 +202,14 @@ func (tx *transaction) backup(p *prepared) error {
 	e := tx.j.Entries[p.entry]
 	for _, f := range e.Files {
 		old := p.cur.files[f.Path]
-		dst := tx.root.HostPath(path.Join(tx.j.dir, f.Backup))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		dst := path.Join(tx.j.dir, f.Backup)
+		d, err := tx.root.MkdirAll(path.Dir(dst), 0o700)
+		if err != nil {
 			return fmt.Errorf("backup %s: %w", f.Path, err)
 		}
-		if err := renameio.WriteFile(dst, old.Data, 0o600, renameio.WithTempDir(filepath.Dir(dst))); err != nil {
-			return fmt.Errorf("backup %s: %w", f.Path, err)
-		}
-		if err := syncDir(filepath.Dir(dst)); err != nil {
+		err = d.WriteFile(path.Base(dst), old.Data, 0o600, os.Geteuid(), os.Getegid())
+		d.Close()
+		if err != nil {
 			return fmt.Errorf("backup %s: %w", f.Path, err)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
 
@@ -98,6 +99,12 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 		workers = runtime.GOMAXPROCS(0)
 	}
 	cands, problems := s.discover()
+	// A renewal that a crash interrupted may have left a pair mismatched
+	// until it is repaired: say so, whatever the files look like.
+	for _, d := range rotate.Interrupted(s.root, s.cfg.Renewal.BackupDir) {
+		problems = append(problems, Problem{Path: d, Error: "interrupted renewal transaction: a key and certificate may not match until it is repaired " +
+			"(the daemon repairs it when it starts; `certagent renew --all` repairs it too)"})
+	}
 	rep := &Report{Kind: "CertificateInventory", APIVersion: config.APIVersion, ScannedAt: s.now.UTC(),
 		Root: s.root.Dir(), Problems: problems}
 
@@ -190,8 +197,16 @@ func (s *scanner) read(c candidate, order int) *result {
 	if c.resolved == "" && !c.explicit {
 		// A well-known file that is simply not there is not a problem;
 		// a link to nowhere is.
-		if _, err := os.Lstat(s.root.HostPath(c.path)); errors.Is(err, fs.ErrNotExist) {
+		// Its directory is resolved inside the root: a link there is
+		// followed as the node would follow it, never out to the host.
+		host, err := s.root.HostFile(c.path)
+		if errors.Is(err, fs.ErrNotExist) {
 			return nil
+		}
+		if err == nil {
+			if _, err := os.Lstat(host); errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
 		}
 	}
 	var f *pki.File

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -83,12 +85,21 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 	if err != nil {
 		return &exitError{code: ExitUsage, err: err}
 	}
+	// Paths from the config lie inside the root: their directories are
+	// resolved there (a link in an untrusted root cannot point the daemon's
+	// writes at the host). Paths given as flags are the operator's own.
 	socket, stateDir := f.socket, f.stateDir
 	if socket == "" {
-		socket = root.HostPath(cfg.Agent.Socket)
+		dir, err := root.HostDir(path.Dir(cfg.Agent.Socket), 0o755)
+		if err != nil {
+			return fmt.Errorf("socket directory: %w", err)
+		}
+		socket = filepath.Join(dir, path.Base(cfg.Agent.Socket))
 	}
 	if stateDir == "" {
-		stateDir = root.HostPath(cfg.Agent.StateDir)
+		if stateDir, err = root.HostDir(cfg.Agent.StateDir, 0o700); err != nil {
+			return fmt.Errorf("state directory: %w", err)
+		}
 	}
 	metricsAddr := "127.0.0.1:9795"
 	if cfg.Agent.MetricsAddress != nil {
@@ -161,7 +172,9 @@ func newStatusCommand(g *globalFlags) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				socket = root.HostPath(cfg.Agent.Socket)
+				if socket, err = root.HostFile(cfg.Agent.Socket); err != nil {
+					return &exitError{code: ExitUnreachable, err: err}
+				}
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
