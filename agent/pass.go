@@ -127,7 +127,13 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 			rs.Reason = map[inventory.RenewalPath]string{
 				inventory.RenewExternal: "its CA key is not on this node",
 				inventory.RenewNone:     "not renewable (a CA or self-signed)",
+				inventory.RenewRefused:  "left alone: " + c.LeftAlone,
 			}[c.RenewalPath]
+			if c.RenewalPath == inventory.RenewRefused {
+				a.once("left-alone", c, func() {
+					a.opts.Log.WithFields(certFields(MsgLeftAlone, c, string(c.RenewalPath), c.LeftAlone)).Warn("certificate left alone: certagent will not re-sign it")
+				})
+			}
 			if expired {
 				rs.State = StateExpired
 				a.once("expired", c, func() {

@@ -92,6 +92,11 @@ type Renewal struct {
 	// after renewing it move it to the kubelet's store and make kubelet.conf
 	// refer to kubelet-client-current.pem, as kubeadm does on joined nodes.
 	ConvertKubeletConf bool `json:"convertKubeletConf,omitempty"`
+	// LocalCAPaths opts certificates found through `paths` in to renewal
+	// from a local CA key, by node path or glob. Without it certagent only
+	// reports them: re-signing whatever file appears in a configured place
+	// would let whoever can write there choose an identity to mint.
+	LocalCAPaths []string `json:"localCAPaths,omitempty"`
 
 	// ValidityDuration is Validity parsed; 0 when unset.
 	ValidityDuration time.Duration `json:"-"`
@@ -395,6 +400,9 @@ func (c *Config) validate() error {
 	}
 	for i, p := range c.Exclude {
 		checkPattern(fmt.Sprintf("exclude[%d]", i), p, bad)
+	}
+	for i, p := range c.Renewal.LocalCAPaths {
+		checkPattern(fmt.Sprintf("renewal.localCAPaths[%d]", i), p, bad)
 	}
 	if c.RenewBefore != "" {
 		d, err := ParseDuration(c.RenewBefore)

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"fmt"
+	"path"
 	"sort"
 	"time"
 
@@ -128,6 +129,10 @@ func (s *scanner) link(fd *found) {
 		// A CA key that is here but unusable (mismatched, unreadable) still
 		// means local renewal: it fails with the reason, not silently.
 		info.RenewalPath = RenewLocalCA
+		if why := s.refuseLocalCA(fd); why != "" {
+			info.RenewalPath, info.LeftAlone = RenewRefused, why
+			info.Warnings = append(info.Warnings, "certagent leaves it alone: "+why)
+		}
 	case fd.nodeClient:
 		info.RenewalPath = RenewCSR
 	case fd.issuer != nil && fd.issuer.bundled:
@@ -209,4 +214,65 @@ func Human(d time.Duration) string {
 		return "-" + duration.HumanDuration(-d)
 	}
 	return duration.HumanDuration(d)
+}
+
+// privilegedGroups are groups whose members may do anything in a cluster.
+// A certificate naming one is re-signed only where kubeadm keeps it.
+var privilegedGroups = map[string]bool{"system:masters": true, "kubeadm:cluster-admins": true}
+
+// privilegedFiles are kubeadm's certificates that hold a privileged
+// identity, with the directory each lives in: the kubeconfigs admin.conf
+// and super-admin.conf, and apiserver-kubelet-client, which kubeadm puts in
+// kubeadm:cluster-admins.
+func (s *scanner) privilegedFile(info *Certificate) bool {
+	switch info.Name {
+	case "admin.conf", "super-admin.conf":
+		// The kubeconfig itself, or the files it refers to (which must
+		// pass the writers check like every other file).
+		kc := path.Join(s.cfg.KubernetesDir, info.Name)
+		return info.Path == kc || info.Kubeconfig == kc
+	case "apiserver-kubelet-client":
+		return info.Path == path.Join(s.cfg.PKIDir, "apiserver-kubelet-client.crt")
+	}
+	return false
+}
+
+// refuseLocalCA says why certagent must not re-sign a certificate from a
+// local CA key, or "" when it may. certagent runs as root and holds the CA
+// keys, so a file it re-signs must not be one that somebody else could have
+// placed or chosen: re-signing would mint that somebody an identity.
+func (s *scanner) refuseLocalCA(fd *found) string {
+	info := fd.info
+	for _, g := range fd.groups {
+		if privilegedGroups[g] && !s.privilegedFile(info) {
+			return fmt.Sprintf("its subject is in the privileged group %s, which certagent renews only in kubeadm's own files "+
+				"(admin.conf, super-admin.conf, apiserver-kubelet-client)", g)
+		}
+	}
+	if fd.extra && !matchAny(s.cfg.Renewal.LocalCAPaths, info.Path) {
+		return "a configured path: re-signing it from a local CA needs renewal.localCAPaths to name it"
+	}
+	files := []string{info.Path}
+	if info.Key != nil && info.Key.Present && info.Key.Path != info.Path {
+		files = append(files, info.Key.Path)
+	}
+	for _, f := range files {
+		s.writersMu.Lock()
+		why := s.root.Writers(f, s.writers)
+		s.writersMu.Unlock()
+		if why != "" {
+			return why + ": someone who is not root could have chosen what certagent would sign"
+		}
+	}
+	return ""
+}
+
+// matchAny reports whether p matches one of the globs.
+func matchAny(globs []string, p string) bool {
+	for _, g := range globs {
+		if ok, _ := path.Match(g, p); ok || g == p {
+			return true
+		}
+	}
+	return false
 }

@@ -73,7 +73,7 @@ func (s *scanner) readEmbedded(c candidate, name string, f *pki.File, cr pki.Cre
 			Error: fmt.Sprintf("user %q client-certificate-data: %v", cr.User, err)})
 		return
 	}
-	fd := s.newFound(name, c.path, "", KindKubeconfigEmbedded, b.Certs[0], order)
+	fd := s.newFound(c, name, c.path, "", KindKubeconfigEmbedded, b.Certs[0], order)
 	fd.identity = f.Resolved + "#" + cr.User
 	fd.expectKey = true
 	fd.info.Kubeconfig, fd.info.User = c.path, cr.User
@@ -107,7 +107,7 @@ func (s *scanner) readReferenced(c candidate, name string, cr pki.Credential, or
 		return
 	}
 	kind := KindKubeconfigReference
-	fd := s.newFound(name, cr.CertPath, f.Resolved, kind, b.Certs[0], order)
+	fd := s.newFound(c, name, cr.CertPath, f.Resolved, kind, b.Certs[0], order)
 	fd.expectKey = true
 	fd.info.Kubeconfig, fd.info.User = c.path, cr.User
 	switch {

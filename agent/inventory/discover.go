@@ -28,6 +28,9 @@ type candidate struct {
 	csr        bool // configured for renewal through a CSR
 	// explicit candidates were named by the user: a missing file is a problem.
 	explicit bool
+	// configured: found through the configured paths (a file, a directory
+	// or a glob), not in a well-known location.
+	configured bool
 }
 
 // kubeadmCAs and kubeadmLeaves are the kubeadm names and file stems below
@@ -105,6 +108,7 @@ func (s *scanner) discover() ([]candidate, []Problem) {
 	for _, p := range cfg.Paths {
 		extra, prob := s.expand(p)
 		for _, c := range extra {
+			c.configured = true
 			add(c)
 		}
 		problems = append(problems, prob...)

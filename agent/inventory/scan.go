@@ -37,6 +37,8 @@ type scanner struct {
 	now         time.Time
 	authorities []*authority
 	names       sync.Map // string(RawIssuer) -> rendered issuer name
+	writersMu   sync.Mutex
+	writers     map[string]string // directory -> who else can write it; guarded by writersMu
 }
 
 // authority is a CA certificate with what is needed to check signatures.
@@ -66,6 +68,12 @@ type found struct {
 	nodeClient bool
 	// csr: configured for renewal through a CSR.
 	csr bool
+	// groups are the subject's organizations (Kubernetes groups).
+	groups []string
+	// extra: found through a configured path, not a well-known location.
+	extra bool
+	// keyPath is where the private key lives ("" when none was found).
+	keyPath string
 }
 
 // result is what reading one candidate produced.
@@ -82,7 +90,7 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	if opts.Root == nil {
 		return nil, errors.New("inventory: no root")
 	}
-	s := &scanner{root: opts.Root, cfg: opts.Config, now: opts.Now}
+	s := &scanner{root: opts.Root, cfg: opts.Config, now: opts.Now, writers: map[string]string{}}
 	if s.cfg == nil {
 		s.cfg = config.Default()
 	}
@@ -243,7 +251,7 @@ func (s *scanner) read(c candidate, order int) *result {
 	case pki.FormatDER:
 		kind = KindDER
 	}
-	fd := s.newFound(name, c.path, f.Resolved, kind, b.Certs[0], order)
+	fd := s.newFound(c, name, c.path, f.Resolved, kind, b.Certs[0], order)
 	fd.expectKey, fd.csr = c.expectKey, c.csr
 	switch {
 	case b.Key != nil:
@@ -270,9 +278,10 @@ func (s *scanner) read(c candidate, order int) *result {
 	return r
 }
 
-func (s *scanner) newFound(name, p, resolved string, kind Kind, cert *x509.Certificate, order int) *found {
+func (s *scanner) newFound(c candidate, name, p, resolved string, kind Kind, cert *x509.Certificate, order int) *found {
 	fd := &found{info: s.describe(name, p, resolved, kind, cert), identity: resolved, order: order,
-		nodeClient: strings.HasPrefix(cert.Subject.CommonName, "system:node:") && slices.Contains(cert.Subject.Organization, "system:nodes")}
+		nodeClient: strings.HasPrefix(cert.Subject.CommonName, "system:node:") && slices.Contains(cert.Subject.Organization, "system:nodes"),
+		groups:     cert.Subject.Organization, extra: c.configured}
 	if fd.info.IsCA {
 		fd.cert = cert
 	}

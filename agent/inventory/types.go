@@ -27,6 +27,9 @@ const (
 	RenewCSR      RenewalPath = "csr"      // a CertificateSigningRequest to the cluster
 	RenewExternal RenewalPath = "external" // the issuer's key is not here: someone else renews it
 	RenewNone     RenewalPath = "none"     // never renewed by certagent (CAs, self-signed)
+	// RenewRefused: a local CA could re-sign it, but certagent will not;
+	// Certificate.LeftAlone says why.
+	RenewRefused RenewalPath = "refused"
 )
 
 // State is a certificate's health at scan time. Later states in this list
@@ -112,6 +115,9 @@ type Certificate struct {
 	Key               *KeyInfo `json:"key,omitempty"`
 
 	RenewalPath RenewalPath `json:"renewalPath"`
+	// LeftAlone says why certagent will not re-sign a certificate that a
+	// local CA key could renew (renewal path "refused").
+	LeftAlone string `json:"leftAlone,omitempty"`
 	// RenewalWindowStart is when the certificate becomes due.
 	RenewalWindowStart time.Time `json:"renewalWindowStart"`
 	State              State     `json:"state"`

@@ -157,6 +157,8 @@ func (b *builder) item(c *inventory.Certificate, reason string, required bool) *
 		return skip("CA %s is externally managed (no %s key here): renew it where the CA key is", c.CAName, c.CAName)
 	case inventory.RenewNone:
 		return skip("not renewable: %s", firstOr(c.Warnings, "self-signed or a CA"))
+	case inventory.RenewRefused:
+		return skip("left alone: %s", c.LeftAlone)
 	}
 	t, err := targetFor(c)
 	if err != nil {

@@ -107,7 +107,7 @@ func demoAgent(ctx context.Context, out io.Writer, root *pki.Root, node *pkitest
 	log := logrus.New()
 	log.SetOutput(out)
 	log.SetFormatter(&demoFormatter{})
-	cfgText := "apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\npaths: [/opt/webhook]\nagent: {noRestart: true, resyncInterval: 5s}\n"
+	cfgText := "apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\npaths: [/opt/webhook]\nrenewal: {localCAPaths: [/opt/webhook/*.crt]}\nagent: {noRestart: true, resyncInterval: 5s}\n"
 	a, err := agent.New(agent.Options{
 		Root: root, LoadConfig: func() (*config.Config, error) { return config.Parse([]byte(cfgText)) },
 		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent/certagent.sock"),

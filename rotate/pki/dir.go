@@ -454,3 +454,59 @@ func (r *Root) HostFile(nodePath string) (string, error) {
 	d.Close()
 	return r.HostPath(path.Join(d.Path, name)), nil
 }
+
+// Writers says who other than the trusted owners could have written
+// nodePath: the file (its links resolved inside the root) or any directory
+// above it, up to the root. Trusted are root and the user and group
+// certagent runs as. It returns "" when nobody else could, or a sentence
+// naming the first place that others can write, for example
+// "/etc/kubernetes/pki is writable by group 1000". A file that cannot be
+// examined counts as writable by others. seen, when not nil, caches the
+// verdict per directory across calls (not safe for concurrent use).
+func (r *Root) Writers(nodePath string, seen map[string]string) string {
+	resolved, err := r.Resolve(nodePath)
+	if err != nil {
+		return fmt.Sprintf("%s cannot be examined: %v", nodePath, err)
+	}
+	if why := r.writable(resolved); why != "" {
+		return why
+	}
+	for d := path.Dir(resolved); ; d = path.Dir(d) {
+		why, ok := seen[d]
+		if !ok {
+			why = r.writable(d)
+			if seen != nil {
+				seen[d] = why
+			}
+		}
+		if why != "" {
+			return why
+		}
+		if d == "/" {
+			return ""
+		}
+	}
+}
+
+// writable examines one resolved node path (not followed: it holds no
+// links once resolved).
+func (r *Root) writable(resolved string) string {
+	fi, err := os.Lstat(r.HostPath(resolved))
+	if err != nil {
+		return fmt.Sprintf("%s cannot be examined: %v", resolved, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Sprintf("%s: no owner information", resolved)
+	}
+	perm := fi.Mode().Perm()
+	switch uid, gid := int(st.Uid), int(st.Gid); {
+	case perm&0o002 != 0:
+		return fmt.Sprintf("%s is writable by everyone (mode %04o)", resolved, perm)
+	case uid != 0 && uid != os.Geteuid() && perm&0o200 != 0:
+		return fmt.Sprintf("%s is owned and writable by uid %d", resolved, uid)
+	case gid != 0 && gid != os.Getegid() && perm&0o020 != 0:
+		return fmt.Sprintf("%s is writable by group %d (mode %04o)", resolved, gid, perm)
+	}
+	return ""
+}
