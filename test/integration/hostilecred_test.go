@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -82,9 +83,40 @@ current-context: c
 			if !strings.Contains(d.log(), "certificate renewal failed") || !strings.Contains(d.log(), tc.want) {
 				t.Errorf("the refusal is not in the log:\n%s", d.log())
 			}
+			if !tc.bootstrap {
+				// The Node reporter reads kubelet.conf too.
+				got := waitReportError(t, d, 20*time.Second)
+				if !strings.Contains(got, tc.want) || !strings.Contains(d.log(), "cannot report to the cluster") {
+					t.Errorf("daemon.reportError %q does not say why, or not logged:\n%s", got, d.log())
+				}
+			}
 			if _, err := os.Stat(canary); err == nil {
 				t.Errorf("the kubeconfig's %s ran (%s exists)", tc.want, canary)
 			}
 		})
+	}
+}
+
+// waitReportError waits for the daemon's status to carry daemon.reportError.
+func waitReportError(t *testing.T, d *daemon, within time.Duration) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var s struct {
+			Daemon struct {
+				ReportError string `json:"reportError"`
+			} `json:"daemon"`
+		}
+		if resp, err := unixClient(d.socket).Get("http://x/v1/status"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&s)
+			resp.Body.Close()
+		}
+		if s.Daemon.ReportError != "" {
+			return s.Daemon.ReportError
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no daemon.reportError within %s\n%s", within, d.log())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
