@@ -71,6 +71,9 @@ current-context: c
 				[]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nagent: {retryInitial: 1s, retryMax: 2s}\n"), 0o644)
 
 			d := startDaemon(t, certagentBin, root, nil)
+			// Any failure ends the wait (what a client that ran the plugin
+			// or asked for it would report, too); the checks below say
+			// whether it was the refusal.
 			d.waitCert(t, "kubelet-client-current", "the refusal", 20*time.Second, func(_, _, reason, _ string) bool {
 				return strings.Contains(reason, tc.want) || strings.Contains(reason, "dial tcp") || strings.Contains(reason, "Auth Provider")
 			})
