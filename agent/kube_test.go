@@ -49,13 +49,13 @@ func (c canary) ran() bool {
 // and a client key pair, and a host directory outside the root holding
 // files a kubeconfig must never reach.
 type hostileNode struct {
-	root             *pki.Root
-	dir, host        string
-	caPEM, pairPEM   []byte
-	caB64, pairB64   string
-	canary           canary
-	kubeconfig       string // node path
-	hostPair, hostCA string // host paths outside the root
+	root *pki.Root
+	// dir is the root; host holds secret.pem (a client key pair) and
+	// ca.crt, outside the root.
+	dir, host      string
+	caB64, pairB64 string // the CA and the key pair, for -data fields
+	canary         canary
+	kubeconfig     string // node path
 }
 
 func newHostileNode(t *testing.T) *hostileNode {
@@ -69,11 +69,10 @@ func newHostileNode(t *testing.T) *hostileNode {
 		t.Fatal(err)
 	}
 	n := &hostileNode{dir: t.TempDir(), host: t.TempDir(), canary: newCanary(t), kubeconfig: "/etc/kubernetes/kubelet.conf"}
-	n.caPEM, n.pairPEM = pkitest.CertPEM(ca.Cert), append(pkitest.CertPEM(cert), pkitest.KeyPEM(key)...)
-	n.caB64, n.pairB64 = base64.StdEncoding.EncodeToString(n.caPEM), base64.StdEncoding.EncodeToString(n.pairPEM)
-	n.hostPair, n.hostCA = filepath.Join(n.host, "secret.pem"), filepath.Join(n.host, "ca.crt")
-	os.WriteFile(n.hostPair, n.pairPEM, 0o600)
-	os.WriteFile(n.hostCA, n.caPEM, 0o644)
+	caPEM, pairPEM := pkitest.CertPEM(ca.Cert), append(pkitest.CertPEM(cert), pkitest.KeyPEM(key)...)
+	n.caB64, n.pairB64 = base64.StdEncoding.EncodeToString(caPEM), base64.StdEncoding.EncodeToString(pairPEM)
+	os.WriteFile(filepath.Join(n.host, "secret.pem"), pairPEM, 0o600)
+	os.WriteFile(filepath.Join(n.host, "ca.crt"), caPEM, 0o644)
 	os.MkdirAll(filepath.Join(n.dir, "etc/kubernetes"), 0o755)
 	if n.root, err = pki.NewRoot(n.dir); err != nil {
 		t.Fatal(err)
