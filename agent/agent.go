@@ -374,6 +374,7 @@ func (a *Agent) healthSnapshot() Health {
 	h.WatchedDirs = a.watch.Watched()
 	h.WatchErrors = a.watch.Errors()
 	h.NoRestart = a.cfg.Agent.NoRestart
+	h.ReportError = a.opts.Reporter.Err()
 	return h
 }
 

@@ -6,13 +6,11 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
-	"path"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	"github.com/certagent/certagent/rotate/pki"
@@ -58,55 +56,27 @@ func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.rt.RoundTrip(r)
 }
 
-// kubeClient builds a client from a kubeconfig on the node, reading every
-// path it names below the root, and the CA pool that verifies the cluster.
+// kubeClient builds a client from a kubeconfig on the node, and the CA
+// pool that verifies the cluster. Every client certagent makes comes from
+// here, and so from pki.RESTConfig: only certificate and token credentials,
+// every file read below the root, no credential plugin ever run.
 func kubeClient(root *pki.Root, kubeconfig string, counter *requestCounter) (kubernetes.Interface, *x509.CertPool, error) {
-	f, err := root.ReadFile(kubeconfig)
+	rc, err := pki.RESTConfig(root, kubeconfig)
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg, err := clientcmd.Load(f.Data)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", kubeconfig, err)
-	}
-	dir := path.Dir(kubeconfig)
-	host := func(p string) string {
-		if p == "" {
-			return ""
-		}
-		if !path.IsAbs(p) {
-			p = path.Join(dir, p)
-		}
-		if r, err := root.Resolve(p); err == nil {
-			p = r
-		}
-		return root.HostPath(p)
-	}
 	roots := x509.NewCertPool()
-	for _, c := range cfg.Clusters {
-		c.CertificateAuthority = host(c.CertificateAuthority)
-		data := c.CertificateAuthorityData
-		if len(data) == 0 && c.CertificateAuthority != "" {
-			if b, err := pki.ReadHostFile(c.CertificateAuthority); err == nil {
-				data = b
-			}
-		}
-		roots.AppendCertsFromPEM(data)
-	}
-	for _, a := range cfg.AuthInfos {
-		a.ClientCertificate, a.ClientKey, a.TokenFile = host(a.ClientCertificate), host(a.ClientKey), host(a.TokenFile)
-	}
-	rc, err := clientcmd.NewDefaultClientConfig(*cfg, nil).ClientConfig()
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", kubeconfig, err)
-	}
+	roots.AppendCertsFromPEM(rc.CAData)
 	rc.Timeout = 30 * time.Second
 	rc.UserAgent = "certagent"
 	if counter != nil {
 		rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt: rt, c: counter} })
 	}
 	cs, err := kubernetes.NewForConfig(rc)
-	return cs, roots, err
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", kubeconfig, err)
+	}
+	return cs, roots, nil
 }
 
 // nodeFromCN extracts <name> from system:node:<name>.

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -31,13 +32,15 @@ type Reporter struct {
 	// Buffer bounds the events kept while the API is unreachable (default 100).
 	Buffer int
 
-	mu       sync.Mutex // guards node, pending, cond, condSent
+	mu       sync.Mutex // guards node, pending, cond, condSent and clientErr
 	node     string
 	pending  []nodeEvent
 	cond     *nodeCondition
 	condSent *nodeCondition
-	wake     chan struct{}
-	client   kubernetes.Interface
+	// clientErr says why no client could be built from the kubeconfig.
+	clientErr string
+	wake      chan struct{}
+	client    kubernetes.Interface // owned by Run
 }
 
 type nodeEvent struct {
@@ -134,16 +137,18 @@ func (r *Reporter) Run(ctx context.Context) {
 
 func (r *Reporter) flush(ctx context.Context) {
 	node := r.nodeName()
-	if node == "" {
+	if node == "" || !r.hasWork() {
 		return
 	}
-	if r.client == nil {
-		c, _, err := kubeClient(r.root, r.kubeconfig, nil)
-		if err != nil {
-			return
-		}
-		r.client = c
+	// A client per flush with work: the credential is read again, so a
+	// renewed certificate is used at once (client-go keeps one transport
+	// per credential, so an unchanged one costs no new connection).
+	c, _, err := kubeClient(r.root, r.kubeconfig, nil)
+	r.setClientErr(err)
+	if err != nil {
+		return
 	}
+	r.client = c
 	for {
 		r.mu.Lock()
 		if len(r.pending) == 0 {
@@ -175,6 +180,47 @@ func (r *Reporter) flush(ctx context.Context) {
 	r.mu.Lock()
 	r.condSent = cond
 	r.mu.Unlock()
+}
+
+// hasWork reports whether events wait or the condition changed.
+func (r *Reporter) hasWork() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending) > 0 || (r.cond != nil && (r.condSent == nil || *r.condSent != *r.cond))
+}
+
+// setClientErr records why no client could be built (nil: one was), and
+// logs each new reason once.
+func (r *Reporter) setClientErr(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	r.mu.Lock()
+	changed := msg != r.clientErr
+	r.clientErr = msg
+	r.mu.Unlock()
+	if !changed || err == nil {
+		return
+	}
+	e := r.log.WithFields(logrus.Fields{"KUBECONFIG": r.kubeconfig, "REASON": msg})
+	if errors.Is(err, pki.ErrRefusedCredential) {
+		e.Error("cannot report to the cluster")
+	} else {
+		e.Warn("cannot report to the cluster")
+	}
+}
+
+// Err says why Events and the Node condition cannot be sent: the
+// kubeconfig gives no usable client (a refused credential, a missing
+// file). "" when the last attempt built one.
+func (r *Reporter) Err() string {
+	if r == nil {
+		return ""
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.clientErr
 }
 
 func (r *Reporter) sendEvent(ctx context.Context, node string, ev nodeEvent) error {

@@ -71,6 +71,9 @@ type Health struct {
 	ConfigError     string    `json:"configError,omitempty"`
 	StateWarning    string    `json:"stateWarning,omitempty"`
 	NoRestart       bool      `json:"noRestart"`
+	// ReportError says why Events and the Node condition cannot be sent
+	// (the kubeconfig's credential was refused, or a file is missing).
+	ReportError string `json:"reportError,omitempty"`
 	// LastCSR is the most recent renewal through the Kubernetes API.
 	LastCSR *CSRRecord `json:"lastCSR,omitempty"`
 	// Components: per component, the last restart and whether what it
@@ -140,6 +143,9 @@ func (s *Status) WriteTable(w io.Writer, now time.Time) error {
 	}
 	if d.ConfigError != "" {
 		fmt.Fprintf(w, "config error (old config kept): %s\n", d.ConfigError)
+	}
+	if d.ReportError != "" {
+		fmt.Fprintf(w, "not reporting to the cluster: %s\n", d.ReportError)
 	}
 	if d.StateWarning != "" {
 		fmt.Fprintf(w, "state: %s\n", d.StateWarning)

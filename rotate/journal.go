@@ -98,6 +98,21 @@ func Interrupted(root *pki.Root, backupDir string) []string {
 	return out
 }
 
+// restorable reports whether a finished transaction holds old files that
+// are not on disk any more: it completed, and an entry it committed was
+// not rolled back (by the transaction itself or by Restore).
+func (j *journal) restorable() bool {
+	if j.State != stateDone {
+		return false
+	}
+	for _, e := range j.Entries {
+		if !e.Dropped && !e.RolledBack {
+			return true
+		}
+	}
+	return false
+}
+
 func unfinished(state string) bool {
 	return state == stateStaging || state == stateCommitting || state == stateRollingBack
 }

@@ -24,7 +24,8 @@ type Options struct {
 	Root *pki.Root
 	// BackupDir holds the transactions' backup directories (node path).
 	BackupDir string
-	// KeepBackups is how many finished backup directories to keep (>= 1).
+	// KeepBackups is how many backup directories Prune keeps (>= 1):
+	// completed ones first, failed attempts only in the room left.
 	KeepBackups int
 	Policy      Policy
 	Now         time.Time
@@ -185,25 +186,37 @@ func prepare(opts Options, p *prepared) error {
 	return nil
 }
 
-// Prune removes finished backup directories beyond the newest keep
-// (aborted ones and ones a crash left without a journal count as finished).
-// Unfinished ones are never removed: Repair needs them. Callers hold the lock.
+// Prune keeps the newest keep backup directories and removes the rest, in
+// this order of worth: a completed transaction (journal "done" with an
+// entry that was committed and not rolled back) holds old files that
+// Restore can put back, so it is kept first; a failed attempt (aborted,
+// rolled back, done with every entry rolled back, or left without a
+// journal by a crash) holds nothing that is not on disk already, so it
+// only fills what room the completed ones leave and is removed first.
+// Failed attempts, however many, never push out a completed backup.
+// Unfinished transactions and unreadable journals are never removed:
+// Repair needs them. Callers hold the lock.
 func Prune(root *pki.Root, backupDir string, keep int) {
-	dirs := backupDirs(root, backupDir)
-	var finished []string
-	for _, d := range dirs {
+	var completed, failed []string
+	for _, d := range backupDirs(root, backupDir) {
 		j, err := loadJournal(root, d)
-		if err == nil && unfinished(j.State) {
-			continue
+		switch {
+		case err == nil && unfinished(j.State):
+		case err == nil && j.restorable():
+			completed = append(completed, d)
+		case err == nil || errors.Is(err, os.ErrNotExist):
+			failed = append(failed, d)
 		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		finished = append(finished, d)
 	}
-	for len(finished) > keep {
-		removeBackup(root, finished[0])
-		finished = finished[1:]
+	var drop []string
+	if n := len(completed) - keep; n > 0 {
+		drop, completed = completed[:n], completed[n:]
+	}
+	if n := len(failed) - (keep - len(completed)); n > 0 {
+		drop = append(drop, failed[:n]...)
+	}
+	for _, d := range drop {
+		removeBackup(root, d)
 	}
 }
 

@@ -86,7 +86,8 @@ type Renewal struct {
 	// BackupDir holds certagent-backup-<timestamp>/ directories
 	// (default /etc/kubernetes/tmp, as kubeadm uses for its own backups).
 	BackupDir string `json:"backupDir,omitempty"`
-	// KeepBackups is how many backup directories to keep (default 5).
+	// KeepBackups is how many backup directories to keep (default 5):
+	// completed renewals first, failed attempts only in the room left.
 	KeepBackups int `json:"keepBackups,omitempty"`
 	// ConvertKubeletConf: when kubelet.conf embeds its client certificate,
 	// after renewing it move it to the kubelet's store and make kubelet.conf

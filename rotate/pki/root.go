@@ -226,14 +226,3 @@ func (r *Root) readResolved(resolved string) (*File, error) {
 	}
 	return out, nil
 }
-
-// ReadHostFile reads a host path (already mapped through a Root) with the
-// same size limit as ReadFile.
-func ReadHostFile(p string) ([]byte, error) {
-	r := &Root{dir: "/"}
-	f, err := r.ReadFile(p)
-	if err != nil {
-		return nil, err
-	}
-	return f.Data, nil
-}
