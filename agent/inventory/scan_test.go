@@ -232,7 +232,7 @@ func TestIssuerFoundBySignatureNotName(t *testing.T) {
 	put(t, dir, "opt/certs/stray.key", pkitest.KeyPEM(key), 0o600)
 	good, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "good", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
 	put(t, dir, "opt/certs/good.crt", pkitest.CertPEM(good), 0o644)
-	rep := scan(t, dir, mustConfig(t, "paths: [/opt/certs]"), now)
+	rep := scan(t, dir, mustConfig(t, "paths: [/opt/certs]\nrenewal: {localCAPaths: [/opt/certs/*]}"), now)
 	m := byName(rep)
 	if s := m["/opt/certs/stray.crt"]; s == nil || s.CAName != "" || s.RenewalPath != RenewExternal || !s.Key.Matches {
 		t.Errorf("stray: %+v", s)
