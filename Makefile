@@ -2,7 +2,10 @@
 # a new user needs; `make bench` prints the figures.
 SHELL := /bin/bash
 GO ?= go
-VERSION ?= $(shell packaging/version.sh 2>/dev/null || echo 0.0.0-dev)
+# Computed once per make run (a commit made meanwhile must not rename the packages).
+ifndef VERSION
+VERSION := $(shell packaging/version.sh 2>/dev/null || echo 0.0.0-dev)
+endif
 DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 LDFLAGS := -X main.version=$(VERSION)
 

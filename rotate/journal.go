@@ -113,6 +113,20 @@ func (j *journal) restorable() bool {
 	return false
 }
 
+// Mixed lists the transactions below backupDir that a crash left while
+// renaming files into place or back: until Repair runs, a key and its
+// certificate there may come from different renewals. (One interrupted
+// while staging never touched the live files.)
+func Mixed(root *pki.Root, backupDir string) []string {
+	var out []string
+	for _, dir := range backupDirs(root, backupDir) {
+		if j, err := loadJournal(root, dir); err == nil && (j.State == stateCommitting || j.State == stateRollingBack) {
+			out = append(out, dir)
+		}
+	}
+	return out
+}
+
 func unfinished(state string) bool {
 	return state == stateStaging || state == stateCommitting || state == stateRollingBack
 }

@@ -109,7 +109,7 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	cands, problems := s.discover()
 	// A renewal that a crash interrupted may have left a pair mismatched
 	// until it is repaired: say so, whatever the files look like.
-	for _, d := range rotate.Interrupted(s.root, s.cfg.Renewal.BackupDir) {
+	for _, d := range rotate.Mixed(s.root, s.cfg.Renewal.BackupDir) {
 		problems = append(problems, Problem{Path: d, Error: "interrupted renewal transaction: a key and certificate may not match until it is repaired " +
 			"(the daemon repairs it when it starts; `certagent renew --all` repairs it too)"})
 	}
