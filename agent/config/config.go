@@ -12,14 +12,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"os"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
 )
 
@@ -51,8 +52,8 @@ type Config struct {
 	// Exclude drops paths or globs from everything found.
 	Exclude []string `json:"exclude,omitempty"`
 	// RenewBefore, when set, makes a certificate due this long before it
-	// expires instead of at 70 % of its lifetime. Go durations plus "d" for
-	// days: "720h", "30d".
+	// expires instead of at 70 % of its lifetime. Any duration
+	// ParseDuration reads: "720h", "30d", "1d12h"; at most 100 years.
 	RenewBefore string `json:"renewBefore,omitempty"`
 	// MaxFileSize caps the size of a file certagent reads (default 1048576).
 	MaxFileSize int64 `json:"maxFileSize,omitempty"`
@@ -75,8 +76,9 @@ type Config struct {
 
 // Renewal configures how renewed certificates are made and kept.
 type Renewal struct {
-	// Validity is the lifetime of a renewed certificate; empty keeps the
-	// lifetime of the one it replaces. Never past the CA's expiry.
+	// Validity is the lifetime of a renewed certificate, 1h to 100 years;
+	// empty keeps the lifetime of the one it replaces. Never past the CA's
+	// expiry.
 	Validity string `json:"validity,omitempty"`
 	// KeyAlgorithm: empty keeps the old key's algorithm and size; else
 	// rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384 or ed25519.
@@ -311,25 +313,26 @@ func (c *Config) setDefaults() {
 }
 
 // durationField is a duration setting: its key, the text from the file,
-// where the parsed value goes, the smallest value allowed and the default.
+// where the parsed value goes, the range allowed and the default.
 type durationField struct {
-	key      string
-	val      string
-	out      *time.Duration
-	min, def time.Duration
+	key    string
+	val    string
+	out    *time.Duration
+	bounds Bounds
+	def    time.Duration
 }
 
 // durations lists the duration settings validate parses and setDefaults fills.
 func (c *Config) durations() []durationField {
 	return []durationField{
-		{"agent.resyncInterval", c.Agent.ResyncInterval, &c.Agent.ResyncDuration, time.Second, 5 * time.Minute},
-		{"agent.retryInitial", c.Agent.RetryInitial, &c.Agent.RetryInitialDuration, time.Second, 30 * time.Second},
-		{"agent.retryMax", c.Agent.RetryMax, &c.Agent.RetryMaxDuration, time.Second, time.Hour},
-		{"kubelet.clientCSRTimeout", c.Kubelet.ClientCSRTimeout, &c.Kubelet.ClientCSRTimeoutDuration, time.Second, 5 * time.Minute},
-		{"kubelet.servingCSRTimeout", c.Kubelet.ServingCSRTimeout, &c.Kubelet.ServingCSRTimeoutDuration, time.Second, 15 * time.Minute},
-		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration, time.Millisecond, 20 * time.Second},
-		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration, time.Millisecond, 2 * time.Minute},
-		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration, time.Millisecond, 2 * time.Minute},
+		{"agent.resyncInterval", c.Agent.ResyncInterval, &c.Agent.ResyncDuration, Bounds{time.Second, day}, 5 * time.Minute},
+		{"agent.retryInitial", c.Agent.RetryInitial, &c.Agent.RetryInitialDuration, Bounds{time.Second, day}, 30 * time.Second},
+		{"agent.retryMax", c.Agent.RetryMax, &c.Agent.RetryMaxDuration, Bounds{time.Second, 7 * day}, time.Hour},
+		{"kubelet.clientCSRTimeout", c.Kubelet.ClientCSRTimeout, &c.Kubelet.ClientCSRTimeoutDuration, Bounds{time.Second, day}, 5 * time.Minute},
+		{"kubelet.servingCSRTimeout", c.Kubelet.ServingCSRTimeout, &c.Kubelet.ServingCSRTimeoutDuration, Bounds{time.Second, day}, 15 * time.Minute},
+		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration, Bounds{time.Millisecond, time.Hour}, 20 * time.Second},
+		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration, Bounds{time.Millisecond, time.Hour}, 2 * time.Minute},
+		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration, Bounds{time.Millisecond, day}, 2 * time.Minute},
 	}
 }
 
@@ -397,22 +400,16 @@ func (c *Config) validate() error {
 		checkPattern(fmt.Sprintf("exclude[%d]", i), p, bad)
 	}
 	if c.RenewBefore != "" {
-		d, err := ParseDuration(c.RenewBefore)
-		switch {
-		case err != nil:
+		d, err := RenewBeforeBounds.Parse(c.RenewBefore)
+		if err != nil {
 			bad("renewBefore", "%v", err)
-		case d <= 0:
-			bad("renewBefore", "must be positive, got %q", c.RenewBefore)
 		}
 		c.RenewBeforeDuration = d
 	}
 	if v := c.Renewal.Validity; v != "" {
-		d, err := ParseDuration(v)
-		switch {
-		case err != nil:
+		d, err := ValidityBounds.Parse(v)
+		if err != nil {
 			bad("renewal.validity", "%v", err)
-		case d < time.Hour:
-			bad("renewal.validity", "must be at least 1h, got %q", v)
 		}
 		c.Renewal.ValidityDuration = d
 	}
@@ -429,12 +426,9 @@ func (c *Config) validate() error {
 		if d.val == "" {
 			continue
 		}
-		v, err := ParseDuration(d.val)
-		switch {
-		case err != nil:
+		v, err := d.bounds.Parse(d.val)
+		if err != nil {
 			bad(d.key, "%v", err)
-		case v < d.min:
-			bad(d.key, "must be at least %s, got %q", d.min, d.val)
 		}
 		*d.out = v
 	}
@@ -461,9 +455,9 @@ func (c *Config) validate() error {
 			bad(key+".expirationSeconds", "must be at least 600 (the API's minimum), got %d", cc.ExpirationSeconds)
 		}
 		if cc.Timeout != "" {
-			v, err := ParseDuration(cc.Timeout)
-			if err != nil || v < time.Second {
-				bad(key+".timeout", "want a duration of at least 1s, got %q", cc.Timeout)
+			v, err := CertificateTimeoutBounds.Parse(cc.Timeout)
+			if err != nil {
+				bad(key+".timeout", "%v", err)
 			}
 			cc.TimeoutDuration = v
 		}
@@ -502,18 +496,75 @@ func checkPattern(key, p string, bad func(string, string, ...any)) {
 	}
 }
 
-// ParseDuration parses a Go duration, or a whole number of days like "30d".
+// ParseDuration parses a duration in Go's syntax ("720h", "1h30m", "1.5h")
+// or in Prometheus's, which adds days, weeks and years of 365 days ("30d",
+// "1d12h", "2w", "1y"). A negative value, or one past what time.Duration
+// holds (about 292 years), is an error: it never wraps around.
 func ParseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil {
-			return 0, fmt.Errorf("invalid duration %q: want e.g. 720h or 30d", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: want e.g. 720h or 30d", s)
+		var md model.Duration
+		md, err = model.ParseDurationAllowNegative(s)
+		d = time.Duration(md)
+	}
+	switch {
+	case err != nil && strings.Contains(err.Error(), "out of range"):
+		return 0, fmt.Errorf("invalid duration %q: out of range (at most %s)", s, human(math.MaxInt64))
+	case err != nil:
+		return 0, fmt.Errorf("invalid duration %q: want e.g. 720h, 30d or 1d12h", s)
+	case d < 0:
+		return 0, fmt.Errorf("%w, got %q", errNegative, s)
 	}
 	return d, nil
+}
+
+// errNegative: durations are never negative.
+var errNegative = errors.New("must be positive")
+
+// Bounds is the range a duration setting accepts.
+type Bounds struct {
+	// Min is the smallest value; values below it (and zero, when Min is
+	// positive) are errors.
+	Min time.Duration
+	// Max is the largest value.
+	Max time.Duration
+}
+
+// MaxValidity bounds renewal.validity and renewBefore: a century, far past
+// any certificate Kubernetes uses (kubeadm: one year, ten for CAs) and
+// well inside what time.Duration and X.509 dates hold.
+const MaxValidity = 100 * 365 * 24 * time.Hour
+
+// Bounds of the settings that flags can override too.
+var (
+	RenewBeforeBounds        = Bounds{Min: time.Nanosecond, Max: MaxValidity}
+	ValidityBounds           = Bounds{Min: time.Hour, Max: MaxValidity}
+	CertificateTimeoutBounds = Bounds{Min: time.Second, Max: day}
+)
+
+const day = 24 * time.Hour
+
+// Parse parses s with ParseDuration and checks it against b. Errors read
+// well after a key or flag name: "must be at most 1d, got \"2d\"".
+func (b Bounds) Parse(s string) (time.Duration, error) {
+	d, err := ParseDuration(s)
+	switch {
+	case err != nil:
+		return 0, err
+	case d < b.Min && b.Min <= time.Nanosecond:
+		return 0, fmt.Errorf("%w, got %q", errNegative, s)
+	case d < b.Min:
+		return 0, fmt.Errorf("must be at least %s, got %q", human(b.Min), s)
+	case b.Max > 0 && d > b.Max:
+		return 0, fmt.Errorf("must be at most %s, got %q", human(b.Max), s)
+	}
+	return d, nil
+}
+
+// human prints a bound the way ParseDuration reads it: 1d, 1w, 100y, 1ms.
+func human(d time.Duration) string {
+	if d < time.Millisecond {
+		return d.String()
+	}
+	return model.Duration(d).String()
 }

@@ -73,3 +73,80 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("bad config error should name file and key: %v", err)
 	}
 }
+
+// TestDurationsInRange: every duration setting is parsed by one parser
+// that accepts Go's syntax and days, weeks and years, and rejects values
+// that overflow time.Duration or exceed the setting's bound, instead of
+// wrapping around (213505d once made a one-day certificate).
+func TestDurationsInRange(t *testing.T) {
+	const day = 24 * time.Hour
+	tests := []struct {
+		name, key, val string
+		want           time.Duration // when err is empty
+		err            string
+	}{
+		{name: "hours", key: "renewBefore", val: "720h", want: 720 * time.Hour},
+		{name: "days", key: "renewBefore", val: "30d", want: 30 * day},
+		{name: "go combo", key: "renewBefore", val: "1h30m", want: 90 * time.Minute},
+		{name: "go fraction", key: "renewBefore", val: "1.5h", want: 90 * time.Minute},
+		{name: "go micro", key: "renewBefore", val: "1h500us", want: time.Hour + 500*time.Microsecond},
+		{name: "days and hours", key: "renewBefore", val: "1d12h", want: 36 * time.Hour},
+		{name: "weeks", key: "renewBefore", val: "2w", want: 14 * day},
+		{name: "a year", key: "renewal.validity", val: "1y", want: 365 * day},
+		{name: "a century", key: "renewal.validity", val: "36500d", want: 36500 * day},
+		{name: "renewBefore wraps to 25 minutes", key: "renewBefore", val: "213504d", err: "renewBefore: invalid duration \"213504d\": out of range"},
+		{name: "validity wraps to a day", key: "renewal.validity", val: "213505d", err: "renewal.validity: invalid duration \"213505d\": out of range"},
+		{name: "validity past int64", key: "renewal.validity", val: "106752d", err: "renewal.validity: invalid duration \"106752d\": out of range"},
+		{name: "validity over a century", key: "renewal.validity", val: "36501d", err: "renewal.validity: must be at most 100y"},
+		{name: "validity max int64 ns", key: "renewal.validity", val: "9223372036854775807ns", err: "renewal.validity: must be at most 100y"},
+		{name: "go syntax overflow", key: "renewBefore", val: "3000000h", err: "out of range"},
+		{name: "huge day count", key: "renewBefore", val: "99999999999999999999d", err: "renewBefore: invalid duration"},
+		{name: "resync of centuries", key: "agent.resyncInterval", val: "106751d", err: "agent.resyncInterval: must be at most 1d"},
+		{name: "retryMax overflowing backoff", key: "agent.retryMax", val: "290y", err: "agent.retryMax: must be at most 1w"},
+		{name: "retryInitial huge", key: "agent.retryInitial", val: "2562047h", err: "agent.retryInitial: must be at most 1d"},
+		{name: "CSR wait huge", key: "kubelet.clientCSRTimeout", val: "100y", err: "kubelet.clientCSRTimeout: must be at most 1d"},
+		{name: "fileCheckFrequency times 1.5 overflows", key: "restart.fileCheckFrequency", val: "200y", err: "restart.fileCheckFrequency: must be at most 1h"},
+		{name: "restart timeout huge", key: "restart.timeout", val: "2562047h", err: "restart.timeout: must be at most 1h"},
+		{name: "negative", key: "renewBefore", val: "-5h", err: "renewBefore: must be positive"},
+		{name: "negative days", key: "renewBefore", val: "-30d", err: "renewBefore: must be positive"},
+		{name: "zero", key: "renewBefore", val: "0", err: "renewBefore: must be positive"},
+		{name: "unit order", key: "renewBefore", val: "12h1d", err: "renewBefore: invalid duration"},
+		{name: "no unit", key: "renewBefore", val: "30", err: "renewBefore: invalid duration"},
+		{name: "fraction of a day", key: "renewBefore", val: "1.5d", err: "renewBefore: invalid duration"},
+		{name: "validity under an hour", key: "renewal.validity", val: "59m", err: "renewal.validity: must be at least 1h"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := head + tc.key + ": " + tc.val + "\n"
+			if parent, leaf, ok := strings.Cut(tc.key, "."); ok {
+				doc = head + parent + ":\n  " + leaf + ": " + tc.val + "\n"
+			}
+			c, err := Parse([]byte(doc))
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error = %v, want it to contain %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]time.Duration{"renewBefore": c.RenewBeforeDuration, "renewal.validity": c.Renewal.ValidityDuration}[tc.key]
+			if got != tc.want {
+				t.Fatalf("%s %s = %v, want %v", tc.key, tc.val, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCertificateTimeoutInRange(t *testing.T) {
+	for _, tc := range []struct{ val, err string }{
+		{"15m", ""}, {"1d", ""}, {"213504d", "out of range"}, {"100y", "must be at most 1d"}, {"-1s", "must be positive"},
+	} {
+		doc := head + "certificates:\n- {certFile: /a.crt, keyFile: /a.key, signerName: example.com/x, timeout: " + tc.val + "}\n"
+		_, err := Parse([]byte(doc))
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), "certificates[0].timeout: ") || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("timeout %s: error = %v, want %q", tc.val, err, tc.err)
+		}
+	}
+}

@@ -64,6 +64,10 @@ func Backoff(failures int, initial, max time.Duration) time.Duration {
 	}
 	d := initial
 	for i := 1; i < failures && d < max; i++ {
+		if d > max/2 { // doubling could overflow; max is the answer anyway
+			d = max
+			break
+		}
 		d *= 2
 	}
 	if d > max {

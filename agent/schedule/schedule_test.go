@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"fmt"
+	"math"
 	"math/rand"
 	"testing"
 	"time"
@@ -73,5 +74,20 @@ func TestBackoff(t *testing.T) {
 	}
 	if Backoff(1000, time.Second, time.Hour) != time.Hour {
 		t.Error("no cap for many failures")
+	}
+}
+
+// TestBackoffNeverOverflows: bounds near time.Duration's limit double into
+// negative waits (a retry loop) unless the doubling stops at the cap.
+func TestBackoffNeverOverflows(t *testing.T) {
+	huge := time.Duration(math.MaxInt64)
+	for _, tc := range []struct{ initial, max time.Duration }{
+		{huge / 3, huge}, {huge/2 + 1, huge}, {time.Second, huge}, {huge, huge},
+	} {
+		for f := 1; f < 200; f++ {
+			if d := Backoff(f, tc.initial, tc.max); d < tc.initial || d > tc.max {
+				t.Fatalf("Backoff(%d, %d, %d) = %d: outside [initial, max]", f, tc.initial, tc.max, d)
+			}
+		}
 	}
 }
