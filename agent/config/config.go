@@ -14,14 +14,16 @@ import (
 	"io/fs"
 	"math"
 	"net"
-	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/common/model"
 	"sigs.k8s.io/yaml"
+
+	"github.com/certagent/certagent/rotate/pki"
 )
 
 // APIVersion and Kind identify the configuration document.
@@ -352,12 +354,24 @@ func Parse(data []byte) (*Config, error) {
 	return c, nil
 }
 
-// Load reads and parses the file at path. With optional set, a missing
-// file yields the defaults; otherwise it is an error.
+// Load reads and parses the file at path (a host path). With optional
+// set, a missing file yields the defaults; otherwise it is an error. It
+// reads as every file certagent reads is read (pki.ReadHostFile): only a
+// regular file, checked before it is opened (a FIFO would block the read,
+// and SIGTERM with it; a device may act on open), and at most
+// pki.DefaultMaxFileSize bytes.
 func Load(path string, optional bool) (*Config, error) {
-	data, err := os.ReadFile(path)
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	data, err := pki.ReadHostFile(abs)
 	if errors.Is(err, fs.ErrNotExist) && optional {
 		return Default(), nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		// The error names the first missing component: name the file too.
+		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -148,5 +149,66 @@ func TestCertificateTimeoutInRange(t *testing.T) {
 		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), "certificates[0].timeout: ") || !strings.Contains(err.Error(), tc.err)) {
 			t.Errorf("timeout %s: error = %v, want %q", tc.val, err, tc.err)
 		}
+	}
+}
+
+// TestLoadRefusesNonRegularFiles: a FIFO as the config once blocked the
+// read forever (and SIGTERM with it); a device or a huge file is no
+// config either. Each must fail at once with an error naming the file.
+func TestLoadRefusesNonRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, []byte(head+"# "+strings.Repeat("x", 2<<20)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.yaml")
+	if err := os.Symlink(fifo, link); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, want string
+		optional         bool
+		names            string // the file the error names (where a link leads)
+	}{
+		{name: "fifo", path: fifo, want: "not a regular file"},
+		{name: "fifo at the optional default", path: fifo, want: "not a regular file", optional: true},
+		{name: "symlink to a fifo", path: link, want: "not a regular file", names: fifo},
+		{name: "character device", path: "/dev/zero", want: "not a regular file"},
+		{name: "directory", path: dir, want: "is a directory"},
+		{name: "over the size limit", path: big, want: "file too large"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				_, err := Load(tc.path, tc.optional)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				names := tc.path
+				if tc.names != "" {
+					names = tc.names
+				}
+				if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), names) {
+					t.Fatalf("Load(%s) = %v, want an error naming %s and %q", tc.path, err, names, tc.want)
+				}
+			case <-time.After(10 * time.Second):
+				// Never reached after the fix; before it, the read blocks.
+				t.Fatalf("Load(%s) still blocked after 10s", tc.path)
+			}
+		})
+	}
+	// A relative path is read as the working directory sees it.
+	t.Chdir(dir)
+	if err := os.WriteFile("rel.yaml", []byte(head), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load("rel.yaml", false); err != nil {
+		t.Fatalf("relative path: %v", err)
 	}
 }
