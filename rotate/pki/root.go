@@ -254,13 +254,24 @@ func regular(nodePath string, fi fs.FileInfo) error {
 	case t&fs.ModeDir != 0:
 		return fmt.Errorf("%s: is a directory, expected a file", nodePath)
 	}
-	what := map[fs.FileMode]string{fs.ModeNamedPipe: "a FIFO", fs.ModeSocket: "a socket", fs.ModeSymlink: "a symbolic link",
-		fs.ModeDevice | fs.ModeCharDevice: "a character device", fs.ModeDevice: "a block device"}[t]
-	if what == "" {
-		what = t.String()
-	}
-	return fmt.Errorf("%s: not a regular file (%s)", nodePath, what)
+	return fmt.Errorf("%s: not a regular file (%s)", nodePath, FileType(t))
 }
+
+// FileType names a file's type for messages: "a regular file", "a FIFO",
+// "a character device"...
+func FileType(m fs.FileMode) string {
+	t := m.Type()
+	if t.IsRegular() {
+		return "a regular file"
+	}
+	if s, ok := fileTypes[t]; ok {
+		return s
+	}
+	return "type " + t.String()
+}
+
+var fileTypes = map[fs.FileMode]string{fs.ModeDir: "a directory", fs.ModeNamedPipe: "a FIFO", fs.ModeSocket: "a socket",
+	fs.ModeSymlink: "a symbolic link", fs.ModeDevice | fs.ModeCharDevice: "a character device", fs.ModeDevice: "a block device"}
 
 // ReadHostFile reads a host path (already mapped through a Root) with the
 // same size limit as ReadFile.

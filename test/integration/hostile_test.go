@@ -66,3 +66,28 @@ func TestConfigFIFO(t *testing.T) {
 		})
 	}
 }
+
+// TestRunSocketIsRegularFile: `certagent run --socket` naming an existing
+// regular file once deleted it (the stale-socket cleanup removed whatever
+// was at the path). The daemon must refuse to start, naming the path, and
+// leave the file byte for byte as it was.
+func TestRunSocketIsRegularFile(t *testing.T) {
+	root := sandbox(t)
+	victim := filepath.Join(t.TempDir(), "precious.conf")
+	data := []byte("do not delete me\n")
+	if err := os.WriteFile(victim, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nagent: {reportToCluster: false}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := runBounded(t, 30*time.Second, "run", "--root", root, "--config", cfg, "--socket", victim,
+		"--state-dir", t.TempDir(), "--metrics-address", "", "--no-restart")
+	if r.code != 1 || !strings.Contains(r.stderr, victim) || !strings.Contains(r.stderr, "not a socket") {
+		t.Errorf("exit %d, want 1 and an error naming %s:\n%s%s", r.code, victim, r.stdout, r.stderr)
+	}
+	if got, err := os.ReadFile(victim); err != nil || string(got) != string(data) {
+		t.Fatalf("%s after the run: %q, %v; want it intact", victim, got, err)
+	}
+}
