@@ -91,3 +91,28 @@ func TestBackoffNeverOverflows(t *testing.T) {
 		}
 	}
 }
+
+func TestHoldBack(t *testing.T) {
+	year := 365 * 24 * time.Hour
+	tests := []struct {
+		name            string
+		deadline, since time.Time
+		life            time.Duration
+		want            time.Time
+		held            bool
+	}{
+		{"due at once after a renewal", t0, t0, year, t0.Add(year / 10), true},
+		{"due later than a tenth", t0.Add(year / 2), t0, year, t0.Add(year / 2), false},
+		{"exactly a tenth", t0.Add(year / 10), t0, year, t0.Add(year / 10), false},
+		{"never renewed", t0, time.Time{}, year, t0, false},
+		{"no lifetime", t0, t0, 0, t0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, held := HoldBack(tc.deadline, tc.since, tc.life)
+			if !got.Equal(tc.want) || held != tc.held {
+				t.Fatalf("HoldBack = %v %v, want %v %v", got, held, tc.want, tc.held)
+			}
+		})
+	}
+}

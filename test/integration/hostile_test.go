@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
 // runBounded runs the binary and kills it after limit: a command that
@@ -90,4 +92,41 @@ func TestRunSocketIsRegularFile(t *testing.T) {
 	if got, err := os.ReadFile(victim); err != nil || string(got) != string(data) {
 		t.Fatalf("%s after the run: %q, %v; want it intact", victim, got, err)
 	}
+}
+
+// TestRenewAllTwiceLongRenewBefore: renewBefore at or past the lifetime
+// puts every certificate in its window from birth, and each one-shot
+// `renew --all` renewed them all again. The second run must renew nothing.
+func TestRenewAllTwiceLongRenewBefore(t *testing.T) {
+	for _, rb := range []string{"365d", "400d"} {
+		t.Run(rb, func(t *testing.T) {
+			root := t.TempDir()
+			if _, err := (pkitest.Layout{Now: time.Now().Add(-100 * 24 * time.Hour)}).Write(root); err != nil {
+				t.Fatal(err)
+			}
+			cfg := filepath.Join(t.TempDir(), "config.yaml")
+			if err := os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrenewBefore: "+rb+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"renew", "--all", "--root", root, "--config", cfg}
+			first := run(t, certagentBin, args...)
+			if first.code != 0 || renewedLines(first.stdout) == 0 {
+				t.Fatalf("first run: exit %d, want renewals:\n%s%s", first.code, first.stdout, first.stderr)
+			}
+			second := run(t, certagentBin, args...)
+			if second.code != 0 || renewedLines(second.stdout) != 0 || !strings.Contains(second.stdout, "a tenth of its") {
+				t.Fatalf("second run: exit %d, want nothing renewed and the reason:\n%s%s", second.code, second.stdout, second.stderr)
+			}
+		})
+	}
+}
+
+func renewedLines(out string) int {
+	n := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "renewed ") {
+			n++
+		}
+	}
+	return n
 }
