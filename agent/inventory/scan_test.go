@@ -1,7 +1,9 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"sort"
@@ -373,5 +375,36 @@ func TestReferenceMergedByPathDuringASwap(t *testing.T) {
 	s.assemble(rep, []*found{ref, direct})
 	if len(rep.Certificates) != 1 || rep.Certificates[0].Name != "kubelet-client-current" || len(rep.Certificates[0].UsedBy) != 1 {
 		t.Fatalf("certificates: %v", names(rep.Certificates))
+	}
+}
+
+// TestEncryptedKeyReported: a passphrase-protected key next to a
+// certificate, in a combined file or in a kubeconfig is reported as an
+// encrypted key, not as an invalid one.
+func TestEncryptedKeyReported(t *testing.T) {
+	enc := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: bytes.Repeat([]byte{7}, 64)})
+	dir, n := layout(t, pkitest.Layout{})
+	put(t, dir, "etc/kubernetes/pki/apiserver.key", enc, 0o600)
+	leaf, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "combined", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+	put(t, dir, "opt/combined.pem", append(pkitest.CertPEM(leaf), enc...), 0o600)
+	admin, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "kubernetes-admin", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+	kc, err := pkitest.Kubeconfig("https://127.0.0.1:6443", n.CA.Cert, "kubernetes-admin", pkitest.CertPEM(admin), enc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, dir, "etc/kubernetes/admin.conf", kc, 0o600)
+	rep := scan(t, dir, mustConfig(t, "paths: [/opt/combined.pem]"), now)
+	m := byName(rep)
+	for _, name := range []string{"apiserver", "admin.conf"} {
+		if c := m[name]; c == nil || c.State != StateKeyMissing || c.Key == nil || !strings.Contains(c.Key.Error, "encrypted private key") {
+			t.Errorf("%s: %+v %+v, want key-missing with an encrypted-key error", name, c, c.Key)
+		}
+	}
+	found := false
+	for _, p := range rep.Problems {
+		found = found || (p.Path == "/opt/combined.pem" && strings.Contains(p.Error, "encrypted private key"))
+	}
+	if !found {
+		t.Errorf("combined file with an encrypted key: problems %+v", rep.Problems)
 	}
 }
