@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"sort"
@@ -77,6 +78,7 @@ type Agent struct {
 	logged    map[string]string        // event kind + name -> serial it was logged for
 	dueCSR    []*inventory.Certificate // set by decide, started by pass
 	mismatch  map[string]time.Time     // served-certificate mismatches, by address
+	socket    fs.FileInfo              // the socket serve created, removed at shutdown only if still there
 
 	kick   chan string
 	reload chan struct{}
@@ -210,7 +212,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		srv.Shutdown(sctx)
 		cancel()
-		os.Remove(a.opts.Socket)
+		removeSocket(a.opts.Socket, a.socket)
 	}()
 
 	if a.opts.Reporter != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/certagent/certagent/rotate/pki"
 )
 
 // GroupName is the group whose members may read the status API.
@@ -44,6 +47,7 @@ func (a *Agent) serve() (*http.Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.socket, _ = os.Lstat(a.opts.Socket)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/status", a.handleStatus)
 	mux.HandleFunc("/v1/rescan", a.handleRescan)
@@ -69,20 +73,21 @@ func (a *Agent) serve() (*http.Server, error) {
 }
 
 // listen creates the socket: mode 0660 and the given group when it exists,
-// else 0600 (root only). A stale socket file is replaced.
+// else 0600 (root only). A stale socket is replaced; anything else at the
+// path is an error and left alone. Closing the listener does not unlink
+// the path (whatever may be there by then): see removeSocket.
 func listen(p, group string) (net.Listener, int, error) {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return nil, -1, fmt.Errorf("socket: %w", err)
 	}
-	if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
-		c.Close()
-		return nil, -1, fmt.Errorf("socket %s: another certagent is running", p)
+	if err := removeStaleSocket(p); err != nil {
+		return nil, -1, err
 	}
-	os.Remove(p)
 	ln, err := net.Listen("unix", p)
 	if err != nil {
 		return nil, -1, fmt.Errorf("socket: %w", err)
 	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	gid, mode := -1, os.FileMode(0o600)
 	if g, err := user.LookupGroup(group); err == nil {
 		if n, err := strconv.Atoi(g.Gid); err == nil && os.Chown(p, os.Geteuid(), n) == nil {
@@ -94,6 +99,38 @@ func listen(p, group string) (net.Listener, int, error) {
 		return nil, -1, fmt.Errorf("socket: %w", err)
 	}
 	return ln, gid, nil
+}
+
+// removeStaleSocket clears the way for a new socket at p: nothing there is
+// fine; a socket nobody answers on is removed; a live one means another
+// agent runs; anything else (a file, a directory, a link) is an error that
+// names it, so that --socket can never delete a file.
+func removeStaleSocket(p string) error {
+	fi, err := os.Lstat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return fmt.Errorf("socket: %w", err)
+	case fi.Mode().Type() != fs.ModeSocket:
+		return fmt.Errorf("socket %s: the path holds %s, not a socket: refusing to replace it (remove it, or choose another socket path)", p, pki.FileType(fi.Mode()))
+	}
+	if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("socket %s: another certagent is running", p)
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("socket: remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// removeSocket removes the socket at p on shutdown if it is still the one
+// this agent created (ours), not whatever was put there since.
+func removeSocket(p string, ours fs.FileInfo) {
+	if fi, err := os.Lstat(p); err == nil && ours != nil && os.SameFile(fi, ours) {
+		os.Remove(p)
+	}
 }
 
 // identify reads the peer's credentials and decides its role.

@@ -161,8 +161,9 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 		// A renewBefore as long as the lifetime would make every renewed
 		// certificate due at once: never renew the same certificate again
 		// within a tenth of its lifetime.
-		if life := c.NotAfter.Sub(c.NotBefore); !st.LastRenewal.IsZero() && deadline.Before(st.LastRenewal.Add(life/10)) {
-			deadline = st.LastRenewal.Add(life / 10)
+		life := c.NotAfter.Sub(c.NotBefore)
+		if held, ok := schedule.HoldBack(deadline, st.LastRenewal, life); ok {
+			deadline = held
 			a.once("floor", c, func() {
 				a.opts.Log.WithFields(certFields(MsgRenewalScheduled, c, string(c.RenewalPath),
 					fmt.Sprintf("renewBefore (%s) leaves no room in a %s lifetime: renewing at most every %s", a.cfg.RenewBefore, inventory.Human(life), inventory.Human(life/10)))).Warn("renewal held back")

@@ -13,14 +13,15 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"os"
 	"path"
+	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/certagent/certagent/rotate/pki"
 )
 
 // APIVersion and Kind identify the configuration document.
@@ -51,8 +52,8 @@ type Config struct {
 	// Exclude drops paths or globs from everything found.
 	Exclude []string `json:"exclude,omitempty"`
 	// RenewBefore, when set, makes a certificate due this long before it
-	// expires instead of at 70 % of its lifetime. Go durations plus "d" for
-	// days: "720h", "30d".
+	// expires instead of at 70 % of its lifetime. Any duration
+	// ParseDuration reads: "720h", "30d", "1d12h"; at most 100 years.
 	RenewBefore string `json:"renewBefore,omitempty"`
 	// MaxFileSize caps the size of a file certagent reads (default 1048576).
 	MaxFileSize int64 `json:"maxFileSize,omitempty"`
@@ -75,8 +76,9 @@ type Config struct {
 
 // Renewal configures how renewed certificates are made and kept.
 type Renewal struct {
-	// Validity is the lifetime of a renewed certificate; empty keeps the
-	// lifetime of the one it replaces. Never past the CA's expiry.
+	// Validity is the lifetime of a renewed certificate, 1h to 100 years;
+	// empty keeps the lifetime of the one it replaces. Never past the CA's
+	// expiry.
 	Validity string `json:"validity,omitempty"`
 	// KeyAlgorithm: empty keeps the old key's algorithm and size; else
 	// rsa-2048, rsa-3072, rsa-4096, ecdsa-p256, ecdsa-p384 or ed25519.
@@ -317,25 +319,26 @@ func (c *Config) setDefaults() {
 }
 
 // durationField is a duration setting: its key, the text from the file,
-// where the parsed value goes, the smallest value allowed and the default.
+// where the parsed value goes, the range allowed and the default.
 type durationField struct {
-	key      string
-	val      string
-	out      *time.Duration
-	min, def time.Duration
+	key    string
+	val    string
+	out    *time.Duration
+	bounds Bounds
+	def    time.Duration
 }
 
 // durations lists the duration settings validate parses and setDefaults fills.
 func (c *Config) durations() []durationField {
 	return []durationField{
-		{"agent.resyncInterval", c.Agent.ResyncInterval, &c.Agent.ResyncDuration, time.Second, 5 * time.Minute},
-		{"agent.retryInitial", c.Agent.RetryInitial, &c.Agent.RetryInitialDuration, time.Second, 30 * time.Second},
-		{"agent.retryMax", c.Agent.RetryMax, &c.Agent.RetryMaxDuration, time.Second, time.Hour},
-		{"kubelet.clientCSRTimeout", c.Kubelet.ClientCSRTimeout, &c.Kubelet.ClientCSRTimeoutDuration, time.Second, 5 * time.Minute},
-		{"kubelet.servingCSRTimeout", c.Kubelet.ServingCSRTimeout, &c.Kubelet.ServingCSRTimeoutDuration, time.Second, 15 * time.Minute},
-		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration, time.Millisecond, 20 * time.Second},
-		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration, time.Millisecond, 2 * time.Minute},
-		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration, time.Millisecond, 2 * time.Minute},
+		{"agent.resyncInterval", c.Agent.ResyncInterval, &c.Agent.ResyncDuration, Bounds{time.Second, day}, 5 * time.Minute},
+		{"agent.retryInitial", c.Agent.RetryInitial, &c.Agent.RetryInitialDuration, Bounds{time.Second, day}, 30 * time.Second},
+		{"agent.retryMax", c.Agent.RetryMax, &c.Agent.RetryMaxDuration, Bounds{time.Second, 7 * day}, time.Hour},
+		{"kubelet.clientCSRTimeout", c.Kubelet.ClientCSRTimeout, &c.Kubelet.ClientCSRTimeoutDuration, Bounds{time.Second, day}, 5 * time.Minute},
+		{"kubelet.servingCSRTimeout", c.Kubelet.ServingCSRTimeout, &c.Kubelet.ServingCSRTimeoutDuration, Bounds{time.Second, day}, 15 * time.Minute},
+		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration, Bounds{time.Millisecond, time.Hour}, 20 * time.Second},
+		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration, Bounds{time.Millisecond, time.Hour}, 2 * time.Minute},
+		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration, Bounds{time.Millisecond, day}, 2 * time.Minute},
 	}
 }
 
@@ -355,12 +358,40 @@ func Parse(data []byte) (*Config, error) {
 	return c, nil
 }
 
-// Load reads and parses the file at path. With optional set, a missing
-// file yields the defaults; otherwise it is an error.
+// Load reads and parses the file at path (a host path). With optional
+// set, a missing file yields the defaults; otherwise it is an error. It
+// reads as every file certagent reads is read (pki.ReadHostFile): only a
+// regular file, checked before it is opened (a FIFO would block the read,
+// and SIGTERM with it; a device may act on open), and at most
+// pki.DefaultMaxFileSize bytes.
 func Load(path string, optional bool) (*Config, error) {
-	data, err := os.ReadFile(path)
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	data, err := pki.ReadHostFile(abs)
+	return parseLoaded(path, data, err, optional)
+}
+
+// LoadIn reads the config at nodePath inside root, with links resolved
+// inside the root as for every file there (an untrusted root cannot make
+// certagent read a host file as its config), and otherwise as Load.
+func LoadIn(root *pki.Root, nodePath string, optional bool) (*Config, error) {
+	var data []byte
+	f, err := root.ReadFile(nodePath)
+	if err == nil {
+		data = f.Data
+	}
+	return parseLoaded(nodePath, data, err, optional)
+}
+
+func parseLoaded(path string, data []byte, err error, optional bool) (*Config, error) {
 	if errors.Is(err, fs.ErrNotExist) && optional {
 		return Default(), nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		// The error names the first missing component: name the file too.
+		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -406,22 +437,16 @@ func (c *Config) validate() error {
 		checkPattern(fmt.Sprintf("renewal.localCAPaths[%d]", i), p, bad)
 	}
 	if c.RenewBefore != "" {
-		d, err := ParseDuration(c.RenewBefore)
-		switch {
-		case err != nil:
+		d, err := RenewBeforeBounds.Parse(c.RenewBefore)
+		if err != nil {
 			bad("renewBefore", "%v", err)
-		case d <= 0:
-			bad("renewBefore", "must be positive, got %q", c.RenewBefore)
 		}
 		c.RenewBeforeDuration = d
 	}
 	if v := c.Renewal.Validity; v != "" {
-		d, err := ParseDuration(v)
-		switch {
-		case err != nil:
+		d, err := ValidityBounds.Parse(v)
+		if err != nil {
 			bad("renewal.validity", "%v", err)
-		case d < time.Hour:
-			bad("renewal.validity", "must be at least 1h, got %q", v)
 		}
 		c.Renewal.ValidityDuration = d
 	}
@@ -438,12 +463,9 @@ func (c *Config) validate() error {
 		if d.val == "" {
 			continue
 		}
-		v, err := ParseDuration(d.val)
-		switch {
-		case err != nil:
+		v, err := d.bounds.Parse(d.val)
+		if err != nil {
 			bad(d.key, "%v", err)
-		case v < d.min:
-			bad(d.key, "must be at least %s, got %q", d.min, d.val)
 		}
 		*d.out = v
 	}
@@ -470,9 +492,9 @@ func (c *Config) validate() error {
 			bad(key+".expirationSeconds", "must be at least 600 (the API's minimum), got %d", cc.ExpirationSeconds)
 		}
 		if cc.Timeout != "" {
-			v, err := ParseDuration(cc.Timeout)
-			if err != nil || v < time.Second {
-				bad(key+".timeout", "want a duration of at least 1s, got %q", cc.Timeout)
+			v, err := certificateTimeoutBounds.Parse(cc.Timeout)
+			if err != nil {
+				bad(key+".timeout", "%v", err)
 			}
 			cc.TimeoutDuration = v
 		}
@@ -509,20 +531,4 @@ func checkPattern(key, p string, bad func(string, string, ...any)) {
 	if _, err := path.Match(p, ""); err != nil {
 		bad(key, "bad glob %q: %v", p, err)
 	}
-}
-
-// ParseDuration parses a Go duration, or a whole number of days like "30d".
-func ParseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil {
-			return 0, fmt.Errorf("invalid duration %q: want e.g. 720h or 30d", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q: want e.g. 720h or 30d", s)
-	}
-	return d, nil
 }

@@ -53,6 +53,9 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 				user = fd.info.Kubeconfig
 			}
 			prev.info.UsedBy = append(prev.info.UsedBy, user)
+			if p, bad := foldedKeyProblem(prev, fd); bad && fd.info.Kind == KindKubeconfigReference {
+				rep.Problems = append(rep.Problems, p)
+			}
 			continue
 		}
 		byID[fd.identity] = fd
@@ -169,19 +172,14 @@ func (s *scanner) assess(info *Certificate, expectKey bool, rep *Report) {
 			st = StateExpiring
 		}
 	}
+	st = worse(st, keyState(info.Key, expectKey))
 	if k := info.Key; k != nil {
 		switch {
 		case k.Error != "":
 			rep.Problems = append(rep.Problems, Problem{Path: k.Path, Name: info.Name, Error: k.Error})
-			st = worse(st, StateKeyMissing)
-		case k.Present && !k.Matches:
-			st = worse(st, StateKeyMismatch)
-		case k.Present && k.Mode != "" && modeOpen(k.Mode):
+		case k.Present && k.Matches && k.Mode != "" && modeOpen(k.Mode):
 			info.Warnings = append(info.Warnings, fmt.Sprintf("private key %s is readable by group or others (mode %s)", k.Path, k.Mode))
 		}
-	}
-	if expectKey && (info.Key == nil || (!info.Key.Present && info.Key.Error == "")) {
-		st = worse(st, StateKeyMissing)
 	}
 	if s.now.Before(info.NotBefore) {
 		st = worse(st, StateNotYetValid)
@@ -190,6 +188,50 @@ func (s *scanner) assess(info *Certificate, expectKey bool, rep *Report) {
 		st = worse(st, StateExpired)
 	}
 	info.State = st
+}
+
+// keyState is the state a certificate's private key, as found, gives it:
+// key-missing (unreadable, unparsable, or absent where one belongs),
+// key-mismatch, or ok.
+func keyState(k *KeyInfo, expectKey bool) State {
+	switch {
+	case k != nil && k.Error != "":
+		return StateKeyMissing
+	case k != nil && k.Present && !k.Matches:
+		return StateKeyMismatch
+	case expectKey && (k == nil || !k.Present):
+		return StateKeyMissing
+	}
+	return StateOK
+}
+
+// foldedKeyProblem checks the client key of a kubeconfig whose certificate
+// is reported under another entry (kept) and listed in its usedBy: the
+// entry's state says nothing about a key that is not its own, so a wrong
+// one is a problem of that entry, naming the kubeconfig and user.
+func foldedKeyProblem(kept, ref *found) (Problem, bool) {
+	k := ref.info.Key
+	st := keyState(k, ref.expectKey)
+	if st == StateOK || (k != nil && kept.info.Key != nil && k.Path == kept.info.Key.Path) {
+		return Problem{}, false // fine, or the entry's own key, assessed with it
+	}
+	key := "client key"
+	if k != nil {
+		key += " " + k.Path
+		if k.Path == ref.info.Kubeconfig {
+			key = "client-key-data"
+		}
+	}
+	why := fmt.Sprintf("no client key for client certificate %s", ref.info.Path)
+	switch {
+	case k != nil && k.Error != "":
+		why = fmt.Sprintf("%s: %s", key, k.Error)
+	case st == StateKeyMismatch:
+		why = fmt.Sprintf("%s does not match client certificate %s", key, ref.info.Path)
+	case k != nil:
+		why = fmt.Sprintf("%s not found (client certificate %s)", key, ref.info.Path)
+	}
+	return Problem{Path: ref.info.Kubeconfig, Name: kept.info.Name, Error: fmt.Sprintf("user %q: %s", ref.info.User, why)}, true
 }
 
 // assessCA flags an authority that expires before the longest-lived leaf

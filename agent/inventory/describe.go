@@ -60,7 +60,7 @@ func (s *scanner) readKubeconfig(c candidate, name string, f *pki.File, order in
 		if cr.Embedded() {
 			s.readEmbedded(c, credName, f, cr, order, r)
 		} else {
-			s.readReferenced(c, credName, cr, order, r)
+			s.readReferenced(c, credName, f, cr, order, r)
 		}
 	}
 	return r
@@ -80,12 +80,7 @@ func (s *scanner) readEmbedded(c candidate, name string, f *pki.File, cr pki.Cre
 	ki := &KeyInfo{Path: c.path, Mode: mode(f.Mode), UID: f.UID, GID: f.GID}
 	switch {
 	case len(cr.KeyData) > 0:
-		ki.Present = true
-		if key, err := pki.ParseKeyPEM(cr.KeyData); err != nil {
-			ki.Error = "client-key-data: " + err.Error()
-		} else {
-			ki.Matches = pki.KeyMatches(b.Certs[0], key)
-		}
+		ki = embeddedKey(c.path, f, cr.KeyData, b.Certs[0])
 	case cr.KeyPath != "":
 		ki = s.readKey(cr.KeyPath, b.Certs[0], false)
 	}
@@ -94,7 +89,22 @@ func (s *scanner) readEmbedded(c candidate, name string, f *pki.File, cr pki.Cre
 	r.found = append(r.found, fd)
 }
 
-func (s *scanner) readReferenced(c candidate, name string, cr pki.Credential, order int, r *result) {
+// embeddedKey checks client-key-data from the kubeconfig kc (read as f)
+// against cert. Its path is the kubeconfig's.
+func embeddedKey(kc string, f *pki.File, keyData []byte, cert *x509.Certificate) *KeyInfo {
+	ki := &KeyInfo{Path: kc, Present: true, Mode: mode(f.Mode), UID: f.UID, GID: f.GID}
+	if key, err := pki.ParseKeyPEM(keyData); err != nil {
+		ki.Error = "client-key-data: " + err.Error()
+	} else {
+		ki.Matches = pki.KeyMatches(cert, key)
+	}
+	return ki
+}
+
+// readReferenced reads a client certificate a kubeconfig (c, read as kf)
+// names by path, with its key: client-key-data, a client-key file, or the
+// key in the certificate file itself.
+func (s *scanner) readReferenced(c candidate, name string, kf *pki.File, cr pki.Credential, order int, r *result) {
 	f, err := s.root.ReadFile(cr.CertPath)
 	if err != nil {
 		r.problems = append(r.problems, Problem{Path: c.path, Name: name,
@@ -111,6 +121,8 @@ func (s *scanner) readReferenced(c candidate, name string, cr pki.Credential, or
 	fd.expectKey = true
 	fd.info.Kubeconfig, fd.info.User = c.path, cr.User
 	switch {
+	case len(cr.KeyData) > 0:
+		fd.info.Key = embeddedKey(c.path, kf, cr.KeyData, b.Certs[0])
 	case cr.KeyPath == cr.CertPath && b.Key != nil, cr.KeyPath == "" && b.Key != nil:
 		fd.info.Key = &KeyInfo{Path: cr.CertPath, Present: true, Matches: pki.KeyMatches(b.Certs[0], b.Key),
 			Mode: mode(f.Mode), UID: f.UID, GID: f.GID}

@@ -1,7 +1,11 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -373,5 +377,135 @@ func TestReferenceMergedByPathDuringASwap(t *testing.T) {
 	s.assemble(rep, []*found{ref, direct})
 	if len(rep.Certificates) != 1 || rep.Certificates[0].Name != "kubelet-client-current" || len(rep.Certificates[0].UsedBy) != 1 {
 		t.Fatalf("certificates: %v", names(rep.Certificates))
+	}
+}
+
+// TestEncryptedKeyReported: a passphrase-protected key next to a
+// certificate, in a combined file or in a kubeconfig is reported as an
+// encrypted key, not as an invalid one.
+func TestEncryptedKeyReported(t *testing.T) {
+	enc := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: bytes.Repeat([]byte{7}, 64)})
+	dir, n := layout(t, pkitest.Layout{})
+	put(t, dir, "etc/kubernetes/pki/apiserver.key", enc, 0o600)
+	leaf, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "combined", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+	put(t, dir, "opt/combined.pem", append(pkitest.CertPEM(leaf), enc...), 0o600)
+	admin, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "kubernetes-admin", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+	kc, err := pkitest.Kubeconfig("https://127.0.0.1:6443", n.CA.Cert, "kubernetes-admin", pkitest.CertPEM(admin), enc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, dir, "etc/kubernetes/admin.conf", kc, 0o600)
+	rep := scan(t, dir, mustConfig(t, "paths: [/opt/combined.pem]"), now)
+	m := byName(rep)
+	for _, name := range []string{"apiserver", "admin.conf"} {
+		if c := m[name]; c == nil || c.State != StateKeyMissing || c.Key == nil || !strings.Contains(c.Key.Error, "encrypted private key") {
+			t.Errorf("%s: %+v %+v, want key-missing with an encrypted-key error", name, c, c.Key)
+		}
+	}
+	found := false
+	for _, p := range rep.Problems {
+		found = found || (p.Path == "/opt/combined.pem" && strings.Contains(p.Error, "encrypted private key"))
+	}
+	if !found {
+		t.Errorf("combined file with an encrypted key: problems %+v", rep.Problems)
+	}
+}
+
+// TestKubeconfigKeyMismatch: a kubeconfig whose client key is not its
+// client certificate's is broken (the client cannot authenticate) and
+// `check` must say so, whether the two are embedded, referenced, or mixed,
+// and also when the referenced certificate is itself a scanned file (then
+// reported once, with the kubeconfig in usedBy, and the kubeconfig's own
+// key used to go unchecked). A matching key is not a problem.
+func TestKubeconfigKeyMismatch(t *testing.T) {
+	const kc = "/etc/kubernetes/extra.conf"
+	refs := func(cert, key, keyData string) string {
+		user := "client-certificate: " + cert
+		if key != "" {
+			user += ", client-key: " + key
+		}
+		if keyData != "" {
+			user += ", client-key-data: " + keyData
+		}
+		return "apiVersion: v1\nkind: Config\nclusters: [{name: k, cluster: {server: \"https://127.0.0.1:6443\"}}]\n" +
+			"users: [{name: u, user: {" + user + "}}]\ncontexts: [{name: c, context: {cluster: k, user: u}}]\ncurrent-context: c\n"
+	}
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	tests := []struct {
+		name  string
+		write func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string // returns the kubeconfig
+		bad   bool
+	}{
+		{name: "embedded, mismatched", bad: true, write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			c, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "extra", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+			data, _ := pkitest.Kubeconfig("https://127.0.0.1:6443", n.CA.Cert, "u", pkitest.CertPEM(c), stray, "")
+			return string(data)
+		}},
+		{name: "embedded cert, key file mismatched", bad: true, write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			c, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "extra", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+			return strings.Replace(refs("x", "/etc/kubernetes/stray.key", ""), "client-certificate: x", "client-certificate-data: "+b64(pkitest.CertPEM(c)), 1)
+		}},
+		{name: "cert file not scanned, key file mismatched", bad: true, write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			c, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "extra", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+			put(t, dir, "etc/kubernetes/creds/extra.crt", pkitest.CertPEM(c), 0o644)
+			return refs("creds/extra.crt", "/etc/kubernetes/stray.key", "")
+		}},
+		{name: "scanned kubelet-client-current, key file mismatched", bad: true, write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			return refs("/var/lib/kubelet/pki/kubelet-client-current.pem", "/etc/kubernetes/stray.key", "")
+		}},
+		{name: "scanned kubeadm cert, another cert's key", bad: true, write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			return refs("pki/apiserver-kubelet-client.crt", "pki/apiserver.key", "")
+		}},
+		{name: "scanned cert, embedded key mismatched", bad: true, write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			return refs("pki/apiserver-kubelet-client.crt", "", b64(stray))
+		}},
+		{name: "cert file not scanned, embedded key mismatched", bad: true, write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			c, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "extra", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+			put(t, dir, "etc/kubernetes/creds/extra.crt", pkitest.CertPEM(c), 0o644)
+			return refs("creds/extra.crt", "", b64(stray))
+		}},
+		{name: "cert file not scanned, embedded key matching", write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			c, k, _ := n.CA.Issue(pkitest.Spec{CommonName: "extra", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+			put(t, dir, "etc/kubernetes/creds/extra.crt", pkitest.CertPEM(c), 0o644)
+			return refs("creds/extra.crt", "", b64(pkitest.KeyPEM(k)))
+		}},
+		{name: "scanned cert, its own key file", write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			return refs("pki/apiserver-kubelet-client.crt", "pki/apiserver-kubelet-client.key", "")
+		}},
+		{name: "scanned combined file, no client-key", write: func(t *testing.T, dir string, n *pkitest.Node, stray []byte) string {
+			return refs("/var/lib/kubelet/pki/kubelet-client-current.pem", "", "")
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, n := layout(t, pkitest.Layout{})
+			k, _ := pkitest.NewKey(pkitest.ECDSA)
+			stray := pkitest.KeyPEM(k)
+			put(t, dir, "etc/kubernetes/stray.key", stray, 0o600)
+			put(t, dir, strings.TrimPrefix(kc, "/"), []byte(tc.write(t, dir, n, stray)), 0o600)
+			rep := scan(t, dir, nil, now)
+			var evidence []string
+			for _, c := range rep.Certificates {
+				if c.Kubeconfig == kc && c.State != StateOK {
+					evidence = append(evidence, fmt.Sprintf("certificate %s: %s", c.Name, c.State))
+				}
+			}
+			for _, p := range rep.Problems {
+				if p.Path == kc || p.Path == "/etc/kubernetes/stray.key" {
+					evidence = append(evidence, "problem: "+p.Error)
+				}
+			}
+			for _, c := range rep.Certificates {
+				if c.Kubeconfig == kc && c.State == StateKeyMissing {
+					t.Errorf("%s: key-missing, but the key is there: it is mismatched or fine", c.Name)
+				}
+			}
+			switch {
+			case tc.bad && (len(evidence) == 0 || rep.ExitCode() != ExitBroken):
+				t.Fatalf("mismatch not reported (exit %d); certificates %v, problems %+v", rep.ExitCode(), names(rep.Certificates), rep.Problems)
+			case !tc.bad && (len(evidence) > 0 || rep.ExitCode() != ExitOK):
+				t.Fatalf("a matching key reported as a problem (exit %d): %v", rep.ExitCode(), evidence)
+			}
+		})
 	}
 }

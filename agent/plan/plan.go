@@ -10,6 +10,7 @@ import (
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/schedule"
 	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -91,12 +92,21 @@ func Build(root *pki.Root, cfg *config.Config, rep *inventory.Report, sel Select
 			if c.RenewalPath == inventory.RenewLocalCA {
 				p.Items = append(p.Items, b.item(c, "forced", false))
 			}
-		case due:
-			reason := fmt.Sprintf("inside its renewal window since %s", c.RenewalWindowStart.Format(time.RFC3339))
-			if c.State == inventory.StateExpired {
-				reason = fmt.Sprintf("expired %s", c.NotAfter.Format(time.RFC3339))
+		case due && c.State != inventory.StateExpired:
+			// The daemon's rule: not again within a tenth of the lifetime
+			// of the certificate's issue (its notBefore, a one-shot run
+			// keeps no other record), whatever renewBefore says.
+			life := c.NotAfter.Sub(c.NotBefore)
+			if next, held := schedule.HoldBack(c.RenewalWindowStart, c.NotBefore, life); held && now.Before(next) {
+				p.Items = append(p.Items, &Item{Name: c.Name, Reason: fmt.Sprintf(
+					"issued %s, less than a tenth of its %s lifetime ago: not renewed again before %s (renewBefore %s leaves no room)",
+					c.NotBefore.Format(time.RFC3339), inventory.Human(life), next.Format(time.RFC3339), b.cfg.RenewBefore)})
+				continue
 			}
+			reason := fmt.Sprintf("inside its renewal window since %s", c.RenewalWindowStart.Format(time.RFC3339))
 			p.Items = append(p.Items, b.item(c, reason, false))
+		case due:
+			p.Items = append(p.Items, b.item(c, fmt.Sprintf("expired %s", c.NotAfter.Format(time.RFC3339)), false))
 		}
 	}
 	// A well-known certificate that cannot even be read is not renewed by

@@ -47,6 +47,23 @@ func Deadline(notBefore, notAfter time.Time, p Policy, r *rand.Rand) time.Time {
 	return notBefore.Add(time.Duration(float64(life) * f))
 }
 
+// HoldBack returns the deadline, or, when that falls within a tenth of
+// the lifetime after since (when the certificate was last renewed, or
+// issued), since plus a tenth of the lifetime; held reports the latter. A
+// renewBefore as long as the lifetime makes a certificate due the moment
+// it is renewed: without this, every pass of the agent and every
+// `renew --all` would renew it again. The daemon and the one-shot renewal
+// both apply it.
+func HoldBack(deadline, since time.Time, life time.Duration) (at time.Time, held bool) {
+	if life <= 0 || since.IsZero() {
+		return deadline, false
+	}
+	if floor := since.Add(life / 10); deadline.Before(floor) {
+		return floor, true
+	}
+	return deadline, false
+}
+
 // Source returns a random source seeded from a certificate's serial and
 // the node's name: the same certificate always gets the same point on the
 // same node (across passes and restarts), while nodes whose certificates
@@ -64,6 +81,10 @@ func Backoff(failures int, initial, max time.Duration) time.Duration {
 	}
 	d := initial
 	for i := 1; i < failures && d < max; i++ {
+		if d > max/2 { // doubling could overflow; max is the answer anyway
+			d = max
+			break
+		}
 		d *= 2
 	}
 	if d > max {

@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"fmt"
+	"math"
 	"math/rand"
 	"testing"
 	"time"
@@ -73,5 +74,45 @@ func TestBackoff(t *testing.T) {
 	}
 	if Backoff(1000, time.Second, time.Hour) != time.Hour {
 		t.Error("no cap for many failures")
+	}
+}
+
+// TestBackoffNeverOverflows: bounds near time.Duration's limit double into
+// negative waits (a retry loop) unless the doubling stops at the cap.
+func TestBackoffNeverOverflows(t *testing.T) {
+	huge := time.Duration(math.MaxInt64)
+	for _, tc := range []struct{ initial, max time.Duration }{
+		{huge / 3, huge}, {huge/2 + 1, huge}, {time.Second, huge}, {huge, huge},
+	} {
+		for f := 1; f < 200; f++ {
+			if d := Backoff(f, tc.initial, tc.max); d < tc.initial || d > tc.max {
+				t.Fatalf("Backoff(%d, %d, %d) = %d: outside [initial, max]", f, tc.initial, tc.max, d)
+			}
+		}
+	}
+}
+
+func TestHoldBack(t *testing.T) {
+	year := 365 * 24 * time.Hour
+	tests := []struct {
+		name            string
+		deadline, since time.Time
+		life            time.Duration
+		want            time.Time
+		held            bool
+	}{
+		{"due at once after a renewal", t0, t0, year, t0.Add(year / 10), true},
+		{"due later than a tenth", t0.Add(year / 2), t0, year, t0.Add(year / 2), false},
+		{"exactly a tenth", t0.Add(year / 10), t0, year, t0.Add(year / 10), false},
+		{"never renewed", t0, time.Time{}, year, t0, false},
+		{"no lifetime", t0, t0, 0, t0, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, held := HoldBack(tc.deadline, tc.since, tc.life)
+			if !got.Equal(tc.want) || held != tc.held {
+				t.Fatalf("HoldBack = %v %v, want %v %v", got, held, tc.want, tc.held)
+			}
+		})
 	}
 }

@@ -75,7 +75,8 @@ func newDemoCommand() *cobra.Command {
 	cmd.Flags().StringVar(&dir, "dir", "", "write the sandbox here instead of a temp dir (kept)")
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temp dir")
 	cmd.Flags().BoolVar(&checkOnly, "check-only", false, "stop after the check; do not start the agent")
-	cmd.Flags().DurationVar(&lifetime, "webhook-lifetime", 20*time.Second, "lifetime of the short-lived certificate the agent renews live")
+	lifetime = 20 * time.Second
+	cmd.Flags().Var(newDurationFlag(&lifetime, nil, config.Bounds{Min: time.Second, Max: time.Hour}), "webhook-lifetime", "lifetime of the short-lived certificate the agent renews live (1s to 1h)")
 	return cmd
 }
 

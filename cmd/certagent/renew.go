@@ -19,6 +19,10 @@ import (
 // ExitRenewFailed: at least one requested renewal did not succeed.
 const ExitRenewFailed = 1
 
+// lockTimeoutBounds: 0 means the default minute; a day is longer than any
+// renewal or kubeadm run holds the lock.
+var lockTimeoutBounds = config.Bounds{Max: 24 * time.Hour}
+
 type renewFlags struct {
 	all, force, dryRun bool
 	lockTimeout        time.Duration
@@ -57,7 +61,8 @@ lock timeout.`,
 	cmd.Flags().BoolVar(&f.all, "all", false, "renew every certificate inside its renewal window")
 	cmd.Flags().BoolVar(&f.force, "force", false, "with --all: renew every renewable certificate, due or not")
 	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "print the plan and change nothing")
-	cmd.Flags().DurationVar(&f.lockTimeout, "lock-timeout", time.Minute, "how long to wait for another renewal (or kubeadm) to finish")
+	f.lockTimeout = time.Minute
+	cmd.Flags().Var(newDurationFlag(&f.lockTimeout, nil, lockTimeoutBounds), "lock-timeout", "how long to wait for another renewal (or kubeadm) to finish (at most 1d)")
 	return cmd
 }
 

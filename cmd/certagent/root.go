@@ -49,7 +49,7 @@ func (g *globalFlags) load() (*pki.Root, *config.Config, error) {
 	if g.configPath != "" {
 		cfg, err = config.Load(g.configPath, false)
 	} else {
-		cfg, err = config.Load(root.HostPath(config.DefaultPath), true)
+		cfg, err = config.LoadIn(root, config.DefaultPath, true)
 		if errors.Is(err, fs.ErrPermission) {
 			// A member of the certagent group may not read the config (it
 			// is 0640 root:root); the defaults still find the socket.

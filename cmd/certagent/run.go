@@ -24,6 +24,8 @@ type agentFlags struct {
 	socket, stateDir, renewBefore, logLevel, metricsAddress string
 	noRestart                                               bool
 	metricsSet                                              bool
+	// renewBeforeDuration is --renew-before parsed (checked as the flag is set).
+	renewBeforeDuration time.Duration
 }
 
 func newRunCommand(g *globalFlags) *cobra.Command {
@@ -39,7 +41,7 @@ func newRunCommand(g *globalFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&f.socket, "socket", "", "status API socket (default agent.socket below --root: /run/certagent/certagent.sock)")
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory (default agent.stateDir below --root: /var/lib/certagent)")
-	cmd.Flags().StringVar(&f.renewBefore, "renew-before", "", "renew this long before expiry instead of at a jittered 70-90 % of the lifetime (720h, 30d)")
+	cmd.Flags().Var(newDurationFlag(&f.renewBeforeDuration, &f.renewBefore, config.RenewBeforeBounds), "renew-before", "renew this long before expiry instead of at a jittered 70-90 % of the lifetime (720h, 30d, 1d12h; at most 100y)")
 	cmd.Flags().BoolVar(&f.noRestart, "no-restart", false, "never restart services after a renewal (sandboxes, the demo)")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "debug, info, warning or error")
 	cmd.Flags().StringVar(&f.metricsAddress, "metrics-address", "", "serve Prometheus /metrics on HOST:PORT (default agent.metricsAddress, 127.0.0.1:9795); empty turns it off")
@@ -55,11 +57,7 @@ func (f *agentFlags) loader(g *globalFlags) func() (*config.Config, error) {
 			return nil, err
 		}
 		if f.renewBefore != "" {
-			d, err := config.ParseDuration(f.renewBefore)
-			if err != nil || d <= 0 {
-				return nil, fmt.Errorf("--renew-before: invalid duration %q", f.renewBefore)
-			}
-			cfg.RenewBefore, cfg.RenewBeforeDuration = f.renewBefore, d
+			cfg.RenewBefore, cfg.RenewBeforeDuration = f.renewBefore, f.renewBeforeDuration
 		}
 		if f.noRestart {
 			cfg.Agent.NoRestart = true

@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 
 	"k8s.io/client-go/util/keyutil"
 )
@@ -31,6 +32,10 @@ var (
 	ErrCSROnly    = errors.New("file holds a certificate signing request, not a certificate")
 	ErrTruncated  = errors.New("truncated or malformed PEM block")
 	ErrUnknownFmt = errors.New("not a PEM, DER or kubeconfig file")
+	// ErrEncryptedKey: the private key is protected by a passphrase
+	// (PKCS#8 "ENCRYPTED PRIVATE KEY", or OpenSSL's "Proc-Type:
+	// 4,ENCRYPTED" header); nothing on the node could use it unattended.
+	ErrEncryptedKey = errors.New("encrypted private key: certagent cannot use a key protected by a passphrase")
 )
 
 // Bundle is what one certificate file holds. Certs[0] is the leaf; any
@@ -82,7 +87,7 @@ func parsePEM(data []byte) (*Bundle, error) {
 				return nil, fmt.Errorf("certificate %d: %w", len(b.Certs)+1, err)
 			}
 			b.Certs = append(b.Certs, c)
-		case "RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY":
+		case "RSA PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY", "ENCRYPTED PRIVATE KEY":
 			sawKey = true
 		case "CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST":
 			sawCSR = true
@@ -118,8 +123,12 @@ func parsePEM(data []byte) (*Bundle, error) {
 }
 
 // ParseKeyPEM parses the first private key in PEM data (PKCS#1, SEC 1 or
-// PKCS#8) with client-go's keyutil.
+// PKCS#8) with client-go's keyutil. When that key is encrypted the error
+// is ErrEncryptedKey.
 func ParseKeyPEM(data []byte) (crypto.Signer, error) {
+	if firstKeyEncrypted(data) {
+		return nil, ErrEncryptedKey
+	}
 	k, err := keyutil.ParsePrivateKeyPEM(data)
 	if err != nil {
 		return nil, err
@@ -129,4 +138,19 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("unsupported private key type %T", k)
 	}
 	return s, nil
+}
+
+// firstKeyEncrypted reports whether the first private key block in PEM
+// data is protected by a passphrase.
+func firstKeyEncrypted(data []byte) bool {
+	for {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			return false
+		}
+		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			return b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED")
+		}
+	}
 }

@@ -1,6 +1,8 @@
 package pki_test
 
 import (
+	"bytes"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
@@ -123,5 +125,49 @@ func TestDescribeKey(t *testing.T) {
 		if got := fmt.Sprintf("%s/%d", alg, bits); got != want {
 			t.Errorf("DescribeKey(%s) = %s, want %s", kt, got, want)
 		}
+	}
+}
+
+// encryptedKeys are private keys protected by a passphrase, in the two
+// PEM forms: the legacy OpenSSL header on a PKCS#1 or SEC 1 block, and a
+// PKCS#8 "ENCRYPTED PRIVATE KEY" block. The ciphertext does not matter:
+// certagent must recognise them from the PEM alone.
+func encryptedKeys() map[string][]byte {
+	ct := bytes.Repeat([]byte{0x5a, 0xc3, 0x11, 0x7e}, 32)
+	legacy := func(typ string) []byte {
+		return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: ct,
+			Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00112233445566778899AABBCCDDEEFF"}})
+	}
+	return map[string][]byte{
+		"legacy RSA":  legacy("RSA PRIVATE KEY"),
+		"legacy EC":   legacy("EC PRIVATE KEY"),
+		"PKCS#8":      pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: ct}),
+		"legacy DES3": bytes.Replace(legacy("RSA PRIVATE KEY"), []byte("AES-256-CBC,00112233445566778899AABBCCDDEEFF"), []byte("DES-EDE3-CBC,0011223344556677"), 1),
+	}
+}
+
+// TestEncryptedKeys: a passphrase-protected key is reported as such, not
+// as "not a valid RSA or ECDSA private key", alone, next to a certificate
+// or in a combined file.
+func TestEncryptedKeys(t *testing.T) {
+	ca := testCA(t)
+	cert, _, err := ca.Issue(pkitest.Spec{CommonName: "leaf"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, keyPEM := range encryptedKeys() {
+		t.Run(name, func(t *testing.T) {
+			_, err := pki.ParseKeyPEM(keyPEM)
+			if !errors.Is(err, pki.ErrEncryptedKey) || !strings.Contains(err.Error(), "encrypted private key") || !strings.Contains(err.Error(), "passphrase") {
+				t.Errorf("ParseKeyPEM = %v, want %v", err, pki.ErrEncryptedKey)
+			}
+			if _, err := pki.ParseBundle(keyPEM); !errors.Is(err, pki.ErrKeyOnly) {
+				t.Errorf("key alone: ParseBundle = %v, want %v", err, pki.ErrKeyOnly)
+			}
+			combined := append(pkitest.CertPEM(cert), keyPEM...)
+			if _, err := pki.ParseBundle(combined); !errors.Is(err, pki.ErrEncryptedKey) {
+				t.Errorf("combined: ParseBundle = %v, want %v", err, pki.ErrEncryptedKey)
+			}
+		})
 	}
 }

@@ -154,8 +154,9 @@ type File struct {
 	UID, GID       int
 }
 
-// ReadFile resolves nodePath and reads it, refusing directories, devices,
-// FIFOs and files over the size limit before reading them.
+// ReadFile resolves nodePath and reads it. Directories, devices, FIFOs,
+// sockets and files over the size limit are refused before they are read,
+// and all but oversized files before they are even opened.
 func (r *Root) ReadFile(nodePath string) (*File, error) {
 	resolved, err := r.Resolve(nodePath)
 	if err != nil {
@@ -177,10 +178,24 @@ func (r *Root) ReadResolvedFile(resolved string) (*File, error) {
 }
 
 func (r *Root) readResolved(resolved string) (*File, error) {
+	host := r.HostPath(resolved)
+	// The type comes from lstat, before any open: opening a device can act
+	// on it (rewind a tape, hang up a line) and a FIFO can block.
+	lfi, err := os.Lstat(host)
+	if err != nil {
+		return nil, pathError(resolved, err)
+	}
+	if err := regular(resolved, lfi); err != nil {
+		return nil, err
+	}
+	if beforeOpen != nil {
+		beforeOpen(host)
+	}
 	// O_NOFOLLOW: the last component was checked not to be a link; if it
 	// became one since, fail rather than follow it out of the root.
-	// O_NONBLOCK: never hang on a FIFO planted where a cert was expected.
-	fd, err := os.OpenFile(r.HostPath(resolved), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	// O_NONBLOCK: should a FIFO be swapped in after the lstat, the open
+	// still does not hang; the fstat below then refuses it.
+	fd, err := os.OpenFile(host, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, pathError(resolved, err)
 	}
@@ -189,11 +204,11 @@ func (r *Root) readResolved(resolved string) (*File, error) {
 	if err != nil {
 		return nil, pathError(resolved, err)
 	}
-	if fi.IsDir() {
-		return nil, fmt.Errorf("%s: is a directory, expected a file", resolved)
+	if err := regular(resolved, fi); err != nil {
+		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", resolved, fi.Mode().Type())
+	if !os.SameFile(lfi, fi) {
+		return nil, fmt.Errorf("%s: replaced between its check and its open; not read", resolved)
 	}
 	limit := r.MaxFileSize
 	if limit <= 0 {
@@ -225,4 +240,46 @@ func (r *Root) readResolved(resolved string) (*File, error) {
 		out.UID, out.GID = int(st.Uid), int(st.Gid)
 	}
 	return out, nil
+}
+
+// beforeOpen, when set by a test, runs between the lstat and the open.
+var beforeOpen func(hostPath string)
+
+// regular refuses anything but a regular file, naming what it is.
+func regular(nodePath string, fi fs.FileInfo) error {
+	t := fi.Mode().Type()
+	switch {
+	case t.IsRegular():
+		return nil
+	case t&fs.ModeDir != 0:
+		return fmt.Errorf("%s: is a directory, expected a file", nodePath)
+	}
+	return fmt.Errorf("%s: not a regular file (%s)", nodePath, FileType(t))
+}
+
+// FileType names a file's type for messages: "a regular file", "a FIFO",
+// "a character device"...
+func FileType(m fs.FileMode) string {
+	t := m.Type()
+	if t.IsRegular() {
+		return "a regular file"
+	}
+	if s, ok := fileTypes[t]; ok {
+		return s
+	}
+	return "type " + t.String()
+}
+
+var fileTypes = map[fs.FileMode]string{fs.ModeDir: "a directory", fs.ModeNamedPipe: "a FIFO", fs.ModeSocket: "a socket",
+	fs.ModeSymlink: "a symbolic link", fs.ModeDevice | fs.ModeCharDevice: "a character device", fs.ModeDevice: "a block device"}
+
+// ReadHostFile reads a host path (already mapped through a Root) with the
+// same size limit as ReadFile.
+func ReadHostFile(p string) ([]byte, error) {
+	r := &Root{dir: "/"}
+	f, err := r.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	return f.Data, nil
 }

@@ -3,11 +3,15 @@ package pki
 import (
 	"errors"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 func mustRoot(t *testing.T) (*Root, string) {
@@ -139,5 +143,128 @@ func TestNodePath(t *testing.T) {
 	}
 	if r.HostPath("/../../x") != filepath.Join(dir, "x") {
 		t.Fatalf("HostPath escaped: %s", r.HostPath("/../../x"))
+	}
+}
+
+// opens watches dir with inotify and reports which names in it were
+// opened (IN_OPEN) since the last call. Opening a FIFO or a device is an
+// event like any other, so this proves a file was never opened.
+type opens struct{ fd int }
+
+func watchOpens(t *testing.T, dir string) *opens {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
+	if err != nil {
+		t.Skipf("inotify: %v", err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_OPEN); err != nil {
+		t.Fatal(err)
+	}
+	return &opens{fd}
+}
+
+// drain returns the names opened so far. Events are queued when the open
+// happens, so after the call returns they are all there: no waiting.
+func (o *opens) drain(t *testing.T) map[string]bool {
+	t.Helper()
+	got := map[string]bool{}
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Read(o.fd, buf)
+		if errors.Is(err, unix.EAGAIN) {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off+unix.SizeofInotifyEvent <= n; {
+			ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+			got[strings.TrimRight(string(name), "\x00")] = true
+			off += unix.SizeofInotifyEvent + int(ev.Len)
+		}
+	}
+}
+
+// TestNonRegularFilesNeverOpened: a FIFO, a device, a socket or a
+// directory where a certificate was expected is refused from its lstat,
+// before any open (opening a device can act on it: rewind a tape, hang
+// up a line), whether reached by path, through a symlink or from a
+// directory listing.
+func TestNonRegularFilesNeverOpened(t *testing.T) {
+	r, dir := mustRoot(t)
+	write(t, dir, "good.crt", "hello")
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo.crt"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "adir.crt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", filepath.Join(dir, "sock.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	link(t, dir, "/fifo.crt", "link-to-fifo.crt")
+	cases := []struct{ path, want string }{
+		{"/fifo.crt", "not a regular file"},
+		{"/adir.crt", "is a directory"},
+		{"/sock.crt", "not a regular file"},
+		{"/link-to-fifo.crt", "not a regular file"},
+	}
+	if os.Geteuid() == 0 {
+		// /dev/null's numbers: harmless even if opened, and opening it
+		// is visible to inotify like any device.
+		if err := unix.Mknod(filepath.Join(dir, "dev.crt"), unix.S_IFCHR|0o644, int(unix.Mkdev(1, 3))); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, struct{ path, want string }{"/dev.crt", "not a regular file"})
+	}
+	o := watchOpens(t, dir)
+	if f, err := r.ReadFile("/good.crt"); err != nil || string(f.Data) != "hello" {
+		t.Fatalf("good.crt: %v %v", f, err)
+	}
+	if !o.drain(t)["good.crt"] {
+		t.Fatal("inotify saw no open of good.crt: the detector does not work here")
+	}
+	for _, tc := range cases {
+		for _, how := range []string{"ReadFile", "ReadResolvedFile"} {
+			t.Run(how+tc.path, func(t *testing.T) {
+				var err error
+				if how == "ReadFile" {
+					_, err = r.ReadFile(tc.path)
+				} else {
+					resolved, rerr := r.Resolve(tc.path)
+					if rerr != nil {
+						t.Fatal(rerr)
+					}
+					_, err = r.ReadResolvedFile(resolved)
+				}
+				if err == nil || !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("error = %v, want %q", err, tc.want)
+				}
+				for name := range o.drain(t) {
+					t.Errorf("%s was opened", name)
+				}
+			})
+		}
+	}
+}
+
+// TestFileSwappedBeforeOpen: a file replaced between the type check and
+// the open (a rename of a FIFO over it) is refused, not read.
+func TestFileSwappedBeforeOpen(t *testing.T) {
+	r, dir := mustRoot(t)
+	write(t, dir, "a.crt", "first")
+	write(t, dir, "b.crt", "second")
+	beforeOpen = func(host string) {
+		if filepath.Base(host) == "a.crt" {
+			os.Rename(filepath.Join(dir, "b.crt"), host)
+		}
+	}
+	defer func() { beforeOpen = nil }()
+	if f, err := r.ReadFile("/a.crt"); err == nil || !strings.Contains(err.Error(), "replaced") {
+		t.Fatalf("ReadFile = %v %v, want a refusal: the file was replaced after its check", f, err)
 	}
 }
