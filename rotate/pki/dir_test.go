@@ -167,3 +167,25 @@ func TestWriters(t *testing.T) {
 		})
 	}
 }
+
+// TestReadAfterSwapStaysInRoot: a directory resolved, then swapped for an
+// absolute link to the host, is not read through: the kernel resolves the
+// read inside the root.
+func TestReadAfterSwapStaysInRoot(t *testing.T) {
+	rootDir := t.TempDir()
+	host := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(host, "ca.crt"), []byte("host secret"), 0o644))
+	pki := filepath.Join(rootDir, "etc/kubernetes/pki")
+	must(t, os.MkdirAll(pki, 0o755))
+	must(t, os.WriteFile(filepath.Join(pki, "ca.crt"), []byte("node"), 0o644))
+	r, err := NewRoot(rootDir)
+	must(t, err)
+	resolved, err := r.Resolve("/etc/kubernetes/pki/ca.crt")
+	must(t, err)
+	must(t, os.Rename(pki, pki+".old"))
+	must(t, os.Symlink(host, pki))
+	f, err := r.ReadResolvedFile(resolved)
+	if err == nil && string(f.Data) == "host secret" {
+		t.Fatal("read a host file through a swapped directory")
+	}
+}

@@ -178,38 +178,11 @@ func (r *Root) ReadResolvedFile(resolved string) (*File, error) {
 }
 
 func (r *Root) readResolved(resolved string) (*File, error) {
-	host := r.HostPath(resolved)
-	// The type comes from lstat, before any open: opening a device can act
-	// on it (rewind a tape, hang up a line) and a FIFO can block.
-	lfi, err := os.Lstat(host)
+	fd, fi, err := r.openRegular(resolved)
 	if err != nil {
-		return nil, pathError(resolved, err)
-	}
-	if err := regular(resolved, lfi); err != nil {
 		return nil, err
-	}
-	if beforeOpen != nil {
-		beforeOpen(host)
-	}
-	// O_NOFOLLOW: the last component was checked not to be a link; if it
-	// became one since, fail rather than follow it out of the root.
-	// O_NONBLOCK: should a FIFO be swapped in after the lstat, the open
-	// still does not hang; the fstat below then refuses it.
-	fd, err := os.OpenFile(host, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, pathError(resolved, err)
 	}
 	defer fd.Close()
-	fi, err := fd.Stat()
-	if err != nil {
-		return nil, pathError(resolved, err)
-	}
-	if err := regular(resolved, fi); err != nil {
-		return nil, err
-	}
-	if !os.SameFile(lfi, fi) {
-		return nil, fmt.Errorf("%s: replaced between its check and its open; not read", resolved)
-	}
 	limit := r.MaxFileSize
 	if limit <= 0 {
 		limit = DefaultMaxFileSize

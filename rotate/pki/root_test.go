@@ -264,7 +264,36 @@ func TestFileSwappedBeforeOpen(t *testing.T) {
 		}
 	}
 	defer func() { beforeOpen = nil }()
-	if f, err := r.ReadFile("/a.crt"); err == nil || !strings.Contains(err.Error(), "replaced") {
-		t.Fatalf("ReadFile = %v %v, want a refusal: the file was replaced after its check", f, err)
+	// Either the file that was checked is read (it is reopened through the
+	// reference taken at the check) or the read is refused; never the file
+	// swapped in.
+	f, err := r.ReadFile("/a.crt")
+	if err == nil && string(f.Data) != "first" {
+		t.Fatalf("ReadFile read %q, the file swapped in after the check", f.Data)
+	}
+	if err != nil && !strings.Contains(err.Error(), "replaced") {
+		t.Fatalf("ReadFile = %v, want the checked file or a refusal", err)
+	}
+}
+
+// TestFIFOSwappedBeforeOpen: a FIFO swapped in after the type check is
+// never opened (inotify on the FIFO itself would see the open) and
+// nothing hangs.
+func TestFIFOSwappedBeforeOpen(t *testing.T) {
+	r, dir := mustRoot(t)
+	write(t, dir, "a.crt", "first")
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := watchOpens(t, fifo)
+	beforeOpen = func(host string) { os.Rename(fifo, host) }
+	defer func() { beforeOpen = nil }()
+	f, err := r.ReadFile("/a.crt")
+	if err == nil && string(f.Data) != "first" {
+		t.Fatalf("read %q, not the checked file", f.Data)
+	}
+	if got := o.drain(t); len(got) != 0 {
+		t.Fatalf("the FIFO swapped in was opened: %v", got)
 	}
 }
