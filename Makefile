@@ -69,10 +69,17 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseKubeconfig -fuzztime 30s ./rotate/pki
 
 # package builds dist/certagent_<version>_<arch>.deb and
-# dist/certagent-<version>.<arch>.rpm with nfpm (pinned in packaging/tools/go.mod, run by packaging/nfpm.sh).
+# dist/certagent-<version>.<arch>.rpm, with completion scripts and man pages, with nfpm (pinned in packaging/tools/go.mod, run by packaging/nfpm.sh).
 package:
 	@rm -rf dist && mkdir -p dist/bin
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o dist/bin/certagent ./cmd/certagent
+	@# Shell completion (cobra's) and man pages (cobra/doc, from cmd/certagent's TestManPages).
+	@mkdir -p dist/completion dist/man
+	dist/bin/certagent completion bash > dist/completion/certagent.bash
+	dist/bin/certagent completion zsh > dist/completion/_certagent
+	dist/bin/certagent completion fish > dist/completion/certagent.fish
+	CERTAGENT_MAN_DIR=$(CURDIR)/dist/man $(GO) test -count=1 -ldflags "$(LDFLAGS)" -run '^TestManPages$$' ./cmd/certagent >/dev/null
+	gzip -9n dist/man/*.8
 	@debver=$$(echo "$(VERSION)" | sed 's/-/~/'); \
 	  printf 'certagent (%s) unstable; urgency=medium\n\n  * Built from git %s.\n\n -- certagent maintainers <certagent@example.com>  %s\n' \
 	  "$$debver" "$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$$(date -R -u -d @$$(git log -1 --format=%ct 2>/dev/null || date +%s))" \

@@ -359,12 +359,13 @@ func stateRenewed(serial, old, method string, now time.Time) state.Cert {
 		LastResult: fmt.Sprintf("renewed %s -> %s (%s)", old, serial, method)}
 }
 
-// fail records a failed attempt, schedules the retry with backoff and
-// logs it; a node that cannot authenticate any more is logged critical.
+// fail records a failed attempt, schedules the retry with jittered backoff
+// and logs it; a node that cannot authenticate any more is logged critical.
 func (a *Agent) fail(c *inventory.Certificate, st *state.Cert, err error, now time.Time, method string) {
 	st.Failures++
 	st.LastAttempt, st.LastError = now, err.Error()
-	st.NextAttempt = now.Add(schedule.Backoff(st.Failures, a.cfg.Agent.RetryInitialDuration, a.cfg.Agent.RetryMaxDuration))
+	backoff := schedule.Backoff(st.Failures, a.cfg.Agent.RetryInitialDuration, a.cfg.Agent.RetryMaxDuration)
+	st.NextAttempt = now.Add(schedule.Jitter(backoff, schedule.RetrySource(c.Serial, a.node, st.Failures)))
 	st.LastResult = "failed: " + err.Error()
 	a.state.Put(c.Name, *st)
 	a.opts.Metrics.failed(method)

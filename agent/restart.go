@@ -2,14 +2,10 @@ package agent
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path"
-	"strings"
 	"sync"
 	"time"
 
@@ -36,8 +32,11 @@ type Units interface {
 }
 
 // served is a TLS endpoint that should present a certificate on disk.
+// Client, when set, names a client key pair below the PKI directory
+// (without .crt/.key) that the probe presents, for endpoints that require
+// client certificates (etcd).
 type served struct {
-	Address, Cert string
+	Address, Cert, Client string
 }
 
 // component is something that must reload renewed certificates.
@@ -56,21 +55,21 @@ func components(cfg *config.Config) []component {
 	ep := cfg.Restart.Endpoints
 	out := []component{
 		{Name: "etcd", Manifest: "etcd.yaml", Certs: []string{"etcd-server", "etcd-peer", "etcd-healthcheck-client"},
-			Served: []served{{ep["etcd"], "etcd-server"}, {ep["etcd-peer"], "etcd-peer"}}},
+			Served: []served{{ep["etcd"], "etcd-server", etcdProbeClient}, {ep["etcd-peer"], "etcd-peer", etcdProbeClient}}},
 		{Name: "kube-apiserver", Manifest: "kube-apiserver.yaml", Certs: []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"},
-			Served: []served{{ep["kube-apiserver"], "apiserver"}}},
+			Served: []served{{ep["kube-apiserver"], "apiserver", ""}}},
 		{Name: "kube-controller-manager", Manifest: "kube-controller-manager.yaml", Certs: []string{"controller-manager.conf"},
 			Healthz: "https://" + ep["kube-controller-manager"] + "/healthz"},
 		{Name: "kube-scheduler", Manifest: "kube-scheduler.yaml", Certs: []string{"scheduler.conf"},
 			Healthz: "https://" + ep["kube-scheduler"] + "/healthz"},
 		{Name: "kubelet", Unit: cfg.Restart.KubeletUnit, Healthz: cfg.Restart.KubeletHealthz,
 			Certs:  []string{"kubelet.conf", "kubelet-client-current", "kubelet-serving", "kubelet.crt"},
-			Served: []served{{ep["kubelet"], "kubelet-serving"}}},
+			Served: []served{{ep["kubelet"], "kubelet-serving", ""}}},
 	}
 	for _, u := range cfg.Restart.Units {
 		c := component{Name: u.Unit, Unit: u.Unit, Healthz: u.Healthz, Certs: u.Certificates}
 		if u.Address != "" {
-			c.Served = []served{{u.Address, u.Certificates[0]}}
+			c.Served = []served{{u.Address, u.Certificates[0], ""}}
 		}
 		// One unit restarts once: merge with a component of the same unit.
 		merged := false
@@ -225,7 +224,7 @@ func (r *Restarter) restartOne(ctx context.Context, cfg *config.Config, comp com
 	deadline := r.Clock.Now().Add(cfg.Restart.TimeoutDuration)
 	var last error
 	for {
-		if last = r.healthy(ctx, comp, expect); last == nil {
+		if last = r.healthy(ctx, cfg, comp, expect); last == nil {
 			return nil
 		}
 		if r.Clock.Now().After(deadline) {
@@ -271,7 +270,7 @@ func (r *Restarter) cyclePod(ctx context.Context, cfg *config.Config, manifest s
 
 // healthy checks the health URL and that every served endpoint of the
 // component presents the expected serial.
-func (r *Restarter) healthy(ctx context.Context, comp component, expect map[string]string) error {
+func (r *Restarter) healthy(ctx context.Context, cfg *config.Config, comp component, expect map[string]string) error {
 	if comp.Healthz != "" {
 		if err := probeHealthz(ctx, comp.Healthz); err != nil {
 			return err
@@ -282,7 +281,7 @@ func (r *Restarter) healthy(ctx context.Context, comp component, expect map[stri
 		if !ok {
 			continue
 		}
-		got, err := servedSerial(ctx, s.Address)
+		got, err := servedSerial(ctx, s.Address, r.clientCert(cfg, s.Client))
 		if err != nil {
 			return err
 		}
@@ -291,42 +290,6 @@ func (r *Restarter) healthy(ctx context.Context, comp component, expect map[stri
 		}
 	}
 	return nil
-}
-
-func probeHealthz(ctx context.Context, url string) error {
-	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("healthz: %w", err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthz %s: HTTP %d", url, resp.StatusCode)
-	}
-	return nil
-}
-
-// servedSerial dials a TLS endpoint and returns the serial of the leaf it
-// presents: the automated `openssl s_client | openssl x509 -serial`. The
-// chain is not verified here; the serial is compared with the disk.
-func servedSerial(ctx context.Context, addr string) (string, error) {
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: &tls.Config{InsecureSkipVerify: true}}
-	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	conn, err := d.DialContext(dctx, "tcp", addr)
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
-	if len(certs) == 0 {
-		return "", fmt.Errorf("%s presented no certificate", addr)
-	}
-	return strings.ToUpper(certs[0].SerialNumber.Text(16)), nil
 }
 
 // Check compares what every endpoint serves with the disk. mismatchSince
@@ -357,10 +320,11 @@ func (r *Restarter) Check(ctx context.Context, cfg *config.Config, rep *inventor
 			}
 			p := &probe{}
 			probes[s.Address] = p
+			client := r.clientCert(cfg, s.Client)
 			wg.Add(1)
 			go func(addr string) {
 				defer wg.Done()
-				serial, err := servedSerial(ctx, addr)
+				serial, err := servedSerial(ctx, addr, client)
 				pmu.Lock()
 				p.serial, p.err = serial, err
 				pmu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"math/rand"
+	"strconv"
 	"time"
 )
 
@@ -91,4 +92,25 @@ func Backoff(failures int, initial, max time.Duration) time.Duration {
 		d = max
 	}
 	return d
+}
+
+// RetrySource returns the random source for the wait after the given
+// number of consecutive failures of a certificate on a node: fixed for
+// (serial, node, failures), so a restart does not redraw it, and distinct
+// from Source's stream, so the retry share is not the deadline's share.
+func RetrySource(serial, node string, failures int) *rand.Rand {
+	return Source(serial+"\x00retry\x00"+strconv.Itoa(failures), node)
+}
+
+// Jitter returns d shortened by a random share of up to half of it, a value
+// in [d/2, d] ("equal jitter"). Nodes that failed together, in an API
+// server outage, then retry spread over half of the backoff instead of in
+// step, and no wait is longer than the backoff it jitters (so never above
+// the configured maximum).
+func Jitter(d time.Duration, r *rand.Rand) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	half := d / 2
+	return d - time.Duration(r.Float64()*float64(half))
 }

@@ -116,3 +116,40 @@ func TestHoldBack(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryJitterSpreadsNodes: nodes whose renewals failed together (an
+// API server outage) retry at different times, each within [backoff/2,
+// backoff], and each node's own wait is the same on every computation.
+func TestRetryJitterSpreadsNodes(t *testing.T) {
+	const serial = "5A3B"
+	for _, failures := range []int{1, 3, 10} {
+		backoff := Backoff(failures, 30*time.Second, time.Hour)
+		seen := map[time.Duration]string{}
+		var lo, hi time.Duration = backoff, 0
+		for i := range 50 {
+			node := fmt.Sprintf("node-%02d", i)
+			d := Jitter(backoff, RetrySource(serial, node, failures))
+			if d < backoff/2 || d > backoff {
+				t.Fatalf("failures %d, %s: wait %s outside [%s, %s]", failures, node, d, backoff/2, backoff)
+			}
+			if again := Jitter(backoff, RetrySource(serial, node, failures)); again != d {
+				t.Fatalf("failures %d, %s: wait %s then %s for the same node and certificate", failures, node, d, again)
+			}
+			if other, ok := seen[d]; ok {
+				t.Errorf("failures %d: %s and %s retry in step (%s)", failures, other, node, d)
+			}
+			seen[d] = node
+			lo, hi = min(lo, d), max(hi, d)
+		}
+		// 50 nodes cover most of the half-backoff window.
+		if spread := hi - lo; spread < backoff*4/10 {
+			t.Errorf("failures %d: 50 nodes spread over %s of a %s backoff", failures, spread, backoff)
+		}
+	}
+	if a, b := Jitter(time.Minute, RetrySource(serial, "node-a", 1)), Jitter(time.Minute, RetrySource(serial, "node-b", 1)); a == b {
+		t.Errorf("two nodes drew the same wait %s", a)
+	}
+	if Jitter(0, RetrySource(serial, "n", 0)) != 0 {
+		t.Error("no failure, no wait")
+	}
+}
