@@ -71,7 +71,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 		a.opts.Metrics.served(comps)
 	}
 	a.mu.Lock()
-	a.health.LastScan, a.health.LastScanReason = start.UTC(), reason
+	a.health.LastScan, a.health.LastScanReason = timePtr(start), reason
 	a.health.LastScanSeconds = a.opts.Clock.Since(start).Seconds()
 	a.health.Scans++
 	a.mu.Unlock()
