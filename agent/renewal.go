@@ -63,8 +63,11 @@ func (o *Outcome) add(kind, name, format string, a ...any) {
 // RenewOptions are the knobs of RenewOnce.
 type RenewOptions struct {
 	LockTimeout time.Duration
-	Hooks       rotate.Hooks
-	Now         time.Time
+	// LockWait, when set, is told once what the renewal waits for when
+	// the lock is held (by another certagent, or a running kubeadm).
+	LockWait func(what string)
+	Hooks    rotate.Hooks
+	Now      time.Time
 }
 
 // RenewOnce runs one renewal under the lock: repair what a crash left,
@@ -83,7 +86,7 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 			o.LockTimeout = time.Minute
 		}
 		lctx, cancel := context.WithTimeout(ctx, o.LockTimeout)
-		lock, err := rotate.Acquire(lctx, root, backupDir)
+		lock, err := rotate.AcquireNotify(lctx, root, backupDir, o.LockWait)
 		cancel()
 		if err != nil {
 			return nil, err
