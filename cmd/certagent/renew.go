@@ -67,6 +67,7 @@ Exit codes: 0 every requested renewal succeeded (or nothing was due);
 			return runRenew(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), root, cfg, plan.Selection{Names: args, All: f.all, Force: f.force}, f)
 		},
 	}
+	cmd.ValidArgsFunction = completeCertNames(g)
 	cmd.Flags().BoolVar(&f.all, "all", false, "renew every certificate inside its renewal window")
 	cmd.Flags().BoolVar(&f.force, "force", false, "with --all: renew every renewable certificate, due or not")
 	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "print the plan and change nothing")

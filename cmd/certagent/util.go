@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/spf13/cobra"
 	"sigs.k8s.io/yaml"
+
+	"github.com/certagent/certagent/agent/inventory"
 )
 
 func jsonEncoder(w io.Writer) *json.Encoder {
@@ -47,4 +50,27 @@ func writeYAML(w io.Writer, writeJSON func(io.Writer) error) error {
 	}
 	_, err = w.Write(y)
 	return err
+}
+
+// completeCertNames completes certificate names from a scan of the node
+// (check's names), under --root and --config as given so far; names
+// already on the line are left out.
+func completeCertNames(g *globalFlags) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		root, cfg, err := g.load()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		rep, err := inventory.Scan(cmd.Context(), inventory.Options{Root: root, Config: cfg, Now: time.Now()})
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
+		}
+		var out []cobra.Completion
+		for _, c := range rep.Certificates {
+			if !slices.Contains(args, c.Name) {
+				out = append(out, cobra.CompletionWithDesc(c.Name, string(c.RenewalPath)+", "+string(c.State)))
+			}
+		}
+		return out, cobra.ShellCompDirectiveNoFileComp
+	}
 }
