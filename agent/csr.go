@@ -157,6 +157,13 @@ func (a *Agent) csrWaiting(u csrUpdate) {
 // recordCSR keeps a CSR job's outcome like any renewal's.
 func (a *Agent) recordCSR(ctx context.Context, r csrResult) {
 	delete(a.csrJobs, r.name)
+	defer func() {
+		// Renew requests hear the end after the restarts.
+		for _, ch := range a.csrWaiters[r.name] {
+			ch <- r
+		}
+		delete(a.csrWaiters, r.name)
+	}()
 	now := a.opts.Clock.Now()
 	rec := &CSRRecord{Name: r.name, Method: r.method, Seconds: r.finished.Sub(r.started).Seconds(), Requests: r.requests}
 	c := r.cert

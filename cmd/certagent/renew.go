@@ -11,13 +11,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
+	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/plan"
 	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
+	"github.com/certagent/certagent/systemd"
 )
 
 // ExitRenewFailed: at least one requested renewal did not succeed.
@@ -33,20 +36,32 @@ const ExitLockTimeout = 5
 var lockTimeoutBounds = config.Bounds{Max: 24 * time.Hour}
 
 type renewFlags struct {
-	all, force, dryRun bool
-	lockTimeout        time.Duration
+	all, force, dryRun, restart bool
+	lockTimeout, timeout        time.Duration
 }
+
+// csrTimeoutBounds: a CSR's wait for approval, as in the config (0: the
+// configured kubelet.clientCSRTimeout, servingCSRTimeout or timeout).
+var csrTimeoutBounds = config.Bounds{Max: 24 * time.Hour}
+
+// progressEvery is how often renew says it still waits for an approval.
+var progressEvery = 15 * time.Second
+
+// newUnits restarts systemd units for --restart (a fake in tests).
+var newUnits = func() agent.Units { return systemd.Units{} }
 
 func newRenewCommand(g *globalFlags) *cobra.Command {
 	f := &renewFlags{}
 	cmd := &cobra.Command{
 		Use:   "renew [--dry-run] [--force] (--all | NAME...)",
-		Short: "Renew certificates from the node's local CA, as a crash-safe transaction",
+		Short: "Renew certificates: from the node's local CA as a crash-safe transaction, or through a CSR",
 		Long: `renew re-signs certificates with the CA key on this node, keeping their
 subject, every SAN, key usages and key type, in one transaction: stage,
 verify, back up, rename, fsync, read back, roll back on failure.
 
-NAME... renews those certificates unconditionally. --all renews every
+NAME... renews those certificates unconditionally; those the cluster
+issues (renewal path csr) through a CertificateSigningRequest, the
+daemon's way, waiting --timeout for its approval. --all renews every
 certificate inside its renewal window; --all --force every renewable one.
 --dry-run prints the plan and changes nothing.
 
@@ -73,13 +88,19 @@ Exit codes: 0 every requested renewal succeeded (or nothing was due);
 	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "print the plan and change nothing")
 	f.lockTimeout = time.Minute
 	cmd.Flags().Var(newDurationFlag(&f.lockTimeout, nil, lockTimeoutBounds), "lock-timeout", "how long to wait for another renewal (or kubeadm) to finish (at most 1d)")
+	cmd.Flags().Var(newDurationFlag(&f.timeout, nil, csrTimeoutBounds), "timeout", "how long a renewal through a CSR waits for approval (default the configured timeout; at most 1d)")
+	cmd.Flags().BoolVar(&f.restart, "restart", false, "after an offline renewal, restart what uses the renewed certificates now (D-Bus, static pods), with the daemon's checks")
 	return cmd
 }
 
 func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, sel plan.Selection, f *renewFlags) error {
-	req := agent.RenewRequest{Names: sel.Names, All: sel.All, Force: sel.Force, DryRun: f.dryRun}
+	req := agent.RenewRequest{Names: sel.Names, All: sel.All, Force: sel.Force, DryRun: f.dryRun, TimeoutSeconds: int64(f.timeout / time.Second)}
+	if f.timeout > 0 && req.TimeoutSeconds == 0 {
+		req.TimeoutSeconds = 1
+	}
 	// With an agent running, it does the renewal, so the two never race.
 	if c := agent.NewClient(root.HostPath(cfg.Agent.Socket)); c.Reachable() {
+		fmt.Fprintln(errOut, "certagent: the running certagent daemon renews; it restarts what uses the renewed certificates (unless agent.noRestart)")
 		o, err := c.Renew(ctx, req)
 		if err != nil {
 			return renewError(err)
@@ -95,7 +116,9 @@ func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *c
 		LockWait: func(what string) {
 			fmt.Fprintf(errOut, "certagent: waiting up to %s for %s\n", f.lockTimeout, what)
 		},
-		Hooks: testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
+		CSRTimeout: f.timeout,
+		CSRWaiting: func(name, csr string) func() { return progress(errOut, name, csr) },
+		Hooks:      testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
 	})
 	if err != nil {
 		return renewError(err)
@@ -103,7 +126,85 @@ func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *c
 	for _, l := range o.Lines {
 		fmt.Fprintln(out, l)
 	}
-	return exitIf(o.Failed)
+	failed := o.Failed
+	if len(o.Renewed) > 0 && !f.dryRun {
+		if !nextSteps(ctx, out, errOut, root, cfg, o.Renewed, f.restart) {
+			failed = true
+		}
+	}
+	return exitIf(failed)
+}
+
+// progress says that a renewal waits for its CSR, how to approve it, and,
+// every progressEvery, that it still waits. The returned function stops it.
+func progress(w io.Writer, name, csr string) func() {
+	fmt.Fprintf(w, "certagent: %s: waiting for CSR %s to be approved and issued; approve it with: kubectl certificate approve %s\n", name, csr, csr)
+	stop, done := make(chan struct{}), make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		t := time.NewTicker(progressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				fmt.Fprintf(w, "certagent: %s: still waiting for CSR %s (%s)\n", name, csr, time.Since(start).Round(time.Second))
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// nextSteps says what must reload the renewed certificates and whether
+// anyone will restart it; with restart, it restarts them now with the
+// daemon's Restarter (health and served-certificate checks, rollback).
+// It returns false when a restart failed.
+func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, renewed []agent.Renewed, restart bool) bool {
+	var names []string
+	for _, r := range renewed {
+		names = append(names, r.Cert.Name)
+	}
+	reloads := agent.Reloads(root, cfg, names)
+	if len(reloads) == 0 {
+		fmt.Fprintln(out, "next: nothing certagent knows of must restart to load them; restart what reads them (restart.units names such services)")
+		return true
+	}
+	if !restart {
+		for _, rl := range reloads {
+			switch {
+			case rl.Unit != "":
+				fmt.Fprintf(out, "next: %s must restart to load %s: systemctl restart %s (or certagent renew --restart)\n", rl.Component, strings.Join(rl.Certificates, ", "), rl.Unit)
+			case rl.Present:
+				fmt.Fprintf(out, "next: %s (static pod %s) must restart to load %s: move %s out of %s for longer than the kubelet's file check period and back (or certagent renew --restart)\n",
+					rl.Component, rl.Manifest, strings.Join(rl.Certificates, ", "), rl.Manifest, cfg.Restart.ManifestsDir)
+			default:
+				fmt.Fprintf(out, "next: %s must restart to load %s (it does not run as a static pod here: restart it where it runs)\n", rl.Component, strings.Join(rl.Certificates, ", "))
+			}
+		}
+		fmt.Fprintf(out, "next: certagent will not restart them: no daemon answered on %s, and a daemon restarts only after its own renewals (it reports a served certificate older than the disk as stale)\n", cfg.Agent.Socket)
+		return true
+	}
+	log := logrus.New()
+	log.SetOutput(errOut)
+	r := &agent.Restarter{Root: root, Units: newUnits(), Clock: clock.RealClock{}, Log: log, Config: func() *config.Config { return cfg }}
+	current := map[string]string{}
+	for _, rn := range renewed {
+		current[rn.Cert.Name] = rn.NewSerial
+	}
+	rolledBack := r.Restart(ctx, renewed, current)
+	for _, cs := range r.Results() {
+		fmt.Fprintf(out, "%-9s %-26s %s\n", "restarted", cs.Name, cs.LastResult)
+	}
+	for name, err := range rolledBack {
+		fmt.Fprintf(out, "%-9s %-26s %v\n", "failed", name, err)
+	}
+	ok := len(rolledBack) == 0
+	for _, cs := range r.Results() {
+		ok = ok && cs.LastResult == "ok"
+	}
+	return ok
 }
 
 // renewError maps an error that stopped a whole renewal to its exit code:
