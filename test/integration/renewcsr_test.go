@@ -8,7 +8,6 @@ import (
 	"time"
 )
 
-
 // TestRenewCSRFromCLI: `certagent renew kubelet-serving` on a worker (no
 // CA key, no daemon) asks the real API server through a CSR, prints the
 // request's name and the approve command while it waits, installs the
