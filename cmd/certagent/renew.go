@@ -101,7 +101,17 @@ func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *c
 	// With an agent running, it does the renewal, so the two never race.
 	if c := agent.NewClient(root.HostPath(cfg.Agent.Socket)); c.Reachable() {
 		fmt.Fprintln(errOut, "certagent: the running certagent daemon renews; it restarts what uses the renewed certificates (unless agent.noRestart)")
-		o, err := c.Renew(ctx, req)
+		// The daemon's lock wait, then the longest CSR wait, then some.
+		wait := f.timeout
+		if wait == 0 {
+			wait = max(cfg.Kubelet.ClientCSRTimeoutDuration, cfg.Kubelet.ServingCSRTimeoutDuration)
+			for _, cc := range cfg.Certificates {
+				wait = max(wait, cc.TimeoutDuration)
+			}
+		}
+		dctx, cancel := context.WithTimeout(ctx, 4*time.Minute+wait)
+		defer cancel()
+		o, err := c.Renew(dctx, req)
 		if err != nil {
 			return renewError(err)
 		}
