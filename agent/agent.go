@@ -84,7 +84,8 @@ type Agent struct {
 	reload chan struct{}
 	renews chan renewCall
 
-	csrJobs    map[string]string // certificate -> CSR it waits for ("" until known); loop only
+	csrJobs    map[string]string           // certificate -> CSR it waits for ("" until known); loop only
+	csrWaiters map[string][]chan csrResult // renew requests waiting for a CSR job's end; loop only
 	csrDone    chan csrResult
 	csrPending chan csrUpdate
 
@@ -124,7 +125,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	return &Agent{
 		opts: opts, kick: make(chan string, 1), reload: make(chan struct{}, 1), renews: make(chan renewCall),
-		logged: map[string]string{}, mismatch: map[string]time.Time{}, csrJobs: map[string]string{}, csrDone: make(chan csrResult), csrPending: make(chan csrUpdate),
+		logged: map[string]string{}, mismatch: map[string]time.Time{}, csrJobs: map[string]string{}, csrWaiters: map[string][]chan csrResult{}, csrDone: make(chan csrResult), csrPending: make(chan csrUpdate),
 	}, nil
 }
 
@@ -274,12 +275,37 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // renewRequested runs a renewal asked for over the API and records it
-// like the agent's own.
+// like the agent's own. Certificates renewed through a CSR become the
+// agent's own CSR jobs (the loop never waits for an approval); the reply
+// is sent when they end, with the lines `certagent renew` prints offline.
 func (a *Agent) renewRequested(ctx context.Context, c renewCall) {
 	now := a.opts.Clock.Now()
 	before, serr := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: now})
-	out, err := RenewOnce(c.ctx, a.opts.Root, a.cfg, c.req, RenewOptions{LockTimeout: time.Minute, Hooks: a.opts.Hooks, Now: now})
-	c.reply <- renewReply{out, err}
+	out, err := RenewOnce(c.ctx, a.opts.Root, a.cfg, c.req, RenewOptions{LockTimeout: time.Minute, Hooks: a.opts.Hooks, Now: now, DeferCSR: true})
+	if err != nil || len(out.CSR) == 0 {
+		c.reply <- renewReply{out, err}
+	} else {
+		var waits []chan csrResult
+		for _, cert := range out.CSR {
+			ch := make(chan csrResult, 1)
+			a.csrWaiters[cert.Name] = append(a.csrWaiters[cert.Name], ch)
+			a.startCSR(ctx, cert, out.Report, time.Duration(c.req.TimeoutSeconds)*time.Second)
+			waits = append(waits, ch)
+		}
+		// Lines are added here only; record below reads Plan and Results.
+		go func() {
+			for _, ch := range waits {
+				select {
+				case r := <-ch:
+					out.addCSR(r)
+				case <-c.ctx.Done():
+					c.reply <- renewReply{nil, c.ctx.Err()}
+					return
+				}
+			}
+			c.reply <- renewReply{out, nil}
+		}()
+	}
 	if err != nil || serr != nil || c.req.DryRun {
 		return
 	}

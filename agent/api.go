@@ -332,10 +332,14 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 	return &s, nil
 }
 
-// Renew asks the agent to renew.
+// Renew asks the agent to renew. A renewal through a CSR may wait for an
+// approval for as long as its timeout: ctx, not the client's 4 minutes,
+// bounds the call.
 func (c *Client) Renew(ctx context.Context, req RenewRequest) (*Outcome, error) {
 	var o Outcome
-	if err := c.do(ctx, http.MethodPost, "/v1/renew", req, &o); err != nil {
+	long := *c.http
+	long.Timeout = 0
+	if err := (&Client{socket: c.socket, http: &long}).do(ctx, http.MethodPost, "/v1/renew", req, &o); err != nil {
 		return nil, err
 	}
 	return &o, nil

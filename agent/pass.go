@@ -29,7 +29,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 	a.opts.Metrics.scanned(rep, a.opts.Clock.Since(start))
 	statuses, due := a.decide(rep, start)
 	for _, c := range a.dueCSR {
-		a.startCSR(ctx, c, rep)
+		a.startCSR(ctx, c, rep, 0)
 	}
 	a.dueCSR = nil
 	if len(due) > 0 && ctx.Err() == nil {
@@ -71,7 +71,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 		a.opts.Metrics.served(comps)
 	}
 	a.mu.Lock()
-	a.health.LastScan, a.health.LastScanReason = start.UTC(), reason
+	a.health.LastScan, a.health.LastScanReason = timePtr(start), reason
 	a.health.LastScanSeconds = a.opts.Clock.Since(start).Seconds()
 	a.health.Scans++
 	a.mu.Unlock()

@@ -25,11 +25,14 @@ type RenewRequest struct {
 	All    bool     `json:"all,omitempty"`
 	Force  bool     `json:"force,omitempty"`
 	DryRun bool     `json:"dryRun,omitempty"`
+	// TimeoutSeconds, when positive, is how long a renewal through a CSR
+	// waits for approval (default: the configured timeout).
+	TimeoutSeconds int64 `json:"timeoutSeconds,omitempty"`
 }
 
 // Line is one line of a renewal's output. Kind is one of interrupted,
-// repaired, repair-failed, would-renew, skipped, warning, renewed, failed,
-// nothing.
+// repaired, repair-failed, would-renew, skipped, warning, requested (a
+// CSR was made), renewed, failed, nothing.
 type Line struct {
 	Kind    string `json:"kind"`
 	Name    string `json:"name,omitempty"`
@@ -54,6 +57,15 @@ type Outcome struct {
 	Failed  bool            `json:"failed"`
 	Results []rotate.Result `json:"-"`
 	Plan    *plan.Plan      `json:"-"`
+	// Renewed lists every certificate renewed (from the local CA or
+	// through a CSR), as it was before, for the restarts that follow.
+	Renewed []Renewed `json:"-"`
+	// CSR lists the certificates asked for by name that are renewed
+	// through the cluster, when RenewOptions.DeferCSR left them to the
+	// caller.
+	CSR []*inventory.Certificate `json:"-"`
+	// Report is the scan the plan was made from.
+	Report *inventory.Report `json:"-"`
 }
 
 func (o *Outcome) add(kind, name, format string, a ...any) {
@@ -63,8 +75,22 @@ func (o *Outcome) add(kind, name, format string, a ...any) {
 // RenewOptions are the knobs of RenewOnce.
 type RenewOptions struct {
 	LockTimeout time.Duration
-	Hooks       rotate.Hooks
-	Now         time.Time
+	// LockWait, when set, is told once what the renewal waits for when
+	// the lock is held (by another certagent, or a running kubeadm).
+	LockWait func(what string)
+	Hooks    rotate.Hooks
+	Now      time.Time
+	// CSRTimeout, when positive, replaces the configured wait for a CSR's
+	// approval.
+	CSRTimeout time.Duration
+	// CSRWaiting, when set, is told when a certificate's request exists;
+	// the function it returns is called when the wait is over.
+	CSRWaiting func(name, csr string) (done func())
+	// DeferCSR leaves the certificates renewed through a CSR to the caller
+	// (in Outcome.CSR): the daemon runs them as its own jobs.
+	DeferCSR bool
+	// Client builds API clients (default kubeClient; tests use fakes).
+	Client ClientFunc
 }
 
 // RenewOnce runs one renewal under the lock: repair what a crash left,
@@ -83,7 +109,7 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 			o.LockTimeout = time.Minute
 		}
 		lctx, cancel := context.WithTimeout(ctx, o.LockTimeout)
-		lock, err := rotate.Acquire(lctx, root, backupDir)
+		lock, err := rotate.AcquireNotify(lctx, root, backupDir, o.LockWait)
 		cancel()
 		if err != nil {
 			return nil, err
@@ -116,6 +142,9 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 		case it.Err != nil:
 			out.Failed = true
 			out.add("failed", it.Name, "%v", it.Err)
+		case it.CSR != nil && req.DryRun:
+			out.add("would-renew", it.Name, "%s", it.Reason)
+		case it.CSR != nil:
 		case !it.Renew:
 			out.add("skipped", it.Name, "%s", it.Reason)
 		case req.DryRun:
@@ -129,9 +158,71 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 	if len(p.Items) == 0 {
 		out.add("nothing", "", "nothing to renew")
 	}
-	if req.DryRun || len(p.Targets()) == 0 {
+	out.Report = rep
+	if req.DryRun {
 		return out, nil
 	}
+	renewLocal(ctx, root, cfg, p, rep, now, o, out)
+	for _, it := range p.Items {
+		if it.CSR == nil {
+			continue
+		}
+		if o.DeferCSR {
+			out.CSR = append(out.CSR, it.CSR)
+			continue
+		}
+		out.addCSR(runCSROnce(ctx, root, cfg, it.CSR, rep, o))
+	}
+	return out, nil
+}
+
+// runCSROnce renews one certificate through the cluster for `certagent
+// renew`, keeping the key of a request in flight in the state directory
+// (as the daemon does), so that running it again waits for the same one.
+func runCSROnce(ctx context.Context, root *pki.Root, cfg *config.Config, c *inventory.Certificate, rep *inventory.Report, o RenewOptions) csrResult {
+	var pending PendingKeys = noPending{}
+	if dir, err := root.HostDir(cfg.Agent.StateDir, 0o700); err == nil {
+		pending = pendingDir{dir: dir}
+	}
+	var done func()
+	job := CSRRenewal{Root: root, Config: cfg, Pending: pending, Timeout: o.CSRTimeout, Client: o.Client,
+		Waiting: func(csr string) {
+			if o.CSRWaiting != nil {
+				done = o.CSRWaiting(c.Name, csr)
+			}
+		}}
+	r := job.Run(ctx, c, rep)
+	if done != nil {
+		done()
+	}
+	return r
+}
+
+// addCSR adds the lines of a CSR renewal: the request it made, then
+// renewed or failed. The daemon and `certagent renew` print the same.
+func (o *Outcome) addCSR(r csrResult) {
+	if r.csr != "" {
+		o.add("requested", r.name, "CSR %s; approve it with: kubectl certificate approve %s", r.csr, r.csr)
+	}
+	if r.err != nil {
+		o.Failed = true
+		o.add("failed", r.name, "%v", r.err)
+		return
+	}
+	how := "through CSR " + r.csr
+	if r.method == "local-ca" {
+		how = "from the local CA (the client certificate had expired)"
+	}
+	o.add("renewed", r.name, "serial %s -> %s, valid until %s, %s", short(r.oldSerial), short(r.serial), r.notAfter.UTC().Format(time.RFC3339), how)
+	o.Renewed = append(o.Renewed, Renewed{Cert: r.cert, NewSerial: r.serial, Rollback: r.rollback})
+}
+
+// renewLocal renews the plan's local-CA targets in one transaction.
+func renewLocal(ctx context.Context, root *pki.Root, cfg *config.Config, p *plan.Plan, rep *inventory.Report, now time.Time, o RenewOptions, out *Outcome) {
+	if len(p.Targets()) == 0 {
+		return
+	}
+	backupDir := cfg.Renewal.BackupDir
 	out.Results, _ = rotate.Renew(ctx, rotate.Options{
 		Root: root, BackupDir: backupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now, Hooks: o.Hooks,
 		Policy: rotate.Policy{Validity: cfg.Renewal.ValidityDuration, KeyAlgorithm: cfg.Renewal.KeyAlgorithm, ReuseKey: cfg.Renewal.ReuseKey},
@@ -144,11 +235,17 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 		}
 		out.add("renewed", r.Name, "serial %s -> %s, valid until %s, old files in %s",
 			short(r.OldSerial), short(r.NewSerial), r.NotAfter.UTC().Format(time.RFC3339), r.Backup)
+		for _, c := range rep.Certificates {
+			if c.Name == r.Name {
+				backup, name := r.Backup, r.Name
+				out.Renewed = append(out.Renewed, Renewed{Cert: c, NewSerial: r.NewSerial,
+					Rollback: func() error { return rotate.Restore(root, backup, name) }})
+			}
+		}
 		if r.Name == "kubelet.conf" && cfg.Renewal.ConvertKubeletConf {
 			convertKubeletConf(root, cfg, p, r, now, out)
 		}
 	}
-	return out, nil
 }
 
 func short(serial string) string {

@@ -58,19 +58,21 @@ type RenewalStatus struct {
 
 // Health is the daemon's own state.
 type Health struct {
-	Version         string    `json:"version"`
-	PID             int       `json:"pid"`
-	StartedAt       time.Time `json:"startedAt"`
-	UptimeSeconds   int64     `json:"uptimeSeconds"`
-	LastScan        time.Time `json:"lastScan"`
-	LastScanReason  string    `json:"lastScanReason"`
-	LastScanSeconds float64   `json:"lastScanSeconds"`
-	Scans           int64     `json:"scans"`
-	WatchedDirs     []string  `json:"watchedDirs"`
-	WatchErrors     []string  `json:"watchErrors"`
-	ConfigError     string    `json:"configError,omitempty"`
-	StateWarning    string    `json:"stateWarning,omitempty"`
-	NoRestart       bool      `json:"noRestart"`
+	Version       string    `json:"version"`
+	PID           int       `json:"pid"`
+	StartedAt     time.Time `json:"startedAt"`
+	UptimeSeconds int64     `json:"uptimeSeconds"`
+	// LastScan is nil (and absent from the JSON) before the first scan
+	// finished.
+	LastScan        *time.Time `json:"lastScan,omitempty"`
+	LastScanReason  string     `json:"lastScanReason"`
+	LastScanSeconds float64    `json:"lastScanSeconds"`
+	Scans           int64      `json:"scans"`
+	WatchedDirs     []string   `json:"watchedDirs"`
+	WatchErrors     []string   `json:"watchErrors"`
+	ConfigError     string     `json:"configError,omitempty"`
+	StateWarning    string     `json:"stateWarning,omitempty"`
+	NoRestart       bool       `json:"noRestart"`
 	// ReportError says why Events and the Node condition cannot be sent
 	// (the kubeconfig's credential was refused, or a file is missing).
 	ReportError string `json:"reportError,omitempty"`
@@ -125,9 +127,12 @@ func (s *Status) WriteTable(w io.Writer, now time.Time) error {
 		fmt.Fprintf(w, "problem: %s: %s\n", p.Path, p.Error)
 	}
 	d := s.Daemon
-	fmt.Fprintf(w, "\ndaemon %s (pid %d): up %s, last scan %s ago (%s, %.3fs), %d scans, watching %d directories\n",
-		d.Version, d.PID, inventory.Human(now.Sub(d.StartedAt)), inventory.Human(now.Sub(d.LastScan)),
-		d.LastScanReason, d.LastScanSeconds, d.Scans, len(d.WatchedDirs))
+	scan := "no scan finished yet"
+	if d.LastScan != nil && !d.LastScan.IsZero() {
+		scan = fmt.Sprintf("last scan %s ago (%s, %.3fs)", inventory.Human(now.Sub(*d.LastScan)), d.LastScanReason, d.LastScanSeconds)
+	}
+	fmt.Fprintf(w, "\ndaemon %s (pid %d): up %s, %s, %d scans, watching %d directories\n",
+		d.Version, d.PID, inventory.Human(now.Sub(d.StartedAt)), scan, d.Scans, len(d.WatchedDirs))
 	for _, c := range d.Components {
 		line := "component " + c.Name + ":"
 		if c.LastRestart != nil {

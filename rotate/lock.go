@@ -40,6 +40,13 @@ func (l *Lock) Unlock() error {
 // no lock of its own, so certagent looks for the process). The lock dies
 // with the process, so a crash never leaves it held.
 func Acquire(ctx context.Context, root *pki.Root, backupDir string) (*Lock, error) {
+	return AcquireNotify(ctx, root, backupDir, nil)
+}
+
+// AcquireNotify is Acquire that, when it has to wait, calls waiting once
+// with what it waits for ("<lock path>, held by pid N" or "kubeadm (pid
+// N), working on the same PKI").
+func AcquireNotify(ctx context.Context, root *pki.Root, backupDir string, waiting func(what string)) (*Lock, error) {
 	d, err := root.MkdirAll(backupDir, 0o700)
 	if err != nil {
 		return nil, fmt.Errorf("lock: %w", err)
@@ -59,6 +66,12 @@ func Acquire(ctx context.Context, root *pki.Root, backupDir string) (*Lock, erro
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	notify := func(what string) {
+		if waiting != nil {
+			waiting(what)
+			waiting = nil
+		}
+	}
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
@@ -69,6 +82,7 @@ func Acquire(ctx context.Context, root *pki.Root, backupDir string) (*Lock, erro
 				return &Lock{f: f}, nil
 			}
 			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			notify(fmt.Sprintf("kubeadm (pid %d), working on the same PKI", pid))
 			if ctx.Err() != nil {
 				f.Close()
 				return nil, fmt.Errorf("%w: kubeadm (pid %d) is working on the same PKI", ErrLocked, pid)
@@ -77,17 +91,27 @@ func Acquire(ctx context.Context, root *pki.Root, backupDir string) (*Lock, erro
 			f.Close()
 			return nil, fmt.Errorf("lock %s: %w", p, err)
 		} else if ctx.Err() != nil {
-			holder := make([]byte, 32)
-			n, _ := f.ReadAt(holder, 0)
-			holder = holder[:n]
+			holder := lockHolder(f)
 			f.Close()
-			return nil, fmt.Errorf("%w: %s is held by pid %s", ErrLocked, p, strings.TrimSpace(string(holder)))
+			return nil, fmt.Errorf("%w: %s is held by pid %s", ErrLocked, p, holder)
+		} else {
+			notify(fmt.Sprintf("%s, held by pid %s", p, lockHolder(f)))
 		}
 		select {
 		case <-ctx.Done():
 		case <-tick.C:
 		}
 	}
+}
+
+// lockHolder is the pid the holder wrote into the lock file.
+func lockHolder(f *os.File) string {
+	holder := make([]byte, 32)
+	n, _ := f.ReadAt(holder, 0)
+	if h := strings.TrimSpace(string(holder[:n])); h != "" {
+		return h
+	}
+	return "unknown"
 }
 
 // kubeadmRunning looks for a kubeadm process whose --rootfs (or "/" when

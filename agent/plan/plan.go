@@ -38,6 +38,9 @@ type Item struct {
 	// Err says why a requested certificate cannot be renewed; a skipped
 	// one that was not asked for by name has Err nil and a Reason.
 	Err error
+	// CSR is set for a certificate asked for by name whose renewal path is
+	// csr: it is renewed through the cluster, outside the transaction.
+	CSR *inventory.Certificate
 }
 
 // Plan is the ordered list of items.
@@ -159,6 +162,10 @@ func (b *builder) item(c *inventory.Certificate, reason string, required bool) *
 	}
 	switch c.RenewalPath {
 	case inventory.RenewCSR:
+		if required {
+			it.CSR, it.Reason = c, "requested by name; through a CertificateSigningRequest"
+			return it
+		}
 		return skip("renewal path csr: renewed through the Kubernetes API, not from a local CA")
 	case inventory.RenewExternal:
 		if c.CAName == "" {

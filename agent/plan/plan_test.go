@@ -74,7 +74,8 @@ func TestSelection(t *testing.T) {
 	}
 	p = build(t, pkitest.Layout{}, Selection{Names: []string{"etcd-peer", "ca", "nope", "kubelet-client-current"}}, nil)
 	m = items(p)
-	if !m["etcd-peer"].Renew || m["ca"].Err == nil || m["nope"].Err == nil || m["kubelet-client-current"].Err == nil {
+	// A csr certificate asked for by name is planned for a CSR, not refused.
+	if k := m["kubelet-client-current"]; !m["etcd-peer"].Renew || m["ca"].Err == nil || m["nope"].Err == nil || k.Err != nil || k.CSR == nil || k.Renew {
 		t.Errorf("by name: %+v %+v %+v %+v", m["etcd-peer"], m["ca"], m["nope"], m["kubelet-client-current"])
 	}
 }

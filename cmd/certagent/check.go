@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,8 +21,8 @@ that does not match, or a file that could not be read or parsed; 4 bad
 flags or config.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return &exitError{code: ExitUsage, err: fmt.Errorf("-o must be table or json, got %q", output)}
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			root, cfg, err := g.load()
 			if err != nil {
@@ -33,9 +32,12 @@ flags or config.`,
 			if err != nil {
 				return &exitError{code: ExitUsage, err: err}
 			}
-			if output == "json" {
+			switch output {
+			case "json":
 				err = rep.WriteJSON(cmd.OutOrStdout())
-			} else {
+			case "yaml":
+				err = writeYAML(cmd.OutOrStdout(), rep.WriteJSON)
+			default:
 				err = rep.WriteTable(cmd.OutOrStdout())
 			}
 			if err != nil {
@@ -47,6 +49,6 @@ flags or config.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	addOutputFlag(cmd, &output)
 	return cmd
 }

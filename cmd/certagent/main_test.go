@@ -43,7 +43,7 @@ func TestCheckExitCodes(t *testing.T) {
 		{name: "broken file", extra: func(dir string) {
 			os.WriteFile(filepath.Join(dir, "etc/kubernetes/pki/x.crt"), []byte("garbage"), 0o644)
 		}, code: 2},
-		{name: "bad output flag", args: []string{"-o", "yaml"}, code: ExitUsage},
+		{name: "bad output flag", args: []string{"-o", "xml"}, code: ExitUsage},
 		{name: "missing config", args: []string{"--config", "/nonexistent/config.yaml"}, code: ExitUsage},
 	}
 	for _, tc := range tests {

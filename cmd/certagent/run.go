@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path"
@@ -162,8 +163,8 @@ func newStatusCommand(g *globalFlags) *cobra.Command {
 4 for bad flags.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" {
-				return &exitError{code: ExitUsage, err: fmt.Errorf("-o must be table or json, got %q", output)}
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			if socket == "" {
 				root, cfg, err := g.load()
@@ -181,10 +182,12 @@ func newStatusCommand(g *globalFlags) *cobra.Command {
 				return &exitError{code: ExitUnreachable, err: err}
 			}
 			out := cmd.OutOrStdout()
-			if output == "json" {
-				enc := jsonEncoder(out)
-				err = enc.Encode(s)
-			} else {
+			switch output {
+			case "json":
+				err = jsonEncoder(out).Encode(s)
+			case "yaml":
+				err = writeYAML(out, func(w io.Writer) error { return jsonEncoder(w).Encode(s) })
+			default:
 				err = s.WriteTable(out, time.Now())
 			}
 			if err != nil {
@@ -196,7 +199,7 @@ func newStatusCommand(g *globalFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	addOutputFlag(cmd, &output)
 	cmd.Flags().StringVar(&socket, "socket", "", "the agent's socket (default agent.socket below --root)")
 	return cmd
 }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +26,9 @@ func TestConcurrentRenewsSerialise(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // the first holds the lock now
 
 	impatient := run(t, certagentBin, "renew", "--root", root, "--all", "--force", "--lock-timeout", "200ms")
-	if impatient.code != 4 || !strings.Contains(impatient.stderr, "another renewal is in progress") || !strings.Contains(impatient.stderr, "held by pid") {
+	// Exit 5, the lock timeout's own code; the wait was announced once, with the holder.
+	if impatient.code != 5 || !strings.Contains(impatient.stderr, "another renewal is in progress") || !strings.Contains(impatient.stderr, "held by pid") ||
+		strings.Count(impatient.stderr, "waiting up to 200ms for ") != 1 || !strings.Contains(impatient.stderr, fmt.Sprintf("certagent.lock, held by pid %d", first.Process.Pid)) {
 		t.Errorf("short timeout: exit %d\n%s%s", impatient.code, impatient.stdout, impatient.stderr)
 	}
 	start := time.Now()
@@ -63,7 +66,7 @@ func TestRunningKubeadmIsRespected(t *testing.T) {
 	defer same.Wait()
 	time.Sleep(100 * time.Millisecond)
 	r := run(t, certagentBin, "renew", "--root", root, "--all", "--lock-timeout", "300ms")
-	if r.code != 4 || !strings.Contains(r.stderr, "kubeadm (pid") {
+	if r.code != 5 || !strings.Contains(r.stderr, "kubeadm (pid") || strings.Count(r.stderr, "waiting up to 300ms for kubeadm (pid") != 1 {
 		t.Errorf("kubeadm on the same root: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
