@@ -22,7 +22,7 @@ func newManCommand() *cobra.Command {
 			}
 			root := cmd.Root()
 			root.DisableAutoGenTag = true
-			hdr := &doc.GenManHeader{Title: "CERTAGENT", Section: "8", Source: "certagent " + version, Manual: "certagent"}
+			hdr := &doc.GenManHeader{Title: "CERTAGENT", Section: "8", Source: "certagent " + version, Manual: "System Administration"}
 			if err := doc.GenManTree(root, hdr, args[0]); err != nil {
 				return &exitError{code: ExitUsage, err: fmt.Errorf("man pages: %w", err)}
 			}
