@@ -26,7 +26,7 @@ func BenchmarkMetricsScrape10k(b *testing.B) {
 			Subject: fmt.Sprintf("CN=svc-%05d.example.internal", i), Issuer: "CN=kubernetes", Serial: fmt.Sprintf("%X", i*7919),
 			SubjectParts: inventory.NameParts{CN: fmt.Sprintf("svc-%05d.example.internal", i)}, IssuerParts: issuer,
 			SerialDecimal: fmt.Sprint(i * 7919),
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Duration(i) * time.Hour), RenewalPath: inventory.RenewLocalCA,
+			NotBefore:     now.Add(-time.Hour), NotAfter: now.Add(time.Duration(i) * time.Hour), RenewalPath: inventory.RenewLocalCA,
 		})
 	}
 	m.scanned(rep, time.Millisecond)
