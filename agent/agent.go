@@ -123,6 +123,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.Group == "" {
 		opts.Group = GroupName
 	}
+	opts.Metrics.setVersion(opts.Version)
 	return &Agent{
 		opts: opts, kick: make(chan string, 1), reload: make(chan struct{}, 1), renews: make(chan renewCall),
 		logged: map[string]string{}, mismatch: map[string]time.Time{}, csrJobs: map[string]string{}, csrWaiters: map[string][]chan csrResult{}, csrDone: make(chan csrResult), csrPending: make(chan csrUpdate),

@@ -387,7 +387,7 @@ func TestMetrics(t *testing.T) {
 	if n := strings.Count(out, `x509_cert_not_after{filename="kubelet-client-current.pem"`); n != 1 {
 		t.Errorf("%d not_after series for the kubelet client certificate after the swap, want 1", n)
 	}
-	if !strings.Contains(out, `serial_number="`+serial+`"`) {
+	if !strings.Contains(out, `serial_number="`+c.SerialNumber.String()+`"`) {
 		t.Error("the series does not show the new certificate")
 	}
 }

@@ -3,8 +3,6 @@ package agent
 import (
 	"net"
 	"net/http"
-	"path"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,31 +15,36 @@ import (
 // Metrics exposes the agent in Prometheus format. The per-certificate
 // series use the names and labels of the widely used
 // x509-certificate-exporter (x509_cert_not_after, ..., filepath,
-// subject_CN, issuer_CN), so its dashboards and alerts keep working. They
-// are built from the latest scan at every scrape, keyed by the path
-// certagent watches (the kubelet's -current.pem symlink, not the file it
-// points to), so a rotation never leaves a stale series behind.
+// subject_CN, issuer_CN, serial_number in decimal), so its dashboards and
+// alerts keep working; so do its read-error series (x509_read_errors of
+// its v3 line, x509_source_errors_total of v4). They are built from the
+// latest scan at every scrape, keyed by the path certagent watches (the
+// kubelet's -current.pem symlink, not the file it points to), so a
+// rotation never leaves a stale series behind.
 type Metrics struct {
 	reg *prometheus.Registry
 
 	renewals, failures *prometheus.CounterVec
 	lastRenewal        *prometheus.GaugeVec
 	mismatch           *prometheus.GaugeVec
+	servedState        *prometheus.GaugeVec
+	sourceErrors       *prometheus.CounterVec
 	csrWait            prometheus.Histogram
 	scanDuration       prometheus.Histogram
+	buildOnce          sync.Once
 
 	mu     sync.Mutex // guards latest
 	latest *inventory.Report
 }
 
-var certLabels = []string{"name", "filepath", "filename", "subject_CN", "subject_O", "issuer_CN", "serial_number", "renewal_path"}
-
 var (
-	descNotAfter  = prometheus.NewDesc("x509_cert_not_after", "Expiration of the certificate, seconds since the epoch.", certLabels, nil)
-	descNotBefore = prometheus.NewDesc("x509_cert_not_before", "Start of the certificate's validity, seconds since the epoch.", certLabels, nil)
-	descExpired   = prometheus.NewDesc("x509_cert_expired", "1 if the certificate has expired.", certLabels, nil)
-	descProblems  = prometheus.NewDesc("certagent_problems", "Files certagent could not read or understand.", nil, nil)
+	descProblems   = prometheus.NewDesc("certagent_problems", "Files certagent could not read or understand.", nil, nil)
+	descReadErrors = prometheus.NewDesc("x509_read_errors", "Files that could not be read or parsed in the latest scan (x509-certificate-exporter v3's name).", nil, nil)
 )
+
+// servedStates are the values of certagent_served_certificate_state's
+// state label.
+var servedStates = []string{"match", "mismatch", "stale", "not-serving"}
 
 // NewMetrics registers certagent's metrics and Go's process metrics.
 func NewMetrics() *Metrics {
@@ -49,54 +52,45 @@ func NewMetrics() *Metrics {
 	m.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certagent_renewals_total", Help: "Certificates renewed, by method."}, []string{"method"})
 	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certagent_renewal_failures_total", Help: "Failed renewal attempts, by method."}, []string{"method"})
 	m.lastRenewal = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certagent_last_renewal_timestamp_seconds", Help: "When each certificate was last renewed successfully."}, []string{"name"})
-	m.mismatch = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certagent_served_certificate_mismatch", Help: "1 when an endpoint serves another certificate than the one on disk (2 once stale)."}, []string{"component", "address", "name"})
+	m.mismatch = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certagent_served_certificate_mismatch", Help: "1 when an endpoint serves another certificate than the one on disk (2 once stale); see certagent_served_certificate_state."}, []string{"component", "address", "name"})
+	m.servedState = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "certagent_served_certificate_state", Help: "1 for the state (match, mismatch, stale, not-serving) of what an endpoint serves compared with the disk, 0 for the others."}, []string{"component", "address", "name", "state"})
+	m.sourceErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "x509_source_errors_total", Help: "Files that could not be read or parsed, summed over scans (x509-certificate-exporter v4's name)."}, []string{"reason", "source_kind", "source_name"})
+	m.sourceErrors.With(prometheus.Labels{"reason": "read_failed", "source_kind": "file", "source_name": "certagent"})
 	m.csrWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "certagent_csr_wait_seconds", Help: "Time from creating a CSR to the certificate on disk.", Buckets: prometheus.ExponentialBuckets(0.05, 3, 10)})
 	m.scanDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "certagent_scan_duration_seconds", Help: "Duration of a full scan of the node.", Buckets: prometheus.ExponentialBuckets(0.001, 3, 10)})
-	m.reg.MustRegister(m.renewals, m.failures, m.lastRenewal, m.mismatch, m.csrWait, m.scanDuration, m,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.renewals, m.failures, m.lastRenewal, m.mismatch, m.servedState, m.sourceErrors, m.csrWait, m.scanDuration, m,
+		&certCollector{m: m}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
 
-// Describe implements prometheus.Collector for the per-certificate series.
-func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
-	ch <- descNotAfter
-	ch <- descNotBefore
-	ch <- descExpired
-	ch <- descProblems
+// setVersion adds the build-info series; the first call wins.
+func (m *Metrics) setVersion(version string) {
+	if m == nil {
+		return
+	}
+	m.buildOnce.Do(func() { m.reg.MustRegister(buildInfo(version)...) })
 }
 
-// Collect emits one series per certificate of the latest scan.
+// Describe implements prometheus.Collector for the scan's summary series.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descProblems
+	ch <- descReadErrors
+}
+
+// Collect emits the number of problems of the latest scan.
 func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
-	m.mu.Lock()
-	rep := m.latest
-	m.mu.Unlock()
+	rep := m.report()
 	if rep == nil {
 		return
 	}
-	now := time.Now()
-	for _, list := range [][]*inventory.Certificate{rep.Certificates, rep.Authorities} {
-		for _, c := range list {
-			lv := []string{c.Name, c.Path, path.Base(c.Path), rdn(c.Subject, "CN"), rdn(c.Subject, "O"), rdn(c.Issuer, "CN"), c.Serial, string(c.RenewalPath)}
-			ch <- prometheus.MustNewConstMetric(descNotAfter, prometheus.GaugeValue, float64(c.NotAfter.Unix()), lv...)
-			ch <- prometheus.MustNewConstMetric(descNotBefore, prometheus.GaugeValue, float64(c.NotBefore.Unix()), lv...)
-			expired := 0.0
-			if now.After(c.NotAfter) {
-				expired = 1
-			}
-			ch <- prometheus.MustNewConstMetric(descExpired, prometheus.GaugeValue, expired, lv...)
-		}
-	}
 	ch <- prometheus.MustNewConstMetric(descProblems, prometheus.GaugeValue, float64(len(rep.Problems)))
+	ch <- prometheus.MustNewConstMetric(descReadErrors, prometheus.GaugeValue, float64(len(rep.Problems)))
 }
 
-// rdn picks one attribute out of a distinguished name as Go prints it.
-func rdn(dn, attr string) string {
-	for _, part := range strings.Split(dn, ",") {
-		if v, ok := strings.CutPrefix(part, attr+"="); ok {
-			return v
-		}
-	}
-	return ""
+func (m *Metrics) report() *inventory.Report {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.latest
 }
 
 func (m *Metrics) scanned(rep *inventory.Report, took time.Duration) {
@@ -107,6 +101,7 @@ func (m *Metrics) scanned(rep *inventory.Report, took time.Duration) {
 	m.latest = rep
 	m.mu.Unlock()
 	m.scanDuration.Observe(took.Seconds())
+	m.sourceErrors.With(prometheus.Labels{"reason": "read_failed", "source_kind": "file", "source_name": "certagent"}).Add(float64(len(rep.Problems)))
 }
 
 func (m *Metrics) renewed(name, method string, at time.Time) {
@@ -127,11 +122,19 @@ func (m *Metrics) served(comps []ComponentStatus) {
 		return
 	}
 	m.mismatch.Reset()
+	m.servedState.Reset()
 	for _, c := range comps {
 		for _, s := range c.Served {
 			v := map[string]float64{"match": 0, "mismatch": 1, "stale": 2}[s.State]
 			if s.State != "not-serving" {
 				m.mismatch.WithLabelValues(c.Name, s.Address, s.Certificate).Set(v)
+			}
+			for _, st := range servedStates {
+				v := 0.0
+				if st == s.State {
+					v = 1
+				}
+				m.servedState.WithLabelValues(c.Name, s.Address, s.Certificate, st).Set(v)
 			}
 		}
 	}
@@ -139,7 +142,9 @@ func (m *Metrics) served(comps []ComponentStatus) {
 
 // Handler serves /metrics.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	// A series that cannot be made (two certificates with one label set)
+	// is left out and the rest served.
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
 // ServeMetrics listens on addr and serves /metrics until the server is

@@ -91,6 +91,9 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 			rep.Authorities = append(rep.Authorities, a.info)
 		}
 	}
+	for _, info := range rep.ClusterCAs {
+		s.assess(info, false, rep)
+	}
 	if rep.Certificates == nil {
 		rep.Certificates = []*Certificate{}
 	}

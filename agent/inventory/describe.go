@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"path"
 	"strings"
@@ -13,11 +14,13 @@ import (
 // holds no reference to cert, so leaves can be dropped after reading.
 func (s *scanner) describe(name, p, resolved string, kind Kind, c *x509.Certificate) *Certificate {
 	alg, bits := pki.DescribeKey(c.PublicKey)
+	issuer, issuerParts := s.issuerName(c)
 	info := &Certificate{
 		Name: name, Path: p, Kind: kind,
-		Subject: c.Subject.String(), Issuer: s.issuerName(c),
+		Subject: c.Subject.String(), Issuer: issuer,
+		SubjectParts: nameParts(c.Subject), IssuerParts: issuerParts,
 		DNSNames: c.DNSNames, EmailAddresses: c.EmailAddresses,
-		Serial:    strings.ToUpper(c.SerialNumber.Text(16)),
+		Serial: strings.ToUpper(c.SerialNumber.Text(16)), SerialDecimal: c.SerialNumber.String(),
 		NotBefore: c.NotBefore.UTC(), NotAfter: c.NotAfter.UTC(),
 		KeyAlgorithm: alg, KeySize: bits, IsCA: pki.IsCA(c),
 	}
@@ -33,25 +36,47 @@ func (s *scanner) describe(name, p, resolved string, kind Kind, c *x509.Certific
 	return info
 }
 
-// issuerName renders the issuer's name once per distinct issuer: thousands
-// of certificates usually share a handful.
-func (s *scanner) issuerName(c *x509.Certificate) string {
+// issuerName renders the issuer's name and picks its parts once per
+// distinct issuer: thousands of certificates usually share a handful.
+func (s *scanner) issuerName(c *x509.Certificate) (string, *NameParts) {
 	if v, ok := s.names.Load(string(c.RawIssuer)); ok {
-		return v.(string)
+		n := v.(*issuerInfo)
+		return n.name, n.parts
 	}
-	n := c.Issuer.String()
+	parts := nameParts(c.Issuer)
+	n := &issuerInfo{name: c.Issuer.String(), parts: &parts}
 	s.names.Store(string(c.RawIssuer), n)
-	return n
+	return n.name, n.parts
+}
+
+// issuerInfo is what the scanner keeps per distinct issuer name.
+type issuerInfo struct {
+	name  string
+	parts *NameParts
+}
+
+// nameParts takes the first value of each attribute, as the exporter does
+// (a multi-valued O=Acme, Inc.+O=system:masters shows "Acme, Inc.").
+func nameParts(n pkix.Name) NameParts {
+	first := func(l []string) string {
+		if len(l) == 0 {
+			return ""
+		}
+		return l[0]
+	}
+	return NameParts{C: first(n.Country), ST: first(n.Province), L: first(n.Locality),
+		O: first(n.Organization), OU: first(n.OrganizationalUnit), CN: n.CommonName}
 }
 
 // readKubeconfig reports the client certificates of a kubeconfig: embedded
 // ones in place, referenced ones by reading the files they name.
 func (s *scanner) readKubeconfig(c candidate, name string, f *pki.File, order int, r *result) *result {
-	creds, err := pki.ParseKubeconfig(f.Data, path.Dir(c.path))
+	creds, cas, err := pki.LoadKubeconfig(f.Data, path.Dir(c.path))
 	if err != nil {
 		r.problems = append(r.problems, Problem{Path: c.path, Name: c.name, Error: err.Error()})
 		return r
 	}
+	s.readClusterCAs(c, name, cas, r)
 	for i, cr := range creds {
 		credName := name
 		if i > 0 || !cr.Current {
@@ -64,6 +89,29 @@ func (s *scanner) readKubeconfig(c candidate, name string, f *pki.File, order in
 		}
 	}
 	return r
+}
+
+// readClusterCAs reports every certificate of the clusters'
+// certificate-authority-data, named <kubeconfig>#cluster/<cluster> (and
+// #2, #3, ... for the further certificates of a bundle).
+func (s *scanner) readClusterCAs(c candidate, name string, cas []pki.ClusterCA, r *result) {
+	for _, ca := range cas {
+		b, err := pki.ParseBundle(ca.Data)
+		if err != nil {
+			r.problems = append(r.problems, Problem{Path: c.path, Name: name,
+				Error: fmt.Sprintf("cluster %q certificate-authority-data: %v", ca.Cluster, err)})
+			continue
+		}
+		for i, cert := range b.Certs {
+			n := name + "#cluster/" + ca.Cluster
+			if i > 0 {
+				n += fmt.Sprintf("#%d", i+1)
+			}
+			info := s.describe(n, c.path, "", KindKubeconfigEmbedded, cert)
+			info.Kubeconfig, info.Cluster, info.RenewalPath = c.path, ca.Cluster, RenewNone
+			r.clusterCAs = append(r.clusterCAs, info)
+		}
+	}
 }
 
 func (s *scanner) readEmbedded(c candidate, name string, f *pki.File, cr pki.Credential, order int, r *result) {

@@ -36,7 +36,7 @@ type scanner struct {
 	cfg         *config.Config
 	now         time.Time
 	authorities []*authority
-	names       sync.Map // string(RawIssuer) -> rendered issuer name
+	names       sync.Map // string(RawIssuer) -> *issuerInfo
 	writersMu   sync.Mutex
 	writers     map[string]string // directory -> who else can write it; guarded by writersMu
 }
@@ -78,10 +78,11 @@ type found struct {
 
 // result is what reading one candidate produced.
 type result struct {
-	found    []*found
-	chain    []*authority
-	keyPair  *KeyPair
-	problems []Problem
+	found      []*found
+	clusterCAs []*Certificate
+	chain      []*authority
+	keyPair    *KeyPair
+	problems   []Problem
 }
 
 // Scan inventories the node. It returns a report even when files are bad;
@@ -178,6 +179,7 @@ func (s *scanner) collect(rep *Report, r *result, all []*found) []*found {
 		return all
 	}
 	rep.Problems = append(rep.Problems, r.problems...)
+	rep.ClusterCAs = append(rep.ClusterCAs, r.clusterCAs...)
 	if r.keyPair != nil {
 		rep.KeyPairs = append(rep.KeyPairs, r.keyPair)
 	}
@@ -380,6 +382,7 @@ func sortReport(rep *Report) {
 	}
 	byName(rep.Certificates)
 	byName(rep.Authorities)
+	byName(rep.ClusterCAs)
 	sort.SliceStable(rep.Problems, func(i, j int) bool { return rep.Problems[i].Path < rep.Problems[j].Path })
 	sort.SliceStable(rep.KeyPairs, func(i, j int) bool { return rep.KeyPairs[i].Path < rep.KeyPairs[j].Path })
 }

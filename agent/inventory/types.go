@@ -69,8 +69,11 @@ type Report struct {
 	Root         string         `json:"root"`
 	Certificates []*Certificate `json:"certificates"`
 	Authorities  []*Certificate `json:"authorities"`
-	KeyPairs     []*KeyPair     `json:"keyPairs"`
-	Problems     []Problem      `json:"problems"`
+	// ClusterCAs are the clusters' certificate-authority-data of the
+	// kubeconfigs: reported (and exported as metrics), never renewed.
+	ClusterCAs []*Certificate `json:"clusterCAs,omitempty"`
+	KeyPairs   []*KeyPair     `json:"keyPairs"`
+	Problems   []Problem      `json:"problems"`
 }
 
 // Certificate is everything certagent knows about one certificate.
@@ -87,16 +90,26 @@ type Certificate struct {
 	Kubeconfig   string   `json:"kubeconfig,omitempty"`
 	User         string   `json:"user,omitempty"`
 	UsedBy       []string `json:"usedBy,omitempty"`
+	// Cluster names the kubeconfig cluster whose CA data this is (ClusterCAs only).
+	Cluster string `json:"cluster,omitempty"`
 
-	Subject        string    `json:"subject"`
-	Issuer         string    `json:"issuer"`
-	DNSNames       []string  `json:"dnsNames,omitempty"`
-	IPAddresses    []string  `json:"ipAddresses,omitempty"`
-	URIs           []string  `json:"uris,omitempty"`
-	EmailAddresses []string  `json:"emailAddresses,omitempty"`
-	Serial         string    `json:"serial"`
-	NotBefore      time.Time `json:"notBefore"`
-	NotAfter       time.Time `json:"notAfter"`
+	Subject        string   `json:"subject"`
+	Issuer         string   `json:"issuer"`
+	DNSNames       []string `json:"dnsNames,omitempty"`
+	IPAddresses    []string `json:"ipAddresses,omitempty"`
+	URIs           []string `json:"uris,omitempty"`
+	EmailAddresses []string `json:"emailAddresses,omitempty"`
+	Serial         string   `json:"serial"`
+	// SerialDecimal is Serial in decimal, as x509-certificate-exporter's
+	// serial_number label shows it.
+	SerialDecimal string `json:"-"`
+	// SubjectParts and IssuerParts are the names' parsed attributes, for
+	// the metric labels (a rendered name cannot be split back reliably).
+	// IssuerParts is shared by every certificate of the same issuer.
+	SubjectParts NameParts  `json:"-"`
+	IssuerParts  *NameParts `json:"-"`
+	NotBefore    time.Time  `json:"notBefore"`
+	NotAfter     time.Time  `json:"notAfter"`
 	// ResidualSeconds is NotAfter minus the scan time (negative once expired).
 	ResidualSeconds int64  `json:"residualSeconds"`
 	KeyAlgorithm    string `json:"keyAlgorithm"`
@@ -122,6 +135,13 @@ type Certificate struct {
 	RenewalWindowStart time.Time `json:"renewalWindowStart"`
 	State              State     `json:"state"`
 	Warnings           []string  `json:"warnings,omitempty"`
+}
+
+// NameParts are the first country, province, locality, organization and
+// organizational unit and the common name of a pkix.Name: what
+// x509-certificate-exporter's subject_* and issuer_* labels show.
+type NameParts struct {
+	C, ST, L, O, OU, CN string
 }
 
 // KeyInfo describes a certificate's private key as found on disk.

@@ -34,18 +34,33 @@ func LooksLikeKubeconfig(data []byte) bool {
 			bytes.Contains(data, []byte("clusters:")))
 }
 
+// ClusterCA is the certificate-authority-data of one cluster in a
+// kubeconfig: the PEM as embedded (it may hold several certificates).
+type ClusterCA struct {
+	Cluster string
+	Data    []byte
+}
+
 // ParseKubeconfig loads a kubeconfig with client-go's clientcmd and returns
 // every user that has a client certificate, the current context's user
 // first. dir is the kubeconfig's node directory. A kubeconfig whose users
 // authenticate otherwise (a bootstrap token) returns no credentials and no
 // error.
 func ParseKubeconfig(data []byte, dir string) ([]Credential, error) {
+	creds, _, err := LoadKubeconfig(data, dir)
+	return creds, err
+}
+
+// LoadKubeconfig is ParseKubeconfig that also returns the clusters'
+// embedded CA data (certificate-authority-data), sorted by cluster name.
+// Clusters that name a CA file instead, or none, are left out.
+func LoadKubeconfig(data []byte, dir string) ([]Credential, []ClusterCA, error) {
 	cfg, err := clientcmd.Load(data)
 	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w", err)
+		return nil, nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	if len(cfg.AuthInfos) == 0 && len(cfg.Clusters) == 0 && len(cfg.Contexts) == 0 {
-		return nil, fmt.Errorf("kubeconfig: %w", ErrUnknownFmt)
+		return nil, nil, fmt.Errorf("kubeconfig: %w", ErrUnknownFmt)
 	}
 	current := ""
 	if ctx, ok := cfg.Contexts[cfg.CurrentContext]; ok && ctx != nil {
@@ -69,7 +84,14 @@ func ParseKubeconfig(data []byte, dir string) ([]Credential, error) {
 			out = append(out, c)
 		}
 	}
-	return out, nil
+	var cas []ClusterCA
+	for name, c := range cfg.Clusters {
+		if c != nil && len(c.CertificateAuthorityData) > 0 {
+			cas = append(cas, ClusterCA{Cluster: name, Data: c.CertificateAuthorityData})
+		}
+	}
+	sort.Slice(cas, func(i, j int) bool { return cas[i].Cluster < cas[j].Cluster })
+	return out, cas, nil
 }
 
 func credential(ai *clientcmdapi.AuthInfo, dir string) (Credential, bool) {

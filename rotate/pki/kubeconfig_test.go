@@ -1,6 +1,7 @@
 package pki_test
 
 import (
+	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -59,5 +60,33 @@ current-context: c
 	}
 	if _, err := pki.ParseKubeconfig([]byte("just: [unbalanced"), "/"); err == nil {
 		t.Fatal("bad YAML accepted")
+	}
+}
+
+// TestLoadKubeconfigClusterCAs: certificate-authority-data comes back per
+// cluster, sorted; a cluster naming a CA file, or none, is left out.
+func TestLoadKubeconfigClusterCAs(t *testing.T) {
+	ca := testCA(t)
+	kc, err := pkitest.Kubeconfig("https://127.0.0.1:6443", ca.Cert, "kubernetes-admin", nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cas, err := pki.LoadKubeconfig(kc, "/etc/kubernetes")
+	if err != nil || len(cas) != 1 {
+		t.Fatalf("LoadKubeconfig: %v %+v", err, cas)
+	}
+	if b, err := pki.ParseBundle(cas[0].Data); err != nil || !b.Certs[0].Equal(ca.Cert) {
+		t.Fatalf("cluster CA does not round-trip: %v", err)
+	}
+	file := []byte(`apiVersion: v1
+kind: Config
+clusters:
+- {name: b, cluster: {server: "https://b", certificate-authority: /etc/kubernetes/pki/ca.crt}}
+- {name: a, cluster: {server: "https://a", certificate-authority-data: "` + base64.StdEncoding.EncodeToString(pkitest.CertPEM(ca.Cert)) + `"}}
+- {name: c, cluster: {server: "https://c"}}
+`)
+	_, cas, err = pki.LoadKubeconfig(file, "/")
+	if err != nil || len(cas) != 1 || cas[0].Cluster != "a" {
+		t.Fatalf("only the embedded CA of cluster a: %v %+v", err, cas)
 	}
 }
