@@ -58,7 +58,7 @@ func kindOf(c *inventory.Certificate, cfg *config.Config) (csrKind, *config.CSRC
 			return kindCustom, &cfg.Certificates[i]
 		}
 	}
-	if c.Name == "kubelet-serving" {
+	if c.Name == "kubelet-serving" || c.Name == "kubelet.crt" {
 		return kindKubeletServing, nil
 	}
 	return kindKubeletClient, nil
@@ -68,7 +68,8 @@ func kindOf(c *inventory.Certificate, cfg *config.Config) (csrKind, *config.CSRC
 // in if the kubelet owns it: past 95 % of the lifetime, well beyond the
 // kubelet's own 70-90 % window.
 func (a *Agent) csrOwner(c *inventory.Certificate, k csrKind) (kubelet bool, stepIn time.Time, why string) {
-	if k == kindCustom {
+	if k == kindCustom || c.Name == "kubelet.crt" {
+		// The kubelet never rotates kubelet.crt: it only makes one at start.
 		return false, time.Time{}, ""
 	}
 	switch a.cfg.Kubelet.Rotation {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -82,6 +83,9 @@ func (j CSRRenewal) Run(ctx context.Context, c *inventory.Certificate, rep *inve
 	node := cfg.Kubelet.NodeName
 	if node == "" {
 		node = nodeFromCN(old.Subject.CommonName)
+		if host, _, ok := strings.Cut(node, "@"); ok && c.Name == "kubelet.crt" {
+			node = host // the kubelet's self-signed "<host>@<time>"
+		}
 	}
 	kubeconfig, timeout := cfg.Kubelet.Kubeconfig, cfg.Kubelet.ClientCSRTimeoutDuration
 	var spec rotate.CSRSpec
@@ -194,6 +198,17 @@ func (j CSRRenewal) finish(r csrResult, c *inventory.Certificate, certs []*x509.
 		// kubelet.conf embeds its certificate (a node joined long ago):
 		// renew it in place, with the transaction.
 		t := rotate.Target{Name: c.Name, Storage: rotate.StorageKubeconfig, CertPath: c.Path, User: c.User, Roots: roots}
+		var res rotate.Result
+		res, err = rotate.Install(context.Background(), opts, t, certs, key)
+		r.rollback = func() error { return rotate.Restore(root, res.Backup, c.Name) }
+	case c.Name == "kubelet.crt":
+		// Written as a pair over kubelet.crt/kubelet.key, with the
+		// transaction; the kubelet reads it at its next start.
+		keyPath := path.Join(path.Dir(c.Path), "kubelet.key")
+		if c.Key != nil && c.Key.Path != "" {
+			keyPath = c.Key.Path
+		}
+		t := rotate.Target{Name: c.Name, Storage: rotate.StoragePair, CertPath: c.Path, KeyPath: keyPath, Roots: roots}
 		var res rotate.Result
 		res, err = rotate.Install(context.Background(), opts, t, certs, key)
 		r.rollback = func() error { return rotate.Restore(root, res.Backup, c.Name) }

@@ -122,7 +122,7 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 				continue
 			}
 		}
-		if c.RenewalPath != inventory.RenewLocalCA && c.RenewalPath != inventory.RenewCSR {
+		if c.RenewalPath != inventory.RenewLocalCA && c.RenewalPath != inventory.RenewCSR && c.RenewalPath != inventory.RenewSelfSigned {
 			rs.NextAction, rs.State = "none", StateOK
 			rs.Reason = map[inventory.RenewalPath]string{
 				inventory.RenewExternal: "its CA key is not on this node",
@@ -261,12 +261,13 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 				failures[r.Name] = r.Err
 				continue
 			}
-			a.state.Put(r.Name, stateRenewed(r.NewSerial, r.OldSerial, string(inventory.RenewLocalCA), now))
-			a.opts.Metrics.renewed(r.Name, string(inventory.RenewLocalCA), now)
-			f := certFields(MsgRenewed, c, string(inventory.RenewLocalCA), "")
+			method, how := localMethod(c)
+			a.state.Put(r.Name, stateRenewed(r.NewSerial, r.OldSerial, method, now))
+			a.opts.Metrics.renewed(r.Name, method, now)
+			f := certFields(MsgRenewed, c, method, "")
 			f["NEW_SERIAL"], f["NEW_NOT_AFTER"], f["BACKUP"] = r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339), r.Backup
 			a.opts.Log.WithFields(f).Info("certificate renewed")
-			a.opts.Reporter.Event(corev1.EventTypeNormal, "CertificateRenewed", fmt.Sprintf("certagent renewed %s from the local CA: serial %s -> %s, valid until %s", r.Name, r.OldSerial, r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339)))
+			a.opts.Reporter.Event(corev1.EventTypeNormal, "CertificateRenewed", fmt.Sprintf("certagent renewed %s %s: serial %s -> %s, valid until %s", r.Name, how, r.OldSerial, r.NewSerial, r.NotAfter.UTC().Format(time.RFC3339)))
 			backup, name := r.Backup, r.Name
 			renewed = append(renewed, Renewed{Cert: c, NewSerial: r.NewSerial,
 				Rollback: func() error { return rotate.Restore(a.opts.Root, backup, name) }})
@@ -275,10 +276,20 @@ func (a *Agent) record(ctx context.Context, certs []*inventory.Certificate, out 
 	for name, ferr := range failures {
 		if c := byName[name]; c != nil {
 			st := a.state.Get(name)
-			a.fail(c, &st, ferr, now, string(inventory.RenewLocalCA))
+			method, _ := localMethod(c)
+			a.fail(c, &st, ferr, now, method)
 		}
 	}
 	a.restart(ctx, renewed, now)
+}
+
+// localMethod names how the transaction renewed c: from the local CA, or
+// as a new self-signed pair (kubelet.crt).
+func localMethod(c *inventory.Certificate) (method, how string) {
+	if c.RenewalPath == inventory.RenewSelfSigned {
+		return string(inventory.RenewSelfSigned), "as a new self-signed pair"
+	}
+	return string(inventory.RenewLocalCA), "from the local CA"
 }
 
 // restart reloads what uses renewed certificates; those whose component

@@ -148,7 +148,11 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 		case !it.Renew:
 			out.add("skipped", it.Name, "%s", it.Reason)
 		case req.DryRun:
-			out.add("would-renew", it.Name, "%s; CA %s; new validity %s to %s; files %s", it.Reason, it.Target.CA.Name,
+			issuer := "new self-signed pair"
+			if it.Target.CA != nil {
+				issuer = "CA " + it.Target.CA.Name
+			}
+			out.add("would-renew", it.Name, "%s; %s; new validity %s to %s; files %s", it.Reason, issuer,
 				it.NotBefore.Format(time.RFC3339), it.NotAfter.Format(time.RFC3339), strings.Join(it.Files, " "))
 		}
 		for _, w := range it.Warnings {

@@ -275,7 +275,7 @@ func (j *journal) entryConsistent(e journalEntry) bool {
 			t.KeyPath = f.Path
 		}
 	}
-	cert, key, err := parseRendered(t, files)
+	cert, _, key, err := parseRendered(t, files)
 	return err == nil && pki.KeyMatches(cert, key)
 }
 

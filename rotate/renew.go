@@ -43,7 +43,8 @@ type Result struct {
 	Err    error
 }
 
-// Renew re-signs every target with its local CA and commits them in one
+// Renew re-signs every target with its local CA (a SelfSigned target gets
+// a new self-signed pair instead) and commits them in one
 // transaction. Keys are generated in parallel. A target that fails before
 // the commit is left untouched and reported; the others go ahead.
 func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error) {
@@ -157,6 +158,9 @@ func Install(ctx context.Context, opts Options, t Target, certs []*x509.Certific
 // the files, without writing anything.
 func prepare(opts Options, p *prepared) error {
 	t := p.t
+	if t.SelfSigned {
+		return prepareSelfSigned(opts, p)
+	}
 	if t.CA == nil {
 		return fmt.Errorf("%s: %w", t.Name, ErrExternalCA)
 	}

@@ -39,6 +39,13 @@ type Target struct {
 	// certificate must chain to.
 	CA    *LocalCA
 	Roots *x509.CertPool
+	// SelfSigned marks a pair whose certificate file bundles the
+	// self-signed CA that issued it (the kubelet's kubelet.crt). Renew
+	// makes a new pair the kubelet's way (see prepareSelfSigned), and the
+	// transaction checks it in a narrow mode of its own: the new leaf
+	// chains to the CA bundled with it in the new file and keeps the old
+	// DNS and IP names; the subject (a timestamp) and the CA are new.
+	SelfSigned bool
 }
 
 // Files lists the files a renewal of t replaces.
@@ -158,10 +165,14 @@ func rewriteKubeconfig(data []byte, old *clientcmdapi.Config, user string, certP
 
 // verify checks a certificate and key as the transaction stages and reads
 // them back: the key is the certificate's, the certificate chains to the
-// CA, and its subject, names and usages are those of the old one.
-func verify(t Target, old, cert *x509.Certificate, key crypto.Signer, now time.Time) error {
+// CA, and its subject, names and usages are those of the old one. bundled
+// is what follows the certificate in its file (a self-signed target's CA).
+func verify(t Target, old, cert *x509.Certificate, bundled []*x509.Certificate, key crypto.Signer, now time.Time) error {
 	if !pki.KeyMatches(cert, key) {
 		return fmt.Errorf("%s: private key does not match the certificate", t.Name)
+	}
+	if t.SelfSigned {
+		return verifySelfSigned(t, old, cert, bundled, now)
 	}
 	if t.CA == nil {
 		if t.Roots == nil {
@@ -207,8 +218,9 @@ func sanBytes(c *x509.Certificate) []byte {
 	return nil
 }
 
-// parseRendered reads back a staged or final file set of t.
-func parseRendered(t Target, files map[string][]byte) (*x509.Certificate, crypto.Signer, error) {
+// parseRendered reads back a staged or final file set of t: the
+// certificate, the certificates bundled after it, and the key.
+func parseRendered(t Target, files map[string][]byte) (*x509.Certificate, []*x509.Certificate, crypto.Signer, error) {
 	var certPEM, keyPEM []byte
 	switch t.Storage {
 	case StoragePair:
@@ -218,21 +230,21 @@ func parseRendered(t Target, files map[string][]byte) (*x509.Certificate, crypto
 	case StorageKubeconfig:
 		kc, err := clientcmd.Load(files[t.CertPath])
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		ai := kc.AuthInfos[t.User]
 		if ai == nil {
-			return nil, nil, fmt.Errorf("user %q missing", t.User)
+			return nil, nil, nil, fmt.Errorf("user %q missing", t.User)
 		}
 		certPEM, keyPEM = ai.ClientCertificateData, ai.ClientKeyData
 	}
 	b, err := pki.ParseBundle(certPEM)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	key, err := pki.ParseKeyPEM(keyPEM)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return b.Certs[0], key, nil
+	return b.Certs[0], b.Certs[1:], key, nil
 }

@@ -191,11 +191,11 @@ func (tx *transaction) stageOne(p *prepared) error {
 		}
 		onDisk[fp] = f.Data
 	}
-	cert, key, err := parseRendered(p.t, onDisk)
+	cert, bundled, key, err := parseRendered(p.t, onDisk)
 	if err != nil {
 		return fmt.Errorf("staged %s: %w", p.t.Name, err)
 	}
-	return verify(p.t, p.cur.cert, cert, key, tx.now)
+	return verify(p.t, p.cur.cert, cert, bundled, key, tx.now)
 }
 
 func (tx *transaction) backup(p *prepared) error {
@@ -228,14 +228,14 @@ func (tx *transaction) reverify(p *prepared) error {
 		}
 		files[fp] = f.Data
 	}
-	cert, key, err := parseRendered(p.t, files)
+	cert, bundled, key, err := parseRendered(p.t, files)
 	if err != nil {
 		return fmt.Errorf("read back %s: %w", p.t.Name, err)
 	}
 	if !cert.Equal(p.cert) {
 		return fmt.Errorf("read back %s: not the certificate written", p.t.Name)
 	}
-	return verify(p.t, p.cur.cert, cert, key, tx.now)
+	return verify(p.t, p.cur.cert, cert, bundled, key, tx.now)
 }
 
 // drop takes a target out of the transaction before anything was renamed.

@@ -160,9 +160,23 @@ type Kubelet struct {
 	// be issued (default 5m and 15m).
 	ClientCSRTimeout  string `json:"clientCSRTimeout,omitempty"`
 	ServingCSRTimeout string `json:"servingCSRTimeout,omitempty"`
+	// ServingCertificate says what renews kubelet.crt/kubelet.key, the
+	// self-signed serving pair the kubelet makes when serverTLSBootstrap
+	// is off: "none" (only reported, the default), "selfSigned" (a new
+	// self-signed pair the kubelet's way) or "csr" (a certificate from
+	// the kubernetes.io/kubelet-serving signer). The kubelet is restarted
+	// after either, as it reads kubelet.crt only when it starts.
+	ServingCertificate string `json:"servingCertificate,omitempty"`
 
 	ClientCSRTimeoutDuration, ServingCSRTimeoutDuration time.Duration `json:"-"`
 }
+
+// Values of Kubelet.ServingCertificate.
+const (
+	ServingNone       = "none"
+	ServingSelfSigned = "selfSigned"
+	ServingCSR        = "csr"
+)
 
 // Restart configures restarts after renewals and the served-certificate
 // checks. Endpoints are host:port on this node.
@@ -268,6 +282,9 @@ func (c *Config) setDefaults() {
 	}
 	if k.Rotation == "" {
 		k.Rotation = "auto"
+	}
+	if k.ServingCertificate == "" {
+		k.ServingCertificate = ServingNone
 	}
 	for i := range c.Certificates {
 		cc := &c.Certificates[i]
@@ -473,6 +490,11 @@ func (c *Config) validate() error {
 	case "", "auto", "certagent", "kubelet":
 	default:
 		bad("kubelet.rotation", "must be auto, certagent or kubelet, got %q", c.Kubelet.Rotation)
+	}
+	switch c.Kubelet.ServingCertificate {
+	case "", ServingNone, ServingSelfSigned, ServingCSR:
+	default:
+		bad("kubelet.servingCertificate", "must be none, selfSigned or csr, got %q", c.Kubelet.ServingCertificate)
 	}
 	for i := range c.Certificates {
 		cc := &c.Certificates[i]

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/duration"
+
+	"github.com/certagent/certagent/agent/config"
 )
 
 var stateRank = map[State]int{
@@ -129,6 +131,12 @@ func (s *scanner) link(fd *found) {
 	switch {
 	case info.IsCA:
 		info.RenewalPath = RenewNone
+	case info.Name == "kubelet.crt" && s.cfg.Kubelet.ServingCertificate == config.ServingCSR:
+		// Whoever signed it last (itself, or the cluster CA through an
+		// earlier CSR), the configuration says where the next one comes from.
+		info.RenewalPath = RenewCSR
+	case info.Name == "kubelet.crt" && s.cfg.Kubelet.ServingCertificate == config.ServingSelfSigned && fd.issuer != nil && fd.issuer.bundled:
+		info.RenewalPath = RenewSelfSigned
 	case info.Name == "kubelet-client-current" || info.Name == "kubelet-serving" || fd.csr:
 		info.RenewalPath = RenewCSR
 	case fd.issuer != nil && fd.issuer.keyHere && !fd.issuer.bundled:
@@ -143,7 +151,11 @@ func (s *scanner) link(fd *found) {
 		info.RenewalPath = RenewCSR
 	case fd.issuer != nil && fd.issuer.bundled:
 		info.RenewalPath = RenewNone
-		info.Warnings = append(info.Warnings, "self-signed with a bundled CA (the kubelet's own kubelet.crt?): nothing renews it")
+		msg := "self-signed with a bundled CA (the kubelet's own kubelet.crt?): nothing renews it"
+		if info.Name == "kubelet.crt" {
+			msg += " (kubelet.servingCertificate: selfSigned or csr would)"
+		}
+		info.Warnings = append(info.Warnings, msg)
 	case fd.issuer == nil:
 		info.RenewalPath = RenewExternal
 		info.Warnings = append(info.Warnings, "issuer not found on this node: certagent cannot renew it")

@@ -509,3 +509,41 @@ func TestKubeconfigKeyMismatch(t *testing.T) {
 		})
 	}
 }
+
+// TestKubeletCrtRenewalPath: kubelet.servingCertificate decides how the
+// kubelet's self-signed kubelet.crt is renewed, and the renewal window is
+// the usual one.
+func TestKubeletCrtRenewalPath(t *testing.T) {
+	dir, _ := layout(t, pkitest.Layout{})
+	for _, tc := range []struct {
+		value   string
+		want    RenewalPath
+		warning bool
+	}{
+		{"", RenewNone, true},
+		{"servingCertificate: none", RenewNone, true},
+		{"servingCertificate: selfSigned", RenewSelfSigned, false},
+		{"servingCertificate: csr", RenewCSR, false},
+	} {
+		t.Run(tc.value, func(t *testing.T) {
+			cfg := mustConfig(t, "kubelet: {"+tc.value+"}\n")
+			late := now.Add(300 * 24 * time.Hour) // past 70 % of a year
+			c := byName(scan(t, dir, cfg, late))["kubelet.crt"]
+			if c == nil {
+				t.Fatal("kubelet.crt not found")
+			}
+			if c.RenewalPath != tc.want {
+				t.Errorf("renewalPath %s, want %s", c.RenewalPath, tc.want)
+			}
+			if got := len(c.Warnings) > 0 && strings.Contains(c.Warnings[0], "nothing renews it"); got != tc.warning {
+				t.Errorf("warnings %q", c.Warnings)
+			}
+			if c.State != StateRenewalDue {
+				t.Errorf("state %s at 300 days of 365, want renewal-due", c.State)
+			}
+		})
+	}
+	if _, err := config.Parse([]byte("apiVersion: " + config.APIVersion + "\nkind: " + config.Kind + "\nkubelet: {servingCertificate: yes}\n")); err == nil || !strings.Contains(err.Error(), "kubelet.servingCertificate") {
+		t.Errorf("a bad value must be refused: %v", err)
+	}
+}

@@ -27,6 +27,9 @@ const (
 	RenewCSR      RenewalPath = "csr"      // a CertificateSigningRequest to the cluster
 	RenewExternal RenewalPath = "external" // the issuer's key is not here: someone else renews it
 	RenewNone     RenewalPath = "none"     // never renewed by certagent (CAs, self-signed)
+	// RenewSelfSigned: kubelet.crt, re-issued as a new self-signed pair
+	// the kubelet's way (kubelet.servingCertificate: selfSigned).
+	RenewSelfSigned RenewalPath = "self-signed"
 	// RenewRefused: a local CA could re-sign it, but certagent will not;
 	// Certificate.LeftAlone says why.
 	RenewRefused RenewalPath = "refused"

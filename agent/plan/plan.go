@@ -92,7 +92,7 @@ func Build(root *pki.Root, cfg *config.Config, rep *inventory.Report, sel Select
 		due := c.State == inventory.StateRenewalDue || c.State == inventory.StateExpired
 		switch {
 		case sel.Force:
-			if c.RenewalPath == inventory.RenewLocalCA {
+			if c.RenewalPath == inventory.RenewLocalCA || c.RenewalPath == inventory.RenewSelfSigned {
 				p.Items = append(p.Items, b.item(c, "forced", false))
 			}
 		case due && c.State != inventory.StateExpired:
@@ -181,6 +181,9 @@ func (b *builder) item(c *inventory.Certificate, reason string, required bool) *
 	if err != nil {
 		return skip("%v", err)
 	}
+	if c.RenewalPath == inventory.RenewSelfSigned {
+		return b.selfSigned(it, t)
+	}
 	ca := b.ca(c)
 	if ca.err != nil {
 		it.Err = ca.err
@@ -197,6 +200,24 @@ func (b *builder) item(c *inventory.Certificate, reason string, required bool) *
 		it.Warnings = append(it.Warnings, fmt.Sprintf("CA %s expires %s, before a full %s lifetime: the renewed certificate ends with it; plan a new CA",
 			ca.ca.Name, ca.ca.Cert.NotAfter.Format(time.RFC3339), inventory.Human(life)))
 	}
+	return it
+}
+
+// selfSigned plans a new self-signed pair (kubelet.crt): no CA to load;
+// the validity is client-go's (an hour back, renewal.validity or a year).
+func (b *builder) selfSigned(it *Item, t rotate.Target) *Item {
+	if t.Storage != rotate.StoragePair {
+		it.Err = fmt.Errorf("%s: a self-signed re-issue needs a certificate file and a key file", it.Name)
+		return it
+	}
+	t.SelfSigned = true
+	it.Target, it.Renew, it.Files = t, true, t.Files()
+	life := b.cfg.Renewal.ValidityDuration
+	if life <= 0 {
+		life = 365 * 24 * time.Hour
+	}
+	it.NotBefore = b.now.Add(-time.Hour).UTC()
+	it.NotAfter = it.NotBefore.Add(life)
 	return it
 }
 
