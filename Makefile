@@ -16,7 +16,7 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/certagent ./cmd/certagent
 
-# k8s-tools builds the real kubeadm, kube-apiserver, kube-controller-manager and kubelet
+# k8s-tools builds the real kubeadm, kube-apiserver and kube-controller-manager
 # once per version into a cache outside the work tree (about 6 min cold).
 k8s-tools:
 	@bash test/k8stools/build.sh >/dev/null

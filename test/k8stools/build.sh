@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # build.sh builds the real Kubernetes binaries the tests run against (kubeadm,
-# kube-apiserver, kube-controller-manager, kubelet) from the module pinned in
+# kube-apiserver, kube-controller-manager; more by name) from the module pinned in
 # test/k8stools/go.mod and go.sum, and caches them outside the work tree, keyed
 # by the Kubernetes version and the pinned go.sum. It prints the directory
 # holding the binaries.
@@ -16,7 +16,9 @@ if [ -z "${CERTAGENT_CACHE:-}" ]; then
 fi
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/tools.go" | sha256sum | cut -c1-12)
 out=$CERTAGENT_CACHE/k8s-$ver-$key/bin
-bins=(kubeadm kube-apiserver kube-controller-manager kubelet)
+# The kubelet is pinned too (tools.go) but built only when asked for
+# (`build.sh kubelet`): no test runs it yet, and it costs minutes cold.
+bins=(kubeadm kube-apiserver kube-controller-manager "$@")
 
 have=1
 for b in "${bins[@]}"; do [ -x "$out/$b" ] || have=0; done
@@ -32,5 +34,7 @@ cd "$here"
 GOFLAGS=-mod=readonly go build -tags tools -trimpath \
   -ldflags "-X $vpkg.gitVersion=$ver -X $vpkg.gitMajor=1 -X $vpkg.gitMinor=$minor -X $vpkg.gitTreeState=clean" \
   -o "$out.tmp/" $(printf 'k8s.io/kubernetes/cmd/%s ' "${bins[@]}") >&2
-rm -rf "$out"; mv "$out.tmp" "$out"
+mkdir -p "$out"
+for b in "${bins[@]}"; do mv -f "$out.tmp/$b" "$out/$b"; done
+rm -rf "$out.tmp"
 echo "$out"
