@@ -57,6 +57,7 @@ type nodeOpts struct {
 // kubelet's config file, and certagent's config.
 func makeNode(t testing.TB, c *cluster.Cluster, o nodeOpts) string {
 	t.Helper()
+	forgetNode(t, c, o.name)
 	root := t.TempDir()
 	ca := clusterCA(t, c)
 	pkiDir := filepath.Join(root, "etc/kubernetes/pki")
@@ -401,4 +402,24 @@ func TestCSRKubeletConfEmbedded(t *testing.T) {
 	if !strings.Contains(r.stdout, `"name": "kubelet.conf"`) || strings.Contains(r.stdout, "key-mismatch") {
 		t.Errorf("check after the renewal:\n%s", r.stdout)
 	}
+}
+
+// forgetNode deletes, when the test ends, what the cluster keeps of a
+// node: its Node object and the CSRs it made. The cluster is shared by
+// every test of the process, so without this a second run of the same
+// test (go test -count=N) would find the first run's objects.
+func forgetNode(t testing.TB, c *cluster.Cluster, name string) {
+	t.Cleanup(func() {
+		ctx := context.Background()
+		c.Admin.CoreV1().Nodes().Delete(ctx, name, metav1.DeleteOptions{})
+		l, err := c.Admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return
+		}
+		for _, r := range l.Items {
+			if r.Spec.Username == "system:node:"+name {
+				c.Admin.CertificatesV1().CertificateSigningRequests().Delete(ctx, r.Name, metav1.DeleteOptions{})
+			}
+		}
+	})
 }
