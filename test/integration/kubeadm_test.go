@@ -119,6 +119,7 @@ type reportCert struct {
 	State             string    `json:"state"`
 	ExternallyManaged bool      `json:"externallyManaged"`
 	RenewalPath       string    `json:"renewalPath"`
+	DNSNames          []string  `json:"dnsNames"`
 	Key               *struct {
 		Present bool `json:"present"`
 		Matches bool `json:"matches"`

@@ -1,12 +1,17 @@
 package integration
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"k8s.io/client-go/util/cert"
 
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -64,4 +69,42 @@ func TestRenewKubeletCrtSelfSigned(t *testing.T) {
 		t.Errorf("names %v, subject %s; want %v, node1@<time>", leaf.DNSNames, leaf.Subject, oldB.Certs[0].DNSNames)
 	}
 	consistent(t, root)
+}
+
+// TestRenewKubeletCrtThroughCSR: with `kubelet.servingCertificate: csr`, a
+// worker's self-signed kubelet.crt is replaced by a certificate from the
+// real API server's kubelet-serving signer once an administrator approves
+// the request, keeping its names, and the pair on disk matches.
+func TestRenewKubeletCrtThroughCSR(t *testing.T) {
+	c := sharedCluster(t)
+	node := "worker-kcrt"
+	root := makeNode(t, c, nodeOpts{name: node, age: time.Minute, life: time.Hour, config: "kubelet: {servingCertificate: csr}\n"})
+	crtPEM, keyPEM, err := cert.GenerateSelfSignedCertKey(node, nil, []string{node + ".internal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := filepath.Join(root, "var/lib/kubelet/pki/kubelet.crt")
+	must(t, os.WriteFile(crt, crtPEM, 0o644))
+	must(t, os.WriteFile(filepath.Join(root, "var/lib/kubelet/pki/kubelet.key"), keyPEM, 0o600))
+
+	cmd := exec.Command(certagentBin, "renew", "--root", root, "--timeout", "60s", "kubelet.crt")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	must(t, cmd.Start())
+	r := pendingCSR(t, c, node, "kubernetes.io/kubelet-serving")
+	decide(t, c, r, true)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("renew: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "renewed   kubelet.crt") {
+		t.Errorf("renew output:\n%s", stdout.String())
+	}
+	rep, _ := certagentCheck(t, root)
+	got, ok := index(rep.Certificates)["kubelet.crt"]
+	if !ok || got.CAName != "ca" || got.Key == nil || !got.Key.Matches {
+		t.Fatalf("kubelet.crt after the renewal: %+v", got)
+	}
+	if !slices.Contains(got.DNSNames, node+".internal") {
+		t.Errorf("names not kept: %v", got.DNSNames)
+	}
 }
