@@ -3,18 +3,14 @@ package agent
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	certificatesv1 "k8s.io/api/certificates/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate/pki"
@@ -36,20 +32,7 @@ func TestRenewKubeletCrtCSR(t *testing.T) {
 	client := fake.NewClientset()
 	var asked *x509.CertificateRequest
 	var signer string
-	client.PrependReactor("create", "certificatesigningrequests", func(a k8stesting.Action) (bool, runtime.Object, error) {
-		r := a.(k8stesting.CreateAction).GetObject().(*certificatesv1.CertificateSigningRequest).DeepCopy()
-		blk, _ := pem.Decode(r.Spec.Request)
-		asked, _ = x509.ParseCertificateRequest(blk.Bytes)
-		signer = r.Spec.SignerName
-		c, _ := node.CA.Sign(pkitest.Spec{CommonName: asked.Subject.CommonName, Organization: asked.Subject.Organization,
-			DNSNames: asked.DNSNames, IPs: asked.IPAddresses, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, asked.PublicKey)
-		r.Status.Certificate = pkitest.CertPEM(c)
-		r.Status.Conditions = []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "TestApproved"}}
-		if err := client.Tracker().Create(certificatesv1.SchemeGroupVersion.WithResource("certificatesigningrequests"), r, ""); err != nil {
-			return true, nil, err
-		}
-		return true, r, nil
-	})
+	answerCSRs(client, node.CA, "approve", func(req *x509.CertificateRequest, name string) { asked, signer = req, name })
 	cfg, err := config.Parse([]byte("apiVersion: " + config.APIVersion + "\nkind: " + config.Kind + "\nkubelet: {servingCertificate: csr}\n"))
 	if err != nil {
 		t.Fatal(err)

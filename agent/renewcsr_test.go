@@ -3,17 +3,12 @@ package agent
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
 
-	certificatesv1 "k8s.io/api/certificates/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
-	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate/pki"
@@ -47,27 +42,7 @@ func TestRenewOnceCSR(t *testing.T) {
 			}
 			root, _ := pki.NewRoot(dir)
 			client := fake.NewClientset()
-			client.PrependReactor("create", "certificatesigningrequests", func(a k8stesting.Action) (bool, runtime.Object, error) {
-				r := a.(k8stesting.CreateAction).GetObject().(*certificatesv1.CertificateSigningRequest).DeepCopy()
-				switch tc.answer {
-				case "approve":
-					blk, _ := pem.Decode(r.Spec.Request)
-					req, _ := x509.ParseCertificateRequest(blk.Bytes)
-					c, _ := node.CA.Sign(pkitest.Spec{CommonName: req.Subject.CommonName, Organization: req.Subject.Organization,
-						ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, req.PublicKey)
-					r.Status.Certificate = pkitest.CertPEM(c)
-					r.Status.Conditions = []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue, Reason: "TestApproved"}}
-				case "deny":
-					r.Status.Conditions = []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateDenied, Status: corev1.ConditionTrue, Reason: "TestDenied"}}
-				default:
-					return false, nil, nil
-				}
-				// Stored as answered: the wait sees it at its first list.
-				if err := client.Tracker().Create(certificatesv1.SchemeGroupVersion.WithResource("certificatesigningrequests"), r, ""); err != nil {
-					return true, nil, err
-				}
-				return true, r, nil
-			})
+			answerCSRs(client, node.CA, tc.answer, nil)
 			cfg := config.Default()
 			current := func() string { // through the root: the store's link is a node path
 				f, err := root.ReadFile("/var/lib/kubelet/pki/kubelet-client-current.pem")
