@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -21,11 +23,11 @@ import (
 // Where openat2 or /proc is missing it falls back to a checked open by
 // path that refuses a swapped file.
 func (r *Root) openRegular(resolved string) (*os.File, fs.FileInfo, error) {
-	rootfd, err := unix.Open(r.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	rootfd, done, err := r.rootFD()
 	if err != nil {
 		return nil, nil, fmt.Errorf("open root %s: %w", r.dir, err)
 	}
-	defer unix.Close(rootfd)
+	defer done()
 	how := &unix.OpenHow{Flags: unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
 	pfd, err := unix.Openat2(rootfd, rel(resolved), how)
@@ -96,4 +98,32 @@ func (r *Root) openByPath(resolved string) (*os.File, fs.FileInfo, error) {
 		return nil, nil, pathError(resolved, err)
 	}
 	return fd, fi, nil
+}
+
+// rootFD is the root directory opened once (O_PATH) for every read.
+type rootFD struct {
+	once sync.Once
+	f    *os.File
+	err  error
+}
+
+// rootFD returns a descriptor of the root directory and a function to call
+// when done with it: the shared one when the Root has one, else a fresh
+// one closed by done.
+func (r *Root) rootFD() (fd int, done func(), err error) {
+	if r.fd == nil {
+		fd, err := unix.Open(r.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		return fd, func() { unix.Close(fd) }, err
+	}
+	r.fd.once.Do(func() {
+		var fd int
+		if fd, r.fd.err = unix.Open(r.dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); r.fd.err == nil {
+			r.fd.f = os.NewFile(uintptr(fd), r.dir)
+		}
+	})
+	if r.fd.err != nil {
+		return -1, nil, r.fd.err
+	}
+	// Fd keeps the file (and so the descriptor) alive while in use.
+	return int(r.fd.f.Fd()), func() { runtime.KeepAlive(r.fd.f) }, nil
 }

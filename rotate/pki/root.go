@@ -39,6 +39,9 @@ type Root struct {
 	dir string
 	// MaxFileSize caps ReadFile; 0 means DefaultMaxFileSize.
 	MaxFileSize int64
+	// fd is the root directory held open for reads (shared by copies of
+	// the Root); nil opens it per read.
+	fd *rootFD
 }
 
 // NewRoot returns a Root for dir ("" or "/" for the host itself).
@@ -57,7 +60,7 @@ func NewRoot(dir string) (*Root, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("root %s: not a directory", dir)
 	}
-	return &Root{dir: abs}, nil
+	return &Root{dir: abs, fd: &rootFD{}}, nil
 }
 
 // Dir returns the host directory that acts as "/".
