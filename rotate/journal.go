@@ -89,9 +89,15 @@ func loadJournal(root *pki.Root, dir string) (*journal, error) {
 // Interrupted lists the transactions below backupDir that a crash left
 // unfinished, for reporting without repairing.
 func Interrupted(root *pki.Root, backupDir string) []string {
+	return transactionsIn(root, backupDir, unfinished)
+}
+
+// transactionsIn lists the transactions below backupDir whose journal's
+// state passes keep.
+func transactionsIn(root *pki.Root, backupDir string, keep func(state string) bool) []string {
 	var out []string
 	for _, dir := range backupDirs(root, backupDir) {
-		if j, err := loadJournal(root, dir); err == nil && unfinished(j.State) {
+		if j, err := loadJournal(root, dir); err == nil && keep(j.State) {
 			out = append(out, dir)
 		}
 	}
@@ -118,13 +124,7 @@ func (j *journal) restorable() bool {
 // certificate there may come from different renewals. (One interrupted
 // while staging never touched the live files.)
 func Mixed(root *pki.Root, backupDir string) []string {
-	var out []string
-	for _, dir := range backupDirs(root, backupDir) {
-		if j, err := loadJournal(root, dir); err == nil && (j.State == stateCommitting || j.State == stateRollingBack) {
-			out = append(out, dir)
-		}
-	}
-	return out
+	return transactionsIn(root, backupDir, func(state string) bool { return state == stateCommitting || state == stateRollingBack })
 }
 
 func unfinished(state string) bool {
