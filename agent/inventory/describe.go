@@ -44,15 +44,26 @@ func (s *scanner) issuerName(c *x509.Certificate) (string, *NameParts) {
 		return n.name, n.parts
 	}
 	parts := nameParts(c.Issuer)
-	n := &issuerInfo{name: c.Issuer.String(), parts: &parts}
-	s.names.Store(string(c.RawIssuer), n)
+	n := &issuerInfo{name: c.Issuer.String(), parts: &parts, raw: string(c.RawIssuer)}
+	if v, loaded := s.names.LoadOrStore(n.raw, n); loaded {
+		n = v.(*issuerInfo)
+	}
 	return n.name, n.parts
+}
+
+// rawIssuer returns c's raw issuer name, one string per distinct issuer.
+func (s *scanner) rawIssuer(c *x509.Certificate) string {
+	if v, ok := s.names.Load(string(c.RawIssuer)); ok {
+		return v.(*issuerInfo).raw
+	}
+	return string(c.RawIssuer)
 }
 
 // issuerInfo is what the scanner keeps per distinct issuer name.
 type issuerInfo struct {
 	name  string
 	parts *NameParts
+	raw   string // the DER of the name
 }
 
 // nameParts takes the first value of each attribute, as the exporter does
@@ -130,10 +141,9 @@ func (s *scanner) readEmbedded(c candidate, name string, f *pki.File, cr pki.Cre
 	case len(cr.KeyData) > 0:
 		ki = embeddedKey(c.path, f, cr.KeyData, b.Certs[0])
 	case cr.KeyPath != "":
-		ki = s.readKey(cr.KeyPath, b.Certs[0], false)
+		ki = s.readKey(r, cr.KeyPath, b.Certs[0], false)
 	}
 	fd.info.Key = ki
-	s.matchIssuer(fd, b.Certs[0])
 	r.found = append(r.found, fd)
 }
 
@@ -153,7 +163,7 @@ func embeddedKey(kc string, f *pki.File, keyData []byte, cert *x509.Certificate)
 // names by path, with its key: client-key-data, a client-key file, or the
 // key in the certificate file itself.
 func (s *scanner) readReferenced(c candidate, name string, kf *pki.File, cr pki.Credential, order int, r *result) {
-	f, err := s.root.ReadFile(cr.CertPath)
+	f, err := s.readFile(r, cr.CertPath)
 	if err != nil {
 		r.problems = append(r.problems, Problem{Path: c.path, Name: name,
 			Error: fmt.Sprintf("user %q client-certificate: %v", cr.User, err)})
@@ -175,14 +185,13 @@ func (s *scanner) readReferenced(c candidate, name string, kf *pki.File, cr pki.
 		fd.info.Key = &KeyInfo{Path: cr.CertPath, Present: true, Matches: pki.KeyMatches(b.Certs[0], b.Key),
 			Mode: mode(f.Mode), UID: f.UID, GID: f.GID}
 	case cr.KeyPath != "":
-		fd.info.Key = s.readKey(cr.KeyPath, b.Certs[0], false)
+		fd.info.Key = s.readKey(r, cr.KeyPath, b.Certs[0], false)
 	}
-	s.matchIssuer(fd, b.Certs[0])
 	r.found = append(r.found, fd)
 }
 
 // readKeyPair checks sa.key against sa.pub.
-func (s *scanner) readKeyPair(name string, f *pki.File) *KeyPair {
+func (s *scanner) readKeyPair(r *result, name string, f *pki.File) *KeyPair {
 	pubPath := strings.TrimSuffix(f.Path, ".key") + ".pub"
 	kp := &KeyPair{Name: name, Path: f.Path, PublicKeyPath: pubPath, Mode: mode(f.Mode)}
 	key, err := pki.ParseKeyPEM(f.Data)
@@ -191,7 +200,7 @@ func (s *scanner) readKeyPair(name string, f *pki.File) *KeyPair {
 		return kp
 	}
 	kp.KeyAlgorithm, kp.KeySize = pki.DescribeKey(key.Public())
-	pf, err := s.root.ReadFile(pubPath)
+	pf, err := s.readFile(r, pubPath)
 	if err != nil {
 		kp.Error = "public key: " + err.Error()
 		return kp

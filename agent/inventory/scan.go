@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -25,8 +26,13 @@ type Options struct {
 	Root   *pki.Root      // required
 	Config *config.Config // nil means config.Default()
 	Now    time.Time      // zero means time.Now()
-	// Workers bounds parallel reads; 0 means GOMAXPROCS.
+	// Workers bounds parallel reads and signature checks; 0 means
+	// GOMAXPROCS.
 	Workers int
+	// Cache, when set, is kept by the caller across scans: unchanged files
+	// are not read again, and signatures already checked are not checked
+	// again. nil reads and checks everything.
+	Cache *Cache
 }
 
 // scanner holds one scan's inputs. authorities is written only between
@@ -35,8 +41,13 @@ type scanner struct {
 	root        *pki.Root
 	cfg         *config.Config
 	now         time.Time
+	cache       *Cache
+	gen         uint64 // the cache's generation for this scan
 	authorities []*authority
 	names       sync.Map // string(RawIssuer) -> *issuerInfo
+	cands       []candidate
+	published   atomic.Pointer[[]*authority] // the authorities found so far in phase 1
+	publishMu   sync.Mutex
 	writersMu   sync.Mutex
 	writers     map[string]string // directory -> who else can write it; guarded by writersMu
 }
@@ -48,6 +59,10 @@ type authority struct {
 	keyOK   bool // private key present and matching
 	keyHere bool // a private key file is present, matching or not
 	bundled bool // came as the chain of another file
+	// wellKnown: bundled in a well-known CA file (ca.crt...), whose chain
+	// may issue other files' certificates.
+	wellKnown bool
+	id        [sha256.Size]byte // digest of the whole certificate, once matching starts
 }
 
 // found is one certificate out of a file, before assessment.
@@ -56,14 +71,17 @@ type found struct {
 	identity  string // dedupe key: resolved file (+ kubeconfig user)
 	order     int    // candidate order: lower wins a dedupe
 	expectKey bool
-	// cert is kept for authorities only. Leaves whose issuer was not among
-	// the authorities known when they were read keep its key identifier and
-	// name, so that an authority found later can be matched without
-	// holding every leaf in memory.
-	cert          *x509.Certificate
-	pending       bool
-	akid, rawIssr string
-	issuer        *authority
+	// cert is kept for authorities only. Every certificate whose issuer
+	// is not yet known keeps its signed part, a few hundred bytes, until
+	// every authority is known and its issuer is found by signature.
+	cert   *x509.Certificate
+	signed *pki.Signed
+	sigID  [sha256.Size]byte
+	// akid and rawIssuer pick candidate issuers once signed is let go;
+	// verdicts are the checks done so far in this scan.
+	akid, rawIssuer string
+	verdicts        []verdictOf
+	issuer          *authority
 	// nodeClient: a kubelet client identity (system:node:*, system:nodes).
 	nodeClient bool
 	// csr: configured for renewal through a CSR.
@@ -83,6 +101,13 @@ type result struct {
 	chain      []*authority
 	keyPair    *KeyPair
 	problems   []Problem
+	// deps are the files reading it depended on, for the cache; noCache
+	// is set when a read failed in a way that may not last.
+	deps      []dep
+	noCache   bool
+	untracked bool // no cache: deps are not recorded
+	// authorities are the CAs it holds, for this scan (not cached).
+	authorities []*authority
 }
 
 // Scan inventories the node. It returns a report even when files are bad;
@@ -107,6 +132,10 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
+	if opts.Cache != nil {
+		s.cache = opts.Cache
+		s.gen = s.cache.begin(s.root, s.root.MaxFileSize)
+	}
 	cands, problems := s.discover()
 	// A renewal that a crash interrupted may have left a pair mismatched
 	// until it is repaired: say so, whatever the files look like.
@@ -117,60 +146,56 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	rep := &Report{Kind: "CertificateInventory", APIVersion: config.APIVersion, ScannedAt: s.now.UTC(),
 		Root: s.root.Dir(), Problems: problems}
 
-	// Phase A: the well-known authorities, so that every other file can be
-	// matched with its issuer while it is read.
-	var rest []indexed
+	// Phase 1: read and parse every file on every worker, checking each
+	// certificate against the authorities found so far.
+	s.cands = cands
+	results := make([]*result, len(cands))
+	order := processingOrder(cands)
+	if err := parallel(ctx, len(cands), workers, func(j int) {
+		i := order[j]
+		results[i] = s.readCached(cands[i], i)
+		s.early(results[i])
+	}); err != nil {
+		return nil, err
+	}
 	var all []*found
-	for i, c := range cands {
-		if !c.ca {
-			rest = append(rest, indexed{i, c})
-			continue
-		}
-		r := s.read(c, i)
+	for _, r := range results {
 		all = s.collect(rep, r, all)
 	}
-	early := len(s.authorities)
-	// Phase B: everything else, in parallel.
-	results := make([]*result, len(rest))
-	var next atomic.Int64 // index of the next candidate to take
+	results = nil
+	// Phase 2: every authority is known; each certificate's issuer is the
+	// first of them whose key verifies its signature.
+	if err := s.match(ctx, all, workers); err != nil {
+		return nil, err
+	}
+	s.cands = nil
+	s.assemble(rep, all)
+	if s.cache != nil {
+		s.cache.sweep(s.gen)
+	}
+	return rep, nil
+}
+
+// parallel runs do(0..n-1) on at most workers goroutines, each taking the
+// next index; it stops early (with the error) when ctx ends.
+func parallel(ctx context.Context, n, workers int, do func(i int)) error {
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for w := 0; w < min(workers, n); w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				j := int(next.Add(1)) - 1
-				if j >= len(rest) {
+				i := int(next.Add(1)) - 1
+				if i >= n {
 					return
 				}
-				results[j] = s.read(rest[j].c, rest[j].i)
+				do(i)
 			}
 		}()
 	}
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	for _, r := range results {
-		all = s.collect(rep, r, all)
-	}
-	// Phase C: leaves whose issuer turned up only in phase B.
-	var late []*authority
-	for _, a := range s.authorities[early:] {
-		if !a.bundled { // a bundled chain was matched with its own file already
-			late = append(late, a)
-		}
-	}
-	if len(late) > 0 {
-		s.matchLate(all, late, cands)
-	}
-	s.assemble(rep, all)
-	return rep, nil
-}
-
-type indexed struct {
-	i int
-	c candidate
+	return ctx.Err()
 }
 
 // collect merges one result into the report and the authority list.
@@ -183,19 +208,13 @@ func (s *scanner) collect(rep *Report, r *result, all []*found) []*found {
 	if r.keyPair != nil {
 		rep.KeyPairs = append(rep.KeyPairs, r.keyPair)
 	}
-	for _, f := range r.found {
-		if f.info.IsCA {
-			s.authorities = append(s.authorities, &authority{info: f.info, cert: f.cert,
-				keyOK: f.info.Key != nil && f.info.Key.Matches, keyHere: f.info.Key != nil && f.info.Key.Present})
-		}
-	}
-	s.authorities = append(s.authorities, r.chain...)
+	s.authorities = append(s.authorities, r.authorities...)
 	return append(all, r.found...)
 }
 
 // read reads one candidate. It runs on a worker and only reads s.
 func (s *scanner) read(c candidate, order int) *result {
-	r := &result{}
+	r := &result{untracked: s.cache == nil}
 	name := c.name
 	if name == "" {
 		name = c.path
@@ -223,17 +242,19 @@ func (s *scanner) read(c candidate, order int) *result {
 	var err error
 	if c.resolved != "" {
 		f, err = s.root.ReadResolvedFile(c.resolved)
+		r.track("", f, err)
 		if f != nil {
 			f.Path = c.path
 		}
 	} else {
-		f, err = s.root.ReadFile(c.path)
+		f, err = s.readFile(r, c.path)
 	}
 	if err != nil {
+		r.noCache = true
 		return fail(err)
 	}
 	if c.keyPair {
-		r.keyPair = s.readKeyPair(name, f)
+		r.keyPair = s.readKeyPair(r, name, f)
 		return r
 	}
 	if c.kubeconfig || (!c.ca && pki.LooksLikeKubeconfig(f.Data)) {
@@ -260,22 +281,21 @@ func (s *scanner) read(c candidate, order int) *result {
 		fd.info.Key = &KeyInfo{Path: c.path, Present: true, Matches: pki.KeyMatches(b.Certs[0], b.Key),
 			Mode: mode(f.Mode), UID: f.UID, GID: f.GID}
 	case c.keyPath != "":
-		fd.info.Key = s.readKey(c.keyPath, b.Certs[0], false)
+		fd.info.Key = s.readKey(r, c.keyPath, b.Certs[0], false)
 	case c.siblingKey:
-		fd.info.Key = s.readKey(sibling(c.path), b.Certs[0], true)
+		fd.info.Key = s.readKey(r, sibling(c.path), b.Certs[0], true)
 	}
 	// Bundled chain certificates are authorities named after the file.
 	for i, cc := range b.Certs[1:] {
 		info := s.describe(fmt.Sprintf("%s#%d", name, i+1), c.path, f.Resolved, kind, cc)
-		a := &authority{info: info, cert: cc, bundled: true}
+		a := &authority{info: info, cert: cc, bundled: true, wellKnown: c.ca}
 		if pki.IsCA(cc) {
 			r.chain = append(r.chain, a)
 		}
 		if fd.issuer == nil && pki.SignedBy(b.Certs[0], cc) {
-			fd.issuer = a
+			fd.issuer, fd.signed = a, nil
 		}
 	}
-	s.matchIssuer(fd, b.Certs[0])
 	r.found = append(r.found, fd)
 	return r
 }
@@ -283,71 +303,20 @@ func (s *scanner) read(c candidate, order int) *result {
 func (s *scanner) newFound(c candidate, name, p, resolved string, kind Kind, cert *x509.Certificate, order int) *found {
 	fd := &found{info: s.describe(name, p, resolved, kind, cert), identity: resolved, order: order,
 		nodeClient: strings.HasPrefix(cert.Subject.CommonName, "system:node:") && slices.Contains(cert.Subject.Organization, "system:nodes"),
-		groups:     cert.Subject.Organization, extra: c.configured}
+		groups:     cert.Subject.Organization, extra: c.configured, signed: pki.SignedPart(cert),
+		akid: string(cert.AuthorityKeyId), rawIssuer: s.rawIssuer(cert)}
+	fd.sigID = fd.signed.ID()
 	if fd.info.IsCA {
 		fd.cert = cert
 	}
 	return fd
 }
 
-// matchIssuer finds the issuing authority among those known so far; when
-// none is found the raw certificate is kept for a later look.
-func (s *scanner) matchIssuer(fd *found, cert *x509.Certificate) {
-	if fd.issuer != nil {
-		return
-	}
-	if fd.info.IsCA && pki.SignedBy(cert, cert) {
-		fd.info.CAName = fd.info.Name // a self-signed root
-		return
-	}
-	for _, a := range s.authorities {
-		if a.cert != cert && pki.SignedBy(cert, a.cert) {
-			fd.issuer = a
-			return
-		}
-	}
-	fd.pending, fd.akid, fd.rawIssr = true, string(cert.AuthorityKeyId), string(cert.RawIssuer)
-}
-
-// matchLate matches leaves read before their issuer was known against the
-// authorities found in phase B. The few files whose issuer name or key
-// identifier points at one of those are read again; by now every authority
-// is known, so the second read finds the issuer by signature.
-func (s *scanner) matchLate(all []*found, late []*authority, cands []candidate) {
-	maybe := func(fd *found) bool {
-		for _, a := range late {
-			if (fd.akid != "" && fd.akid == string(a.cert.SubjectKeyId)) || fd.rawIssr == string(a.cert.RawSubject) {
-				return true
-			}
-		}
-		return false
-	}
-	reread := map[int]*result{}
-	for _, fd := range all {
-		if !fd.pending || !maybe(fd) {
-			continue
-		}
-		r, ok := reread[fd.order]
-		if !ok {
-			r = s.read(cands[fd.order], fd.order)
-			reread[fd.order] = r
-		}
-		if r == nil {
-			continue
-		}
-		for _, again := range r.found {
-			if again.identity == fd.identity && again.issuer != nil && !again.issuer.bundled {
-				fd.issuer = again.issuer
-			}
-		}
-	}
-}
-
 // readKey reads a separate private key file and checks it against cert.
 // With optional set, a missing file means "no key" rather than a problem.
-func (s *scanner) readKey(keyPath string, cert *x509.Certificate, optional bool) *KeyInfo {
+func (s *scanner) readKey(r *result, keyPath string, cert *x509.Certificate, optional bool) *KeyInfo {
 	ki := &KeyInfo{Path: keyPath}
-	f, err := s.root.ReadFile(keyPath)
+	f, err := s.readFile(r, keyPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			if optional {

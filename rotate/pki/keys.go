@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -53,13 +54,52 @@ func IsCA(cert *x509.Certificate) bool {
 // subject/issuer and key-identifier comparison only selects candidates;
 // the signature decides.
 func SignedBy(child, parent *x509.Certificate) bool {
-	if len(child.AuthorityKeyId) > 0 && len(parent.SubjectKeyId) > 0 {
-		if string(child.AuthorityKeyId) != string(parent.SubjectKeyId) {
-			return false
-		}
-	} else if string(child.RawIssuer) != string(parent.RawSubject) {
-		return false
+	s := SignedPart(child)
+	return s.MaySign(parent) && s.VerifiedBy(parent)
+}
+
+// Signed is what of a certificate its issuer's signature covers, with the
+// issuer's name and key identifier that select candidate issuers. It holds
+// a few hundred bytes where a parsed certificate holds kilobytes, so a
+// scan can keep it for thousands of certificates until every authority is
+// known.
+type Signed struct {
+	Algorithm      x509.SignatureAlgorithm
+	TBS, Signature []byte
+	AuthorityKeyID []byte
+	RawIssuer      []byte
+	id             [sha256.Size]byte
+}
+
+// SignedPart takes the signed part of c (sharing c's bytes).
+func SignedPart(c *x509.Certificate) *Signed {
+	s := &Signed{Algorithm: c.SignatureAlgorithm, TBS: c.RawTBSCertificate, Signature: c.Signature,
+		AuthorityKeyID: c.AuthorityKeyId, RawIssuer: c.RawIssuer}
+	h := sha256.New()
+	h.Write([]byte{byte(s.Algorithm)})
+	h.Write(s.TBS)
+	h.Write(s.Signature)
+	h.Sum(s.id[:0])
+	return s
+}
+
+// ID is a digest of the signed content and its signature: two Signed with
+// the same ID verify (or not) alike against the same issuer.
+func (s *Signed) ID() [sha256.Size]byte { return s.id }
+
+// MaySign reports whether parent is a candidate issuer: its key
+// identifier (when both have one), else its subject, matches.
+func (s *Signed) MaySign(parent *x509.Certificate) bool {
+	if len(s.AuthorityKeyID) > 0 && len(parent.SubjectKeyId) > 0 {
+		return string(s.AuthorityKeyID) == string(parent.SubjectKeyId)
 	}
+	return string(s.RawIssuer) == string(parent.RawSubject)
+}
+
+// VerifiedBy checks the signature with parent's key, and that parent may
+// sign certificates, exactly as x509's CheckSignatureFrom does.
+func (s *Signed) VerifiedBy(parent *x509.Certificate) bool {
+	child := &x509.Certificate{SignatureAlgorithm: s.Algorithm, RawTBSCertificate: s.TBS, Signature: s.Signature}
 	return child.CheckSignatureFrom(parent) == nil
 }
 

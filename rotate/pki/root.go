@@ -7,13 +7,13 @@ package pki
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultMaxFileSize caps how much of one file is read. Certificates and
@@ -155,6 +155,8 @@ type File struct {
 	Data           []byte
 	Mode           fs.FileMode
 	UID, GID       int
+	// Stat identifies the version of the file that was read.
+	Stat FileStat
 }
 
 // ReadFile resolves nodePath and reads it. Directories, devices, FIFOs,
@@ -181,49 +183,57 @@ func (r *Root) ReadResolvedFile(resolved string) (*File, error) {
 }
 
 func (r *Root) readResolved(resolved string) (*File, error) {
-	fd, fi, err := r.openRegular(resolved)
+	fd, st, err := r.openRegular(resolved)
 	if err != nil {
 		return nil, err
 	}
-	defer fd.Close()
+	defer unix.Close(fd)
 	limit := r.MaxFileSize
 	if limit <= 0 {
 		limit = DefaultMaxFileSize
 	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s: %w: %d bytes, over the %d-byte limit", resolved, ErrTooLarge, fi.Size(), limit)
+	if st.Size > limit {
+		return nil, fmt.Errorf("%s: %w: %d bytes, over the %d-byte limit", resolved, ErrTooLarge, st.Size, limit)
 	}
 	// One read of the size fstat gave, plus one byte to notice growth.
-	buf := make([]byte, fi.Size()+1)
-	n, err := io.ReadFull(fd, buf)
-	switch {
-	case err == nil: // the file grew since fstat: read on, up to the limit
-		rest, err := io.ReadAll(io.LimitReader(fd, limit+1-int64(n)))
-		if err != nil {
-			return nil, pathError(resolved, err)
-		}
-		buf = append(buf, rest...)
-		n = len(buf)
-		if int64(n) > limit {
-			return nil, fmt.Errorf("%s: %w: grew past the %d-byte limit while read", resolved, ErrTooLarge, limit)
-		}
-	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-	default:
+	buf, err := readAll(fd, make([]byte, 0, st.Size+1), limit)
+	if err != nil {
 		return nil, pathError(resolved, err)
 	}
-	out := &File{Path: resolved, Resolved: resolved, Data: buf[:n], Mode: fi.Mode().Perm()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		out.UID, out.GID = int(st.Uid), int(st.Gid)
+	if int64(len(buf)) > limit {
+		return nil, fmt.Errorf("%s: %w: grew past the %d-byte limit while read", resolved, ErrTooLarge, limit)
 	}
-	return out, nil
+	return &File{Path: resolved, Resolved: resolved, Data: buf, Mode: statMode(st).Perm(),
+		UID: int(st.Uid), GID: int(st.Gid), Stat: fileStat(st)}, nil
+}
+
+// readAll reads fd to its end, or to one byte past limit, appending to buf.
+func readAll(fd int, buf []byte, limit int64) ([]byte, error) {
+	for int64(len(buf)) <= limit {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &fs.PathError{Op: "read", Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		buf = buf[:len(buf)+n]
+	}
+	return buf, nil
 }
 
 // beforeOpen, when set by a test, runs between the lstat and the open.
 var beforeOpen func(hostPath string)
 
 // regular refuses anything but a regular file, naming what it is.
-func regular(nodePath string, fi fs.FileInfo) error {
-	t := fi.Mode().Type()
+func regular(nodePath string, m fs.FileMode) error {
+	t := m.Type()
 	switch {
 	case t.IsRegular():
 		return nil
