@@ -2,6 +2,11 @@ package inventory
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,4 +50,174 @@ func BenchmarkScan10k(b *testing.B) {
 			}
 		})
 	}
+}
+
+// corpus10k is a monitored directory as users have them: 10,000 PEM
+// leaves signed by an ECDSA P-256 CA whose certificate (no key) is in the
+// same directory, under the root dir+"/with-ca"; dir+"/no-ca" holds the
+// same leaves without the CA. Made once per test binary.
+var corpus10k = struct {
+	once sync.Once
+	dir  string
+	ca   *pkitest.CA
+	made time.Time
+	err  error
+}{}
+
+func corpus(b *testing.B) (string, *pkitest.CA) {
+	b.Helper()
+	c := &corpus10k
+	c.once.Do(func() {
+		c.dir, c.err = os.MkdirTemp("", "certagent-bench-")
+		if c.err != nil {
+			return
+		}
+		if c.ca, c.err = pkitest.NewCA("corpus-ca", now.Add(-time.Hour), now.Add(10*365*24*time.Hour), pkitest.ECDSA); c.err != nil {
+			return
+		}
+		if c.err = pkitest.WriteCorpus(filepath.Join(c.dir, "with-ca/opt/corpus"), c.ca, 10000, now); c.err != nil {
+			return
+		}
+		if c.err = os.WriteFile(filepath.Join(c.dir, "with-ca/opt/corpus/ca.crt"), pkitest.CertPEM(c.ca.Cert), 0o644); c.err != nil {
+			return
+		}
+		c.err = os.Rename(filepath.Join(c.dir, "with-ca/opt/corpus"), filepath.Join(c.dir, "no-ca-tmp"))
+		if c.err == nil {
+			c.err = copyDir(filepath.Join(c.dir, "no-ca-tmp"), filepath.Join(c.dir, "with-ca/opt/corpus"))
+		}
+		if c.err == nil {
+			os.Remove(filepath.Join(c.dir, "no-ca-tmp/ca.crt"))
+			os.MkdirAll(filepath.Join(c.dir, "no-ca/opt"), 0o755)
+			c.err = os.Rename(filepath.Join(c.dir, "no-ca-tmp"), filepath.Join(c.dir, "no-ca/opt/corpus"))
+		}
+		c.made = time.Now()
+	})
+	if c.err != nil {
+		b.Fatal(c.err)
+	}
+	// Files changed within the cache's racy window are read again; let
+	// the corpus settle so that a warm cache is warm.
+	time.Sleep(time.Until(c.made.Add(racyWindow + 100*time.Millisecond)))
+	return c.dir, c.ca
+}
+
+func copyDir(from, to string) error {
+	if err := os.MkdirAll(to, 0o755); err != nil {
+		return err
+	}
+	ents, err := os.ReadDir(from)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		data, err := os.ReadFile(filepath.Join(from, e.Name()))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(to, e.Name()), data, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestMain removes the shared corpus.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if corpus10k.dir != "" {
+		os.RemoveAll(corpus10k.dir)
+	}
+	os.Exit(code)
+}
+
+// BenchmarkFloor10k is the floor a scan is measured against: read and
+// parse every file of the corpus on one thread, nothing else.
+func BenchmarkFloor10k(b *testing.B) {
+	dir, _ := corpus(b)
+	for _, d := range []string{"with-ca", "no-ca"} {
+		b.Run(d, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if n := floor(b, filepath.Join(dir, d, "opt/corpus")); n < 10000 {
+					b.Fatalf("%d certificates", n)
+				}
+			}
+		})
+	}
+}
+
+func floor(b *testing.B, dir string) int {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			var blk *pem.Block
+			if blk, data = pem.Decode(data); blk == nil {
+				break
+			}
+			if _, err := x509.ParseCertificate(blk.Bytes); err == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// BenchmarkScanCorpus10k: certagent's scan of the floor's corpus, with
+// the CA in the directory (every leaf's signature checked) and without.
+func BenchmarkScanCorpus10k(b *testing.B) {
+	dir, _ := corpus(b)
+	cfg := mustConfig(b, "paths: [/opt/corpus]")
+	for _, d := range []string{"with-ca", "no-ca"} {
+		b.Run(d, func(b *testing.B) {
+			root, _ := pki.NewRoot(filepath.Join(dir, d))
+			for i := 0; i < b.N; i++ {
+				rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now})
+				if err != nil || len(rep.Certificates) != 10000 {
+					b.Fatalf("%v %d", err, len(rep.Certificates))
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkRescanOneChanged10k: the daemon's rescan with a warm cache
+// after one leaf of the 10,000 was replaced; reads/op and checks/op are
+// the files read and the signatures checked per rescan.
+func BenchmarkRescanOneChanged10k(b *testing.B) {
+	dir, ca := corpus(b)
+	root, _ := pki.NewRoot(filepath.Join(dir, "with-ca"))
+	cfg := mustConfig(b, "paths: [/opt/corpus]")
+	cache := NewCache()
+	if _, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now, Cache: cache}); err != nil {
+		b.Fatal(err)
+	}
+	target := filepath.Join(dir, "with-ca/opt/corpus/cert-05000.pem")
+	original, _ := os.ReadFile(target)
+	defer os.WriteFile(target, original, 0o644)
+	leaves := make([][]byte, 8)
+	for i := range leaves {
+		leaves[i] = leafPEM(b, ca, "svc-05000.example.internal")
+	}
+	before := cache.Stats()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := os.WriteFile(target, leaves[i%len(leaves)], 0o644); err != nil {
+			b.Fatal(err)
+		}
+		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now, Cache: cache})
+		if err != nil || len(rep.Certificates) != 10000 {
+			b.Fatalf("%v %d", err, len(rep.Certificates))
+		}
+	}
+	b.StopTimer()
+	after := cache.Stats()
+	b.ReportMetric(float64(after.Reads-before.Reads)/float64(b.N), "reads/op")
+	b.ReportMetric(float64(after.Verifications-before.Verifications)/float64(b.N), "checks/op")
 }

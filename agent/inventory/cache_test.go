@@ -281,3 +281,33 @@ func TestCacheDoesNotTrustJustChangedFiles(t *testing.T) {
 		t.Error("a file changed just now was trusted from the cache")
 	}
 }
+
+// Scans sharing one cache at the same time agree with a scan without one.
+func TestCacheConcurrentScans(t *testing.T) {
+	dir, n := layout(t, pkitest.Layout{})
+	if err := pkitest.WriteCorpus(filepath.Join(dir, "opt/c"), n.CA, 30, now); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(scanWith(t, dir, nil, 2))
+	cache := settledCache()
+	got := make([][]byte, 4)
+	done := make(chan struct{})
+	for i := range got {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			root, _ := pki.NewRoot(dir)
+			rep, err := Scan(context.Background(), Options{Root: root, Config: mustConfig(t, "paths: [/opt/c]"), Now: now, Cache: cache})
+			if err == nil {
+				got[i], _ = json.Marshal(rep)
+			}
+		}()
+	}
+	for range got {
+		<-done
+	}
+	for i, g := range got {
+		if !bytes.Equal(g, want) {
+			t.Errorf("scan %d with a shared cache differs from a scan without one", i)
+		}
+	}
+}
