@@ -206,13 +206,20 @@ func TestCacheCAReplacedBySameNamedCA(t *testing.T) {
 // Two CAs with the same subject and key identifier side by side (a CA
 // rotation): each leaf is linked with the CA that signed it, with or
 // without a cache, on one worker or two, and the report does not depend
-// on which.
+// on which. The CAs are named like CAs (read first) or not (read last, so
+// that the leaves' issuers are found in the second phase).
 func TestTwoSameNamedCAs(t *testing.T) {
+	for _, ca := range [][2]string{{"ca-old.crt", "ca-new.crt"}, {"zz-old-root.pem", "zz-new-root.pem"}} {
+		t.Run(ca[0], func(t *testing.T) { twoSameNamedCAs(t, ca[0], ca[1]) })
+	}
+}
+
+func twoSameNamedCAs(t *testing.T, oldFile, newFile string) {
 	dir := t.TempDir()
 	oldCA := newCA(t, "cluster-ca")
 	newCA := sameNamedCA(t, oldCA)
-	put(t, dir, "opt/c/ca-old.crt", pkitest.CertPEM(oldCA.Cert), 0o644)
-	put(t, dir, "opt/c/ca-new.crt", pkitest.CertPEM(newCA.Cert), 0o644)
+	put(t, dir, "opt/c/"+oldFile, pkitest.CertPEM(oldCA.Cert), 0o644)
+	put(t, dir, "opt/c/"+newFile, pkitest.CertPEM(newCA.Cert), 0o644)
 	for i := range 20 {
 		put(t, dir, filepath.Join("opt/c", "old-"+string(rune('a'+i))+".pem"), leafPEM(t, oldCA, "old.example"), 0o644)
 		put(t, dir, filepath.Join("opt/c", "new-"+string(rune('a'+i))+".pem"), leafPEM(t, newCA, "new.example"), 0o644)
@@ -225,9 +232,9 @@ func TestTwoSameNamedCAs(t *testing.T) {
 	}{{nil, 1}, {nil, 2}, {cache, 2}, {cache, 2}, {cache, 1}} {
 		rep := scanWith(t, dir, run.cache, run.workers)
 		for _, c := range rep.Certificates {
-			want := "/opt/c/ca-old.crt"
+			want := "/opt/c/" + oldFile
 			if strings.HasPrefix(filepath.Base(c.Path), "new-") {
-				want = "/opt/c/ca-new.crt"
+				want = "/opt/c/" + newFile
 			}
 			if c.CAPath != want {
 				t.Errorf("cache %v, %d workers: %s issued by %q, want %q", run.cache != nil, run.workers, c.Path, c.CAPath, want)

@@ -17,15 +17,15 @@ import (
 // certificate and candidate, on every worker:
 //
 //   - Phase 1, as each file is read: against the authorities found so far
-//     (files that look like CAs are read first). A certificate that one
-//     verifies lets its signed bytes go at once, so memory stays flat.
+//     (files that look like CAs are read first). Then the certificate lets
+//     its signed bytes go, so memory stays flat.
 //   - Phase 2, once every authority is known: the issuer is the first
 //     authority, in the order the files were listed, whose key verifies
 //     the signature, so the result does not depend on timing. Only the
-//     candidates phase 1 did not try are checked (a certificate read
-//     before its CA); one whose signed bytes were let go is read again,
-//     which happens only when two candidates share a name or key
-//     identifier.
+//     candidates phase 1 did not try are checked; for that the file is
+//     read again. That happens only for a certificate read before its CA
+//     (a CA file not named like one, among the first files read), or when
+//     two candidates share a name or key identifier.
 //
 // A Cache keeps every verdict across scans, so a later scan checks only
 // what is new.
@@ -106,23 +106,28 @@ func (s *scanner) early(r *result) {
 		s.published.Store(&list)
 		s.publishMu.Unlock()
 	}
-	p := s.published.Load()
-	if p == nil {
-		return
+	var known []*authority
+	if p := s.published.Load(); p != nil {
+		known = *p
 	}
 	for _, fd := range r.found {
 		if fd.info.IsCA || fd.issuer != nil {
 			continue // CAs are matched in phase 2, with every authority known
 		}
-		for _, a := range *p {
+		for _, a := range known {
 			if a.issues() && a.mayIssue(fd) {
 				ok := s.verified(fd.signed, a)
 				fd.verdicts = append(fd.verdicts, verdictOf{a, ok})
 				if ok {
-					fd.signed = nil // verified: its bytes are not needed unless another candidate comes first
 					break
 				}
 			}
+		}
+		if s.cache == nil {
+			// Let the signed bytes go: a certificate whose issuer comes
+			// later is read again in phase 2, so memory stays flat with
+			// 10,000 leaves. (A cache holds them anyway.)
+			fd.signed = nil
 		}
 	}
 }
