@@ -161,7 +161,7 @@ func (s *scanner) link(fd *found) {
 		info.Warnings = append(info.Warnings, "issuer not found on this node: certagent cannot renew it")
 	default:
 		info.RenewalPath = RenewExternal
-		info.Warnings = append(info.Warnings, fmt.Sprintf("CA %s has no private key here (externally managed): certagent will not renew it", info.CAName))
+		info.Warnings = append(info.Warnings, s.message("CA %s has no private key here (externally managed): certagent will not renew it", info.CAName))
 	}
 	if a := fd.issuer; a != nil && !info.IsCA && !a.bundled {
 		life := info.NotAfter.Sub(info.NotBefore)
@@ -256,6 +256,21 @@ func (s *scanner) assessCA(info *Certificate, longestLeaf time.Duration) {
 		info.State = worse(info.State, StateExpiring)
 		info.Warnings = append(info.Warnings, fmt.Sprintf("expires within one lifetime (%s) of the certificates it signs; certagent never renews CAs", Human(longestLeaf)))
 	}
+}
+
+// message formats a warning once per scan and argument: thousands of
+// certificates of one CA share one string. assemble runs on one goroutine.
+func (s *scanner) message(format, arg string) string {
+	k := [2]string{format, arg}
+	if m, ok := s.messages[k]; ok {
+		return m
+	}
+	if s.messages == nil {
+		s.messages = map[[2]string]string{}
+	}
+	m := fmt.Sprintf(format, arg)
+	s.messages[k] = m
+	return m
 }
 
 func modeOpen(m string) bool {

@@ -49,7 +49,8 @@ type scanner struct {
 	published   atomic.Pointer[[]*authority] // the authorities found so far in phase 1
 	publishMu   sync.Mutex
 	writersMu   sync.Mutex
-	writers     map[string]string // directory -> who else can write it; guarded by writersMu
+	writers     map[string]string    // directory -> who else can write it; guarded by writersMu
+	messages    map[[2]string]string // warnings already formatted, for assemble
 }
 
 // authority is a CA certificate with what is needed to check signatures.
