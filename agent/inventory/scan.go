@@ -147,8 +147,27 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	rep := &Report{Kind: "CertificateInventory", APIVersion: config.APIVersion, ScannedAt: s.now.UTC(),
 		Root: s.root.Dir(), Problems: problems}
 
-	// Phase 1: read and parse every file on every worker, checking each
-	// certificate against the authorities found so far.
+	all, err := s.readAll(ctx, rep, cands, workers)
+	if err != nil {
+		return nil, err
+	}
+	// Phase 2: every authority is known; each certificate's issuer is the
+	// first of them whose key verifies its signature.
+	if err := s.match(ctx, all, workers); err != nil {
+		return nil, err
+	}
+	s.cands = nil
+	s.assemble(rep, all)
+	if s.cache != nil {
+		s.cache.sweep(s.gen)
+	}
+	return rep, nil
+}
+
+// readAll is phase 1: read and parse every file on every worker, checking
+// each certificate against the authorities found so far, then merge the
+// readings into rep in candidate order.
+func (s *scanner) readAll(ctx context.Context, rep *Report, cands []candidate, workers int) ([]*found, error) {
 	s.cands = cands
 	results := make([]*result, len(cands))
 	order := processingOrder(cands)
@@ -163,18 +182,7 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	for _, r := range results {
 		all = s.collect(rep, r, all)
 	}
-	results = nil
-	// Phase 2: every authority is known; each certificate's issuer is the
-	// first of them whose key verifies its signature.
-	if err := s.match(ctx, all, workers); err != nil {
-		return nil, err
-	}
-	s.cands = nil
-	s.assemble(rep, all)
-	if s.cache != nil {
-		s.cache.sweep(s.gen)
-	}
-	return rep, nil
+	return all, nil
 }
 
 // parallel runs do(0..n-1) on at most workers goroutines, each taking the
