@@ -196,7 +196,10 @@ func (s *scanner) listDir(dir string, exts []string, onErr func(error)) []candid
 			c.keyPath = path.Join(dir, key)
 		}
 		if e.Type().IsRegular() {
-			c.resolved = path.Join(resolved, name)
+			c.resolved = c.path // one string for both when no link is on the way
+			if resolved != path.Clean(dir) {
+				c.resolved = path.Join(resolved, name)
+			}
 		}
 		if hasExt(name, []string{".conf", ".kubeconfig"}) {
 			c.kubeconfig = true
@@ -207,9 +210,9 @@ func (s *scanner) listDir(dir string, exts []string, onErr func(error)) []candid
 }
 
 func hasExt(name string, exts []string) bool {
-	ext := strings.ToLower(path.Ext(name))
+	ext := path.Ext(name)
 	for _, e := range exts {
-		if ext == e {
+		if strings.EqualFold(ext, e) {
 			return true
 		}
 	}
