@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/state"
@@ -90,14 +91,14 @@ type Agent struct {
 	csrPending chan csrUpdate
 
 	mu         sync.Mutex // guards status, statusJSON and health
-	status     *Status
+	status     *api.Status
 	statusJSON []byte
-	health     Health
+	health     api.Health
 }
 
 type renewCall struct {
 	ctx   context.Context
-	req   RenewRequest
+	req   api.RenewRequest
 	reply chan renewReply
 }
 
@@ -148,7 +149,7 @@ func (a *Agent) Rescan(reason string) {
 
 // Renew runs a renewal request inside the loop, so that it never races
 // the agent's own renewals.
-func (a *Agent) Renew(ctx context.Context, req RenewRequest) (*Outcome, error) {
+func (a *Agent) Renew(ctx context.Context, req api.RenewRequest) (*Outcome, error) {
 	c := renewCall{ctx: ctx, req: req, reply: make(chan renewReply, 1)}
 	select {
 	case a.renews <- c:
@@ -383,7 +384,7 @@ func (a *Agent) watchDirs(rep *inventory.Report) []string {
 }
 
 // publish stores a new status document for the API.
-func (a *Agent) publish(s *Status) {
+func (a *Agent) publish(s *api.Status) {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		a.opts.Log.WithField("REASON", err.Error()).Error("status encoding failed")
@@ -394,7 +395,7 @@ func (a *Agent) publish(s *Status) {
 	a.mu.Unlock()
 }
 
-func (a *Agent) healthSnapshot() Health {
+func (a *Agent) healthSnapshot() api.Health {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	h := a.health
@@ -415,10 +416,10 @@ func (a *Agent) summary() string {
 	if s == nil {
 		return "starting"
 	}
-	var next *CertStatus
+	var next *api.CertStatus
 	failed := 0
 	for _, c := range s.Certificates {
-		if c.Renewal.State == StateFailed {
+		if c.Renewal.State == api.StateFailed {
 			failed++
 		}
 		if c.Renewal.NextAction != "none" && c.Renewal.NextActionAt != nil && (next == nil || c.Renewal.NextActionAt.Before(*next.Renewal.NextActionAt)) {

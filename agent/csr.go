@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/rotate"
@@ -166,7 +167,7 @@ func (a *Agent) recordCSR(ctx context.Context, r csrResult) {
 		delete(a.csrWaiters, r.name)
 	}()
 	now := a.opts.Clock.Now()
-	rec := &CSRRecord{Name: r.name, Method: r.method, Seconds: r.finished.Sub(r.started).Seconds(), Requests: r.requests}
+	rec := &api.CSRRecord{Name: r.name, Method: r.method, Seconds: r.finished.Sub(r.started).Seconds(), Requests: r.requests}
 	c := r.cert
 	if r.err != nil {
 		rec.Error = r.err.Error()

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
@@ -246,7 +247,7 @@ func TestAgentNeverRunsKubeconfigExec(t *testing.T) {
 	h := &harness{t: t, dir: dir, a: a, log: hook}
 	h.start()
 	defer h.stop()
-	s := h.waitFor("the renewal to fail", func(s *Status) bool {
+	s := h.waitFor("the renewal to fail", func(s *api.Status) bool {
 		c := cert(s, "kubelet-client-current")
 		return c != nil && c.Renewal.LastError != ""
 	})
@@ -262,7 +263,7 @@ func TestAgentNeverRunsKubeconfigExec(t *testing.T) {
 	if !logged {
 		t.Error("the refusal is not in the journal")
 	}
-	s = h.waitFor("the reporter to give up", func(s *Status) bool { return s.Daemon.ReportError != "" })
+	s = h.waitFor("the reporter to give up", func(s *api.Status) bool { return s.Daemon.ReportError != "" })
 	if got := s.Daemon.ReportError; !strings.Contains(got, "exec plugin") {
 		t.Errorf("daemon.reportError %q does not say why", got)
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
@@ -37,7 +38,7 @@ func TestRenewKubeletCrtCSR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := RenewOnce(context.Background(), root, cfg, RenewRequest{Names: []string{"kubelet.crt"}}, RenewOptions{
+	out, err := RenewOnce(context.Background(), root, cfg, api.RenewRequest{Names: []string{"kubelet.crt"}}, RenewOptions{
 		CSRTimeout: 5 * time.Second,
 		Client: func(*pki.Root, string, *requestCounter) (kubernetes.Interface, *x509.CertPool, error) {
 			return client, poolOf(node.CA.Cert), nil

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/inventory"
 )
 
@@ -117,7 +118,7 @@ func (m *Metrics) failed(method string) {
 	}
 }
 
-func (m *Metrics) served(comps []ComponentStatus) {
+func (m *Metrics) served(comps []api.ComponentStatus) {
 	if m == nil {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/inventory"
 )
 
@@ -107,7 +108,7 @@ func TestMetricsExporterLabels(t *testing.T) {
 	}
 	m.scanned(rep, time.Millisecond)
 	m.scanned(rep, time.Millisecond)
-	m.served([]ComponentStatus{{Name: "kube-apiserver", Served: []ServedStatus{{Address: "127.0.0.1:6443", Certificate: "apiserver", State: "stale"}}}})
+	m.served([]api.ComponentStatus{{Name: "kube-apiserver", Served: []api.ServedStatus{{Address: "127.0.0.1:6443", Certificate: "apiserver", State: "stale"}}}})
 	got := scrapeParsed(t, m)
 
 	find := func(fam, name string) map[string]string {

@@ -3,6 +3,7 @@ package agent
 import (
 	"path"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -44,10 +45,10 @@ func Reloads(root *pki.Root, cfg *config.Config, names []string) []Reload {
 
 // Results returns the last restart of each component this Restarter
 // restarted.
-func (r *Restarter) Results() []ComponentStatus {
+func (r *Restarter) Results() []api.ComponentStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []ComponentStatus
+	var out []api.ComponentStatus
 	for _, comp := range components(r.Config()) {
 		if s := r.status[comp.Name]; s != nil {
 			out = append(out, *s)

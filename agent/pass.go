@@ -6,12 +6,15 @@ import (
 
 	"errors"
 	"fmt"
-	"github.com/certagent/certagent/rotate"
-	corev1 "k8s.io/api/core/v1"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/certagent/certagent/rotate"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/schedule"
 	"github.com/certagent/certagent/agent/state"
@@ -84,7 +87,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 }
 
 // next is the earliest of the next action and the periodic resync.
-func (a *Agent) next(statuses map[string]*RenewalStatus) time.Time {
+func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 	n := a.opts.Clock.Now().Add(a.cfg.Agent.ResyncDuration)
 	for _, s := range statuses {
 		if s.NextAction != "none" && s.NextActionAt != nil && s.NextActionAt.Before(n) {
@@ -95,9 +98,9 @@ func (a *Agent) next(statuses map[string]*RenewalStatus) time.Time {
 }
 
 // decide works out every certificate's renewal status and which are due.
-func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*RenewalStatus, []*inventory.Certificate) {
+func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*api.RenewalStatus, []*inventory.Certificate) {
 	policy := schedule.Policy{RenewBefore: a.cfg.RenewBeforeDuration}
-	out := map[string]*RenewalStatus{}
+	out := map[string]*api.RenewalStatus{}
 	var due []*inventory.Certificate
 	for _, c := range rep.Certificates {
 		st := a.state.Get(c.Name)
@@ -108,12 +111,12 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 			st = state.Cert{Serial: c.Serial, LastRenewal: st.LastRenewal, LastResult: st.LastResult}
 			a.state.Put(c.Name, st)
 		}
-		rs := &RenewalStatus{Failures: st.Failures, LastError: st.LastError, LastResult: st.LastResult}
+		rs := &api.RenewalStatus{Failures: st.Failures, LastError: st.LastError, LastResult: st.LastResult}
 		rs.LastAttempt, rs.LastRenewal = timePtr(st.LastAttempt), timePtr(st.LastRenewal)
 		expired := now.After(c.NotAfter)
 		if c.RenewalPath == inventory.RenewCSR {
 			if csr, running := a.csrJobs[c.Name]; running {
-				rs.State, rs.NextAction, rs.NextActionAt, rs.PendingCSR = StateRenewing, "wait", timePtr(now), csr
+				rs.State, rs.NextAction, rs.NextActionAt, rs.PendingCSR = api.StateRenewing, "wait", timePtr(now), csr
 				rs.Reason = "requesting a certificate from the cluster"
 				if csr != "" {
 					rs.Reason = fmt.Sprintf("waiting for CSR %s to be issued; to approve it: kubectl certificate approve %s", csr, csr)
@@ -123,7 +126,7 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 			}
 		}
 		if c.RenewalPath != inventory.RenewLocalCA && c.RenewalPath != inventory.RenewCSR && c.RenewalPath != inventory.RenewSelfSigned {
-			rs.NextAction, rs.State = "none", StateOK
+			rs.NextAction, rs.State = "none", api.StateOK
 			rs.Reason = map[inventory.RenewalPath]string{
 				inventory.RenewExternal: "its CA key is not on this node",
 				inventory.RenewNone:     "not renewable (a CA or self-signed)",
@@ -135,7 +138,7 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 				})
 			}
 			if expired {
-				rs.State = StateExpired
+				rs.State = api.StateExpired
 				a.once("expired", c, func() {
 					a.opts.Log.WithFields(certFields(MsgExpired, c, string(c.RenewalPath), rs.Reason)).Error("certificate expired and certagent cannot renew it")
 				})
@@ -174,12 +177,12 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 		}
 		switch {
 		case st.Failures > 0 && now.Before(st.NextAttempt):
-			rs.State, rs.NextAction, rs.NextActionAt, rs.Reason = StateFailed, "retry", timePtr(st.NextAttempt), st.LastError
+			rs.State, rs.NextAction, rs.NextActionAt, rs.Reason = api.StateFailed, "retry", timePtr(st.NextAttempt), st.LastError
 			if expired {
-				rs.State = StateExpired
+				rs.State = api.StateExpired
 			}
 		case !now.Before(deadline):
-			rs.State, rs.NextAction, rs.NextActionAt = StateRenewing, "renew", timePtr(now)
+			rs.State, rs.NextAction, rs.NextActionAt = api.StateRenewing, "renew", timePtr(now)
 			if c.RenewalPath == inventory.RenewCSR {
 				if kubeletOwns {
 					rs.Reason = "the kubelet did not rotate it in its window: certagent steps in"
@@ -192,12 +195,12 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*Renewa
 				due = append(due, c)
 			}
 		case kubeletOwns:
-			rs.State, rs.NextAction, rs.NextActionAt = StateOK, "step-in", timePtr(deadline)
+			rs.State, rs.NextAction, rs.NextActionAt = api.StateOK, "step-in", timePtr(deadline)
 			rs.Reason = why + "; certagent steps in then if it has not"
 		default:
-			rs.State, rs.NextAction, rs.NextActionAt = StateOK, "renew", timePtr(deadline)
+			rs.State, rs.NextAction, rs.NextActionAt = api.StateOK, "renew", timePtr(deadline)
 			if c.State == inventory.StateRenewalDue {
-				rs.State = StateScheduled
+				rs.State = api.StateScheduled
 			}
 			a.once("scheduled", c, func() {
 				a.opts.Log.WithFields(certFields(MsgRenewalScheduled, c, string(c.RenewalPath), "at "+deadline.UTC().Format(time.RFC3339))).Info("renewal scheduled")
@@ -227,7 +230,7 @@ func (a *Agent) renewDue(ctx context.Context, due []*inventory.Certificate) {
 		names = append(names, c.Name)
 	}
 	now := a.opts.Clock.Now()
-	out, err := RenewOnce(ctx, a.opts.Root, a.cfg, RenewRequest{Names: names}, RenewOptions{LockTimeout: 30 * time.Second, Now: now, Hooks: a.opts.Hooks})
+	out, err := RenewOnce(ctx, a.opts.Root, a.cfg, api.RenewRequest{Names: names}, RenewOptions{LockTimeout: 30 * time.Second, Now: now, Hooks: a.opts.Hooks})
 	a.record(ctx, due, out, err, now)
 }
 
@@ -316,7 +319,7 @@ func (a *Agent) restart(ctx context.Context, renewed []Renewed, now time.Time) {
 
 // report keeps the Node condition current: unhealthy while a certificate
 // failed to renew, expired, or is served stale.
-func (a *Agent) report(rep *inventory.Report, statuses map[string]*RenewalStatus) {
+func (a *Agent) report(rep *inventory.Report, statuses map[string]*api.RenewalStatus) {
 	r := a.opts.Reporter
 	if r == nil {
 		return
@@ -331,10 +334,10 @@ func (a *Agent) report(rep *inventory.Report, statuses map[string]*RenewalStatus
 	for _, c := range rep.Certificates {
 		switch s := statuses[c.Name]; {
 		case s == nil:
-		case s.State == StateExpired:
+		case s.State == api.StateExpired:
 			healthy, reason = false, "CertificateExpired"
 			bad = append(bad, c.Name+" expired")
-		case s.State == StateFailed:
+		case s.State == api.StateFailed:
 			if healthy {
 				reason = "RenewalFailed"
 			}
@@ -390,18 +393,18 @@ func (a *Agent) fail(c *inventory.Certificate, st *state.Cert, err error, now ti
 }
 
 // build assembles the status document.
-func (a *Agent) build(rep *inventory.Report, statuses map[string]*RenewalStatus, reason string, start time.Time) *Status {
-	s := &Status{Kind: "AgentStatus", APIVersion: rep.APIVersion, ScannedAt: rep.ScannedAt, Root: rep.Root,
+func (a *Agent) build(rep *inventory.Report, statuses map[string]*api.RenewalStatus, reason string, start time.Time) *api.Status {
+	s := &api.Status{Kind: "AgentStatus", APIVersion: rep.APIVersion, ScannedAt: rep.ScannedAt, Root: rep.Root,
 		Authorities: rep.Authorities, KeyPairs: rep.KeyPairs, Problems: rep.Problems}
 	for _, c := range rep.Certificates {
-		cs := &CertStatus{Certificate: c}
+		cs := &api.CertStatus{Certificate: c}
 		if rs := statuses[c.Name]; rs != nil {
 			cs.Renewal = *rs
 		}
 		s.Certificates = append(s.Certificates, cs)
 	}
 	if s.Certificates == nil {
-		s.Certificates = []*CertStatus{}
+		s.Certificates = []*api.CertStatus{}
 	}
 	s.Daemon = a.healthSnapshot()
 	return s

@@ -13,6 +13,7 @@ import (
 
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/rotate/pki"
@@ -111,7 +112,7 @@ func TestEtcdProbePresentsHealthcheckClient(t *testing.T) {
 				t.Fatal(err)
 			}
 			r := &Restarter{Root: root, Clock: testingclock.NewFakeClock(time.Now()), Config: func() *config.Config { return cfg }}
-			state := func(disk string) ServedStatus {
+			state := func(disk string) api.ServedStatus {
 				rep := &inventory.Report{Certificates: []*inventory.Certificate{{Name: "etcd-server", Serial: disk}}}
 				for _, c := range r.Check(context.Background(), cfg, rep, map[string]time.Time{}) {
 					if c.Name == "etcd" {
@@ -119,7 +120,7 @@ func TestEtcdProbePresentsHealthcheckClient(t *testing.T) {
 					}
 				}
 				t.Fatal("no etcd status")
-				return ServedStatus{}
+				return api.ServedStatus{}
 			}
 			got := state(srv.serial)
 			if got.State != tc.want {

@@ -6,12 +6,12 @@ package agent
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
 	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/plan"
@@ -19,42 +19,9 @@ import (
 	"github.com/certagent/certagent/rotate/pki"
 )
 
-// RenewRequest is what `certagent renew` asks for.
-type RenewRequest struct {
-	Names  []string `json:"names,omitempty"`
-	All    bool     `json:"all,omitempty"`
-	Force  bool     `json:"force,omitempty"`
-	DryRun bool     `json:"dryRun,omitempty"`
-	// TimeoutSeconds, when positive, is how long a renewal through a CSR
-	// waits for approval (default: the configured timeout).
-	TimeoutSeconds int64 `json:"timeoutSeconds,omitempty"`
-}
-
-// Line is one line of a renewal's output. Kind is one of interrupted,
-// repaired, repair-failed, would-renew, skipped, warning, requested (a
-// CSR was made), renewed, failed, nothing.
-type Line struct {
-	Kind    string `json:"kind"`
-	Name    string `json:"name,omitempty"`
-	Message string `json:"message"`
-}
-
-// String formats the line as `certagent renew` prints it.
-func (l Line) String() string {
-	switch {
-	case l.Kind == "nothing":
-		return l.Message
-	case l.Name == "":
-		return fmt.Sprintf("%-9s %s", l.Kind, l.Message)
-	}
-	return fmt.Sprintf("%-9s %-26s %s", l.Kind, l.Name, l.Message)
-}
-
 // Outcome is the result of one renewal run.
 type Outcome struct {
-	Lines []Line `json:"lines"`
-	// Failed is set when any requested certificate was not renewed.
-	Failed  bool            `json:"failed"`
+	api.RenewResponse
 	Results []rotate.Result `json:"-"`
 	Plan    *plan.Plan      `json:"-"`
 	// Renewed lists every certificate renewed (from the local CA or
@@ -66,10 +33,6 @@ type Outcome struct {
 	CSR []*inventory.Certificate `json:"-"`
 	// Report is the scan the plan was made from.
 	Report *inventory.Report `json:"-"`
-}
-
-func (o *Outcome) add(kind, name, format string, a ...any) {
-	o.Lines = append(o.Lines, Line{Kind: kind, Name: name, Message: fmt.Sprintf(format, a...)})
 }
 
 // RenewOptions are the knobs of RenewOnce.
@@ -97,12 +60,12 @@ type RenewOptions struct {
 // scan, plan, renew. A returned error means nothing was attempted (the
 // lock, a scan or the request itself failed); per-certificate failures are
 // in the outcome.
-func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req RenewRequest, o RenewOptions) (*Outcome, error) {
+func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req api.RenewRequest, o RenewOptions) (*Outcome, error) {
 	out := &Outcome{}
 	backupDir := cfg.Renewal.BackupDir
 	if req.DryRun {
 		for _, d := range rotate.Interrupted(root, backupDir) {
-			out.add("interrupted", "", "transaction %s: the next renew repairs it", d)
+			out.Add("interrupted", "", "transaction %s: the next renew repairs it", d)
 		}
 	} else {
 		if o.LockTimeout <= 0 {
@@ -117,9 +80,9 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 		defer lock.Unlock()
 		for _, r := range rotate.Repair(root, backupDir) {
 			if r.Err != nil {
-				out.add("repair-failed", "", "%s: %s failed: %v", r.Dir, r.Action, r.Err)
+				out.Add("repair-failed", "", "%s: %s failed: %v", r.Dir, r.Action, r.Err)
 			} else {
-				out.add("repaired", "", "%s: %s", r.Dir, r.Action)
+				out.Add("repaired", "", "%s: %s", r.Dir, r.Action)
 			}
 		}
 		rotate.Prune(root, backupDir, cfg.Renewal.KeepBackups)
@@ -141,26 +104,26 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req Rene
 		switch {
 		case it.Err != nil:
 			out.Failed = true
-			out.add("failed", it.Name, "%v", it.Err)
+			out.Add("failed", it.Name, "%v", it.Err)
 		case it.CSR != nil && req.DryRun:
-			out.add("would-renew", it.Name, "%s", it.Reason)
+			out.Add("would-renew", it.Name, "%s", it.Reason)
 		case it.CSR != nil:
 		case !it.Renew:
-			out.add("skipped", it.Name, "%s", it.Reason)
+			out.Add("skipped", it.Name, "%s", it.Reason)
 		case req.DryRun:
 			issuer := "new self-signed pair"
 			if it.Target.CA != nil {
 				issuer = "CA " + it.Target.CA.Name
 			}
-			out.add("would-renew", it.Name, "%s; %s; new validity %s to %s; files %s", it.Reason, issuer,
+			out.Add("would-renew", it.Name, "%s; %s; new validity %s to %s; files %s", it.Reason, issuer,
 				it.NotBefore.Format(time.RFC3339), it.NotAfter.Format(time.RFC3339), strings.Join(it.Files, " "))
 		}
 		for _, w := range it.Warnings {
-			out.add("warning", it.Name, "%s", w)
+			out.Add("warning", it.Name, "%s", w)
 		}
 	}
 	if len(p.Items) == 0 {
-		out.add("nothing", "", "nothing to renew")
+		out.Add("nothing", "", "nothing to renew")
 	}
 	out.Report = rep
 	if req.DryRun {
@@ -206,18 +169,18 @@ func runCSROnce(ctx context.Context, root *pki.Root, cfg *config.Config, c *inve
 // renewed or failed. The daemon and `certagent renew` print the same.
 func (o *Outcome) addCSR(r csrResult) {
 	if r.csr != "" {
-		o.add("requested", r.name, "CSR %s; approve it with: kubectl certificate approve %s", r.csr, r.csr)
+		o.Add("requested", r.name, "CSR %s; approve it with: kubectl certificate approve %s", r.csr, r.csr)
 	}
 	if r.err != nil {
 		o.Failed = true
-		o.add("failed", r.name, "%v", r.err)
+		o.Add("failed", r.name, "%v", r.err)
 		return
 	}
 	how := "through CSR " + r.csr
 	if r.method == "local-ca" {
 		how = "from the local CA (the client certificate had expired)"
 	}
-	o.add("renewed", r.name, "serial %s -> %s, valid until %s, %s", short(r.oldSerial), short(r.serial), r.notAfter.UTC().Format(time.RFC3339), how)
+	o.Add("renewed", r.name, "serial %s -> %s, valid until %s, %s", short(r.oldSerial), short(r.serial), r.notAfter.UTC().Format(time.RFC3339), how)
 	o.Renewed = append(o.Renewed, Renewed{Cert: r.cert, NewSerial: r.serial, Rollback: r.rollback})
 }
 
@@ -234,10 +197,10 @@ func renewLocal(ctx context.Context, root *pki.Root, cfg *config.Config, p *plan
 	for _, r := range out.Results {
 		if r.Err != nil {
 			out.Failed = true
-			out.add("failed", r.Name, "%v", r.Err)
+			out.Add("failed", r.Name, "%v", r.Err)
 			continue
 		}
-		out.add("renewed", r.Name, "serial %s -> %s, valid until %s, old files in %s",
+		out.Add("renewed", r.Name, "serial %s -> %s, valid until %s, old files in %s",
 			short(r.OldSerial), short(r.NewSerial), r.NotAfter.UTC().Format(time.RFC3339), r.Backup)
 		for _, c := range rep.Certificates {
 			if c.Name == r.Name {
@@ -271,10 +234,10 @@ func convertKubeletConf(root *pki.Root, cfg *config.Config, p *plan.Plan, r rota
 		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: "kubelet-client"}
 		if err := rotate.ConvertKubeconfig(root, it.Target.CertPath, it.Target.User, store, roots, r.Backup, now); err != nil {
 			out.Failed = true
-			out.add("failed", r.Name, "convert to %s: %v", store.Current(), err)
+			out.Add("failed", r.Name, "convert to %s: %v", store.Current(), err)
 			return
 		}
-		out.add("converted", r.Name, "now refers to %s (the old file is in %s)", store.Current(), r.Backup)
+		out.Add("converted", r.Name, "now refers to %s (the old file is in %s)", store.Current(), r.Backup)
 	}
 }
 

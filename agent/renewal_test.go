@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
@@ -44,7 +45,7 @@ func TestRenewAllTwice(t *testing.T) {
 				t.Fatal(err)
 			}
 			renewed := func(at time.Time) (int, []string) {
-				out, err := RenewOnce(context.Background(), root, cfg, RenewRequest{All: true}, RenewOptions{Now: at})
+				out, err := RenewOnce(context.Background(), root, cfg, api.RenewRequest{All: true}, RenewOptions{Now: at})
 				if err != nil {
 					t.Fatal(err)
 				}

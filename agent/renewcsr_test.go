@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
@@ -53,7 +54,7 @@ func TestRenewOnceCSR(t *testing.T) {
 			}
 			before := current()
 			var waited []string
-			out, err := RenewOnce(context.Background(), root, cfg, RenewRequest{Names: []string{"kubelet-client-current"}}, RenewOptions{
+			out, err := RenewOnce(context.Background(), root, cfg, api.RenewRequest{Names: []string{"kubelet-client-current"}}, RenewOptions{
 				CSRTimeout: time.Second,
 				CSRWaiting: func(name, csr string) func() { waited = append(waited, name+" "+csr); return func() {} },
 				Client: func(*pki.Root, string, *requestCounter) (kubernetes.Interface, *x509.CertPool, error) {
@@ -93,7 +94,7 @@ func TestPlanNamesCSR(t *testing.T) {
 		t.Fatal(err)
 	}
 	root, _ := pki.NewRoot(dir)
-	out, err := RenewOnce(context.Background(), root, config.Default(), RenewRequest{Names: []string{"kubelet-client-current"}, DryRun: true}, RenewOptions{})
+	out, err := RenewOnce(context.Background(), root, config.Default(), api.RenewRequest{Names: []string{"kubelet-client-current"}, DryRun: true}, RenewOptions{})
 	if err != nil || len(out.Lines) != 1 || out.Lines[0].Kind != "would-renew" || !strings.Contains(out.Lines[0].Message, "CertificateSigningRequest") {
 		t.Fatalf("%v %+v", err, out)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/rotate/pki"
@@ -90,27 +91,6 @@ func components(cfg *config.Config) []component {
 	return out
 }
 
-// ComponentStatus is what `status` shows per component.
-type ComponentStatus struct {
-	Name        string         `json:"name"`
-	LastRestart *time.Time     `json:"lastRestart,omitempty"`
-	LastResult  string         `json:"lastResult,omitempty"`
-	Served      []ServedStatus `json:"served,omitempty"`
-}
-
-// ServedStatus compares what an endpoint serves with the disk.
-type ServedStatus struct {
-	Address      string `json:"address"`
-	Certificate  string `json:"certificate"`
-	DiskSerial   string `json:"diskSerial"`
-	ServedSerial string `json:"servedSerial,omitempty"`
-	// State is "match", "mismatch" (recent: a restart may be under way),
-	// "stale" (mismatch for longer than restart.staleAfter) or
-	// "not-serving".
-	State string `json:"state"`
-	Error string `json:"error,omitempty"`
-}
-
 // Restarter restarts components after renewals, one at a time for the
 // whole node, and proves the new certificate is served; when it is not,
 // it rolls the certificate back and restarts again.
@@ -125,7 +105,7 @@ type Restarter struct {
 	Ping func()
 
 	mu     sync.Mutex // serialises restarts; guards status
-	status map[string]*ComponentStatus
+	status map[string]*api.ComponentStatus
 }
 
 // Restart reloads every component that uses a renewed certificate:
@@ -191,11 +171,11 @@ func (r *Restarter) exists(node string) bool {
 
 func (r *Restarter) note(name string, err error) {
 	if r.status == nil {
-		r.status = map[string]*ComponentStatus{}
+		r.status = map[string]*api.ComponentStatus{}
 	}
 	s := r.status[name]
 	if s == nil {
-		s = &ComponentStatus{Name: name}
+		s = &api.ComponentStatus{Name: name}
 		r.status[name] = s
 	}
 	now := r.Clock.Now().UTC()
@@ -295,7 +275,7 @@ func (r *Restarter) healthy(ctx context.Context, cfg *config.Config, comp compon
 // Check compares what every endpoint serves with the disk. mismatchSince
 // keeps, per endpoint, when a mismatch was first seen; one older than
 // staleAfter is "stale".
-func (r *Restarter) Check(ctx context.Context, cfg *config.Config, rep *inventory.Report, mismatchSince map[string]time.Time) []ComponentStatus {
+func (r *Restarter) Check(ctx context.Context, cfg *config.Config, rep *inventory.Report, mismatchSince map[string]time.Time) []api.ComponentStatus {
 	disk := map[string]string{}
 	for _, c := range rep.Certificates {
 		disk[c.Name] = c.Serial
@@ -334,9 +314,9 @@ func (r *Restarter) Check(ctx context.Context, cfg *config.Config, rep *inventor
 	wg.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []ComponentStatus
+	var out []api.ComponentStatus
 	for _, comp := range comps {
-		cs := ComponentStatus{Name: comp.Name}
+		cs := api.ComponentStatus{Name: comp.Name}
 		if s := r.status[comp.Name]; s != nil {
 			cs.LastRestart, cs.LastResult = s.LastRestart, s.LastResult
 		}
@@ -345,7 +325,7 @@ func (r *Restarter) Check(ctx context.Context, cfg *config.Config, rep *inventor
 			if want == "" {
 				continue
 			}
-			ss := ServedStatus{Address: s.Address, Certificate: s.Cert, DiskSerial: want}
+			ss := api.ServedStatus{Address: s.Address, Certificate: s.Cert, DiskSerial: want}
 			got, err := probes[s.Address].serial, probes[s.Address].err
 			switch {
 			case err != nil:

@@ -15,6 +15,8 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/client"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/rotate/pki"
@@ -126,8 +128,8 @@ func demoAgent(ctx context.Context, out io.Writer, root *pki.Root, node *pkitest
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	c := agent.NewClient(filepath.Join(dir, "run/certagent/certagent.sock"))
-	var s *agent.Status
+	c := client.New(filepath.Join(dir, "run/certagent/certagent.sock"))
+	var s *api.Status
 	for i := 0; i < 100 && s == nil; i++ {
 		time.Sleep(50 * time.Millisecond)
 		s, _ = c.Status(ctx)
@@ -184,7 +186,7 @@ func writeWebhook(dir string, ca *pkitest.CA, lifetime time.Duration) error {
 	return os.WriteFile(filepath.Join(d, "webhook.crt"), pkitest.CertPEM(c), 0o644)
 }
 
-func serialOf(s *agent.Status, name string) string {
+func serialOf(s *api.Status, name string) string {
 	for _, c := range s.Certificates {
 		if c.Name == name {
 			return c.Serial

@@ -16,6 +16,8 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/client"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/plan"
 	"github.com/certagent/certagent/rotate"
@@ -94,12 +96,12 @@ Exit codes: 0 every requested renewal succeeded (or nothing was due);
 }
 
 func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, sel plan.Selection, f *renewFlags) error {
-	req := agent.RenewRequest{Names: sel.Names, All: sel.All, Force: sel.Force, DryRun: f.dryRun, TimeoutSeconds: int64(f.timeout / time.Second)}
+	req := api.RenewRequest{Names: sel.Names, All: sel.All, Force: sel.Force, DryRun: f.dryRun, TimeoutSeconds: int64(f.timeout / time.Second)}
 	if f.timeout > 0 && req.TimeoutSeconds == 0 {
 		req.TimeoutSeconds = 1
 	}
 	// With an agent running, it does the renewal, so the two never race.
-	if c := agent.NewClient(root.HostPath(cfg.Agent.Socket)); c.Reachable() {
+	if c := client.New(root.HostPath(cfg.Agent.Socket)); c.Reachable() {
 		fmt.Fprintln(errOut, "certagent: the running certagent daemon renews; it restarts what uses the renewed certificates (unless agent.noRestart)")
 		// The daemon's lock wait, then the longest CSR wait, then some.
 		wait := f.timeout
@@ -221,8 +223,8 @@ func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *
 // a lock that stayed taken (here or in the daemon, which answers 409 with
 // the same message) has its own.
 func renewError(err error) error {
-	var api *agent.APIError
-	if errors.Is(err, rotate.ErrLocked) || (errors.As(err, &api) && api.Code == http.StatusConflict && strings.Contains(api.Msg, rotate.ErrLocked.Error())) {
+	var apiErr *client.APIError
+	if errors.Is(err, rotate.ErrLocked) || (errors.As(err, &apiErr) && apiErr.Code == http.StatusConflict && strings.Contains(apiErr.Msg, rotate.ErrLocked.Error())) {
 		return &exitError{code: ExitLockTimeout, err: err}
 	}
 	return &exitError{code: ExitUsage, err: err}

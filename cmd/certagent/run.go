@@ -16,6 +16,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/client"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/systemd"
 )
@@ -177,7 +178,7 @@ func newStatusCommand(g *globalFlags) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			s, err := agent.NewClient(socket).Status(ctx)
+			s, err := client.New(socket).Status(ctx)
 			if err != nil {
 				return &exitError{code: ExitUnreachable, err: err}
 			}

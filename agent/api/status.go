@@ -1,4 +1,8 @@
-package agent
+// Package api holds the wire types of certagent's local API and of
+// `certagent status -o json` (apiVersion certagent.io/v1alpha1): the status
+// document, the renew request and its answer. It has no behaviour beyond
+// printing them, so the status client links nothing of the daemon.
+package api
 
 import (
 	"fmt"
@@ -81,6 +85,27 @@ type Health struct {
 	// Components: per component, the last restart and whether what it
 	// serves matches the disk.
 	Components []ComponentStatus `json:"components,omitempty"`
+}
+
+// ComponentStatus is what `status` shows per component.
+type ComponentStatus struct {
+	Name        string         `json:"name"`
+	LastRestart *time.Time     `json:"lastRestart,omitempty"`
+	LastResult  string         `json:"lastResult,omitempty"`
+	Served      []ServedStatus `json:"served,omitempty"`
+}
+
+// ServedStatus compares what an endpoint serves with the disk.
+type ServedStatus struct {
+	Address      string `json:"address"`
+	Certificate  string `json:"certificate"`
+	DiskSerial   string `json:"diskSerial"`
+	ServedSerial string `json:"servedSerial,omitempty"`
+	// State is "match", "mismatch" (recent: a restart may be under way),
+	// "stale" (mismatch for longer than restart.staleAfter) or
+	// "not-serving".
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
 }
 
 // CSRRecord describes one finished CSR renewal.

@@ -1,4 +1,4 @@
-package agent
+package api
 
 import (
 	"bytes"
@@ -21,7 +21,7 @@ func TestStatusBeforeFirstScan(t *testing.T) {
 		wantJSON  bool
 	}{
 		{name: "no scan yet", wantTable: "no scan finished yet"},
-		{name: "scanned", lastScan: timePtr(now.Add(-90 * time.Second)), wantTable: "ago (start, ", wantJSON: true},
+		{name: "scanned", lastScan: ptr(now.Add(-90 * time.Second)), wantTable: "ago (start, ", wantJSON: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -44,3 +44,5 @@ func TestStatusBeforeFirstScan(t *testing.T) {
 		})
 	}
 }
+
+func ptr(t time.Time) *time.Time { return &t }
