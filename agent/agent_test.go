@@ -18,6 +18,8 @@ import (
 
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/logfields"
+	"github.com/certagent/certagent/agent/metrics"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -58,7 +60,7 @@ func newHarness(t *testing.T, dir string, clk clock.WithTicker, cfgText string) 
 	return newHarnessWith(t, dir, clk, cfgText, nil)
 }
 
-func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText string, m *Metrics) *harness {
+func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText string, m *metrics.Metrics) *harness {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -76,11 +78,15 @@ func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText stri
 	h.cfg = func() (*config.Config, error) {
 		return config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nagent: {nodeName: node1}\n" + cfgText))
 	}
-	a, err := New(Options{
+	opts := Options{
 		Root: root, LoadConfig: func() (*config.Config, error) { return h.cfg() },
 		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent.sock"),
-		Clock: clk, Log: logger, Notifier: h.notes, Version: "test", Debounce: 20 * time.Millisecond, Metrics: m,
-	})
+		Clock: clk, Log: logger, Notifier: h.notes, Version: "test", Debounce: 20 * time.Millisecond,
+	}
+	if m != nil {
+		opts.Metrics = m
+	}
+	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +193,7 @@ func TestScheduleAndRenewWithFakeClock(t *testing.T) {
 	if !strings.HasPrefix(h.notes.all()[0], "READY 14 certs, next renewal") {
 		t.Errorf("sd_notify: %v", h.notes.all())
 	}
-	if h.events(MsgRenewalScheduled) == 0 {
+	if h.events(logfields.MsgRenewalScheduled) == 0 {
 		t.Error("no renewal-scheduled events logged")
 	}
 	oldSerial := apiCert.Serial
@@ -200,7 +206,7 @@ func TestScheduleAndRenewWithFakeClock(t *testing.T) {
 	if apiCert.Renewal.LastRenewal == nil || !strings.HasPrefix(apiCert.Renewal.LastResult, "renewed") || apiCert.Renewal.State != api.StateOK {
 		t.Errorf("after renewal: %+v", apiCert.Renewal)
 	}
-	if h.events(MsgRenewed) == 0 {
+	if h.events(logfields.MsgRenewed) == 0 {
 		t.Error("no renewed event logged")
 	}
 	for _, e := range h.log.AllEntries() {
@@ -251,7 +257,7 @@ func TestBackoffAndStateSurvivesRestart(t *testing.T) {
 	if r := cert(s, "apiserver").Renewal; r.NextActionAt.Before(t0.Add(65*time.Second)) || r.NextActionAt.After(t0.Add(95*time.Second)) {
 		t.Errorf("second backoff: %+v", r)
 	}
-	if n := h.events(MsgRenewalFailed); n != 2 {
+	if n := h.events(logfields.MsgRenewalFailed); n != 2 {
 		t.Errorf("%d failure events, want 2", n)
 	}
 	h.stop()
@@ -335,9 +341,9 @@ func TestNoRenewalLoop(t *testing.T) {
 	h := newHarness(t, "", clk, "renewBefore: 239h\n") // the sandbox's leaves live 10 days
 	defer h.stop()
 	h.waitFor("the first renewals", func(s *api.Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
-	first := h.events(MsgRenewed)
+	first := h.events(logfields.MsgRenewed)
 	advance(h, clk, 3*time.Minute)
-	if n := h.events(MsgRenewed); n != first {
+	if n := h.events(logfields.MsgRenewed); n != first {
 		t.Errorf("%d more renewals within minutes: a renewal loop", n-first)
 	}
 	apiCert := cert(h.status(), "apiserver")
@@ -354,12 +360,13 @@ func TestMetrics(t *testing.T) {
 	if _, err := (pkitest.Layout{Now: t0, NotAfter: map[string]time.Time{"apiserver": t0.Add(time.Minute)}}).Write(dir); err != nil {
 		t.Fatal(err)
 	}
-	h := newHarnessWith(t, dir, clk, "", NewMetrics())
+	m := metrics.New()
+	h := newHarnessWith(t, dir, clk, "", m)
 	defer h.stop()
 	h.waitFor("the renewal", func(s *api.Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
 	scrape := func() string {
 		rec := httptest.NewRecorder()
-		h.a.opts.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 		return rec.Body.String()
 	}
 	out := scrape()

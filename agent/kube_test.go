@@ -18,6 +18,9 @@ import (
 
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/csrrenew"
+	"github.com/certagent/certagent/agent/kubeclient"
+	"github.com/certagent/certagent/agent/report"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -183,7 +186,7 @@ func TestKubeClientRefusesHostileCredentials(t *testing.T) {
 			n.write(t, n.expand(tc.cluster), n.expand(tc.user))
 			done := make(chan error, 1)
 			go func() {
-				c, _, err := kubeClient(n.root, n.kubeconfig, nil)
+				c, _, err := kubeclient.New(n.root, n.kubeconfig, nil)
 				if err == nil {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 					_, rerr := c.CoreV1().Nodes().Get(ctx, "node1", metav1.GetOptions{})
@@ -233,13 +236,18 @@ func TestAgentNeverRunsKubeconfigExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	logger, hook := test.NewNullLogger()
+	rep := report.New(kubeclient.ForReport(root, "/etc/kubernetes/kubelet.conf"), "/etc/kubernetes/kubelet.conf", logger)
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
+	go rep.Run(rctx)
 	a, err := New(Options{
 		Root: root, Log: logger, Clock: clock.RealClock{}, Version: "test",
 		LoadConfig: func() (*config.Config, error) {
 			return config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nagent: {nodeName: node1}\n"))
 		},
 		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent.sock"),
-		Reporter: NewReporter(root, "/etc/kubernetes/kubelet.conf", logger),
+		Reporter: rep,
+		CSR:      csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root)},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -6,20 +6,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"k8s.io/utils/clock"
 
-	"github.com/certagent/certagent/agent"
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/client"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/csrrenew"
+	"github.com/certagent/certagent/agent/kubeclient"
 	"github.com/certagent/certagent/agent/plan"
+	"github.com/certagent/certagent/agent/renewal"
+	"github.com/certagent/certagent/agent/restart"
 	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/systemd"
@@ -50,7 +51,7 @@ var csrTimeoutBounds = config.Bounds{Max: 24 * time.Hour}
 var progressEvery = 15 * time.Second
 
 // newUnits restarts systemd units for --restart (a fake in tests).
-var newUnits = func() agent.Units { return systemd.Units{} }
+var newUnits = func() restart.Units { return systemd.Units{} }
 
 func newRenewCommand(g *globalFlags) *cobra.Command {
 	f := &renewFlags{}
@@ -123,14 +124,15 @@ func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *c
 		}
 		return exitIf(o.Failed)
 	}
-	o, err := agent.RenewOnce(ctx, root, cfg, req, agent.RenewOptions{
+	o, err := renewal.RenewOnce(ctx, root, cfg, req, renewal.RenewOptions{
 		LockTimeout: f.lockTimeout,
 		LockWait: func(what string) {
 			fmt.Fprintf(errOut, "certagent: waiting up to %s for %s\n", f.lockTimeout, what)
 		},
 		CSRTimeout: f.timeout,
 		CSRWaiting: func(name, csr string) func() { return progress(errOut, name, csr) },
-		Hooks:      testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
+		Hooks:      testHooks(),
+		CSR:        csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root)},
 	})
 	if err != nil {
 		return renewError(err)
@@ -173,17 +175,17 @@ func progress(w io.Writer, name, csr string) func() {
 // anyone will restart it; with restart, it restarts them now with the
 // daemon's Restarter (health and served-certificate checks, rollback).
 // It returns false when a restart failed.
-func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, renewed []agent.Renewed, restart bool) bool {
+func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, renewed []restart.Renewed, restartNow bool) bool {
 	var names []string
 	for _, r := range renewed {
 		names = append(names, r.Cert.Name)
 	}
-	reloads := agent.Reloads(root, cfg, names)
+	reloads := restart.Reloads(root, cfg, names)
 	if len(reloads) == 0 {
 		fmt.Fprintln(out, "next: nothing certagent knows of must restart to load them; restart what reads them (restart.units names such services)")
 		return true
 	}
-	if !restart {
+	if !restartNow {
 		for _, rl := range reloads {
 			switch {
 			case rl.Unit != "":
@@ -200,20 +202,16 @@ func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *
 	}
 	log := logrus.New()
 	log.SetOutput(errOut)
-	r := &agent.Restarter{Root: root, Units: newUnits(), Clock: clock.RealClock{}, Log: log, Config: func() *config.Config { return cfg }}
-	current := map[string]string{}
-	for _, rn := range renewed {
-		current[rn.Cert.Name] = rn.NewSerial
-	}
-	rolledBack := r.Restart(ctx, renewed, current)
-	for _, cs := range r.Results() {
+	r := &restart.Restarter{Root: root, Units: newUnits(), Clock: clock.RealClock{}, Log: log}
+	rolledBack := r.Restart(ctx, cfg, renewed, nil)
+	for _, cs := range r.Results(cfg) {
 		fmt.Fprintf(out, "%-9s %-26s %s\n", "restarted", cs.Name, cs.LastResult)
 	}
 	for name, err := range rolledBack {
 		fmt.Fprintf(out, "%-9s %-26s %v\n", "failed", name, err)
 	}
 	ok := len(rolledBack) == 0
-	for _, cs := range r.Results() {
+	for _, cs := range r.Results(cfg) {
 		ok = ok && cs.LastResult == "ok"
 	}
 	return ok
@@ -235,19 +233,4 @@ func exitIf(failed bool) error {
 		return &exitError{code: ExitRenewFailed}
 	}
 	return nil
-}
-
-// testHooks kill the process (CERTAGENT_TEST_CRASH_AT=<step>) or hold it
-// for two seconds (CERTAGENT_TEST_PAUSE_AT=<step>) at a transaction step,
-// for the crash and locking tests. Unset, they do nothing.
-type testHooks struct{ crash, pause string }
-
-func (h testHooks) Step(name string) {
-	if h.pause == name {
-		time.Sleep(2 * time.Second)
-	}
-	if h.crash == name {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
-	}
 }

@@ -1,4 +1,6 @@
-package agent
+// Package logfields holds the journal MESSAGE_IDs of certagent's events
+// and the fields every certificate event carries (README, Logging).
+package logfields
 
 import (
 	"time"
@@ -25,9 +27,9 @@ const (
 	MsgLeftAlone        = "9b1d44c2e6f34a7d8c0e5f21a3b7d6c8"
 )
 
-// certFields are the journal fields of a certificate event. Nothing here
+// Cert returns the journal fields of a certificate event. Nothing here
 // is key material.
-func certFields(msgID string, c *inventory.Certificate, method, reason string) logrus.Fields {
+func Cert(msgID string, c *inventory.Certificate, method, reason string) logrus.Fields {
 	f := logrus.Fields{
 		"MESSAGE_ID": msgID,
 		"CERT_NAME":  c.Name,

@@ -1,4 +1,8 @@
-package agent
+// Package restart reloads what uses a renewed certificate (systemd units
+// over D-Bus, static pods by moving their manifest) and proves, with TLS
+// probes, that the new certificate is served; a component that does not
+// come up with it gets the old one back.
+package restart
 
 import (
 	"context"
@@ -15,6 +19,7 @@ import (
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/logfields"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/systemd"
 )
@@ -99,10 +104,6 @@ type Restarter struct {
 	Units Units
 	Clock clock.Clock
 	Log   *logrus.Logger
-	// Config returns the current configuration.
-	Config func() *config.Config
-	// Ping is called while a restart waits (the agent feeds its watchdog).
-	Ping func()
 
 	mu     sync.Mutex // serialises restarts; guards status
 	status map[string]*api.ComponentStatus
@@ -110,11 +111,18 @@ type Restarter struct {
 
 // Restart reloads every component that uses a renewed certificate:
 // batched (one restart per component), in order, each confirmed healthy
-// before the next. It returns the certificates that were rolled back.
-func (r *Restarter) Restart(ctx context.Context, renewed []Renewed, current map[string]string) map[string]error {
+// before the next. ping, when set, is called while a restart waits (the
+// agent feeds its watchdog). It returns the certificates that were rolled
+// back.
+func (r *Restarter) Restart(ctx context.Context, cfg *config.Config, renewed []Renewed, ping func()) map[string]error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	cfg := r.Config()
+	current := map[string]string{}
+	for _, rn := range renewed {
+		if rn.NewSerial != "" { // "": no serial to expect (tests)
+			current[rn.Cert.Name] = rn.NewSerial
+		}
+	}
 	failed := map[string]error{}
 	for _, comp := range components(cfg) {
 		var mine []Renewed
@@ -131,15 +139,15 @@ func (r *Restarter) Restart(ctx context.Context, renewed []Renewed, current map[
 		if comp.Unit == "" && !r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest)) {
 			continue // no such static pod on this node
 		}
-		err := r.restartOne(ctx, cfg, comp, current)
+		err := r.restartOne(ctx, cfg, comp, current, ping)
 		r.note(comp.Name, err)
 		fields := logrus.Fields{"COMPONENT": comp.Name, "UNIT": comp.Unit}
 		if err == nil {
-			fields["MESSAGE_ID"] = MsgRestartDone
+			fields["MESSAGE_ID"] = logfields.MsgRestartDone
 			r.Log.WithFields(fields).Info("restarted; the new certificate is served")
 			continue
 		}
-		fields["MESSAGE_ID"], fields["REASON"] = MsgRestartFailed, err.Error()
+		fields["MESSAGE_ID"], fields["REASON"] = logfields.MsgRestartFailed, err.Error()
 		if errors.Is(err, systemd.ErrNoDBus) {
 			// Nothing was restarted, so nothing showed the new certificate
 			// to be bad: keep it, and let the stale check say what to do.
@@ -157,8 +165,8 @@ func (r *Restarter) Restart(ctx context.Context, renewed []Renewed, current map[
 			old[rn.Cert.Name] = rn.Cert.Serial
 			failed[rn.Cert.Name] = fmt.Errorf("rolled back: %s did not come up with it: %w", comp.Name, err)
 		}
-		if rerr := r.restartOne(ctx, cfg, comp, old); rerr != nil {
-			r.Log.WithFields(logrus.Fields{"MESSAGE_ID": MsgRestartFailed, "COMPONENT": comp.Name, "REASON": rerr.Error()}).Error("restart after rollback failed too")
+		if rerr := r.restartOne(ctx, cfg, comp, old, ping); rerr != nil {
+			r.Log.WithFields(logrus.Fields{"MESSAGE_ID": logfields.MsgRestartFailed, "COMPONENT": comp.Name, "REASON": rerr.Error()}).Error("restart after rollback failed too")
 		}
 	}
 	return failed
@@ -187,7 +195,7 @@ func (r *Restarter) note(name string, err error) {
 
 // restartOne restarts a component and waits until it is healthy and
 // serves the expected serials (certificate name -> serial).
-func (r *Restarter) restartOne(ctx context.Context, cfg *config.Config, comp component, expect map[string]string) error {
+func (r *Restarter) restartOne(ctx context.Context, cfg *config.Config, comp component, expect map[string]string, ping func()) error {
 	if comp.Unit != "" {
 		if r.Units == nil {
 			return errors.New("no systemd connection")
@@ -210,8 +218,8 @@ func (r *Restarter) restartOne(ctx context.Context, cfg *config.Config, comp com
 		if r.Clock.Now().After(deadline) {
 			return fmt.Errorf("%s not healthy with the new certificate after %s: %w", comp.Name, cfg.Restart.TimeoutDuration, last)
 		}
-		if r.Ping != nil {
-			r.Ping()
+		if ping != nil {
+			ping()
 		}
 		select {
 		case <-ctx.Done():

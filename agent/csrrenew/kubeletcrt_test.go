@@ -1,10 +1,11 @@
-package agent
+package csrrenew
 
 import (
 	"context"
 	"crypto/x509"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/renewal"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -38,11 +40,11 @@ func TestRenewKubeletCrtCSR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := RenewOnce(context.Background(), root, cfg, api.RenewRequest{Names: []string{"kubelet.crt"}}, RenewOptions{
+	out, err := renewal.RenewOnce(context.Background(), root, cfg, api.RenewRequest{Names: []string{"kubelet.crt"}}, renewal.RenewOptions{
 		CSRTimeout: 5 * time.Second,
-		Client: func(*pki.Root, string, *requestCounter) (kubernetes.Interface, *x509.CertPool, error) {
+		CSR: Renewer{Root: root, Client: func(string, *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error) {
 			return client, poolOf(node.CA.Cert), nil
-		},
+		}},
 	})
 	if err != nil || out.Failed {
 		t.Fatalf("%v %+v", err, out.Lines)
@@ -71,7 +73,7 @@ func TestRenewKubeletCrtCSR(t *testing.T) {
 	}
 }
 
-func linesText(o *Outcome) string {
+func linesText(o *renewal.Outcome) string {
 	var s strings.Builder
 	for _, l := range o.Lines {
 		s.WriteString(l.String() + "\n")

@@ -1,4 +1,4 @@
-package agent
+package metrics
 
 import (
 	"fmt"
@@ -17,7 +17,7 @@ import (
 
 // BenchmarkMetricsScrape10k: one /metrics scrape with 10,000 certificates.
 func BenchmarkMetricsScrape10k(b *testing.B) {
-	m := NewMetrics()
+	m := New()
 	rep := &inventory.Report{}
 	now := time.Now()
 	issuer := &inventory.NameParts{CN: "kubernetes"}
@@ -30,7 +30,7 @@ func BenchmarkMetricsScrape10k(b *testing.B) {
 			NotBefore:     now.Add(-time.Hour), NotAfter: now.Add(time.Duration(i) * time.Hour), RenewalPath: inventory.RenewLocalCA,
 		})
 	}
-	m.scanned(rep, time.Millisecond)
+	m.Scanned(rep, time.Millisecond)
 	h := m.Handler()
 	var size int
 	b.ResetTimer()
@@ -87,8 +87,8 @@ func scrapeParsed(t *testing.T, m *Metrics) map[string][]sample {
 // embedded_kind/embedded_key, a file name that is not UTF-8 does not break
 // the scrape, and the read-error and state series are there.
 func TestMetricsExporterLabels(t *testing.T) {
-	m := NewMetrics()
-	m.setVersion("1.2.3")
+	m := New()
+	m.SetVersion("1.2.3")
 	now := time.Now()
 	kube := &inventory.NameParts{CN: "kubernetes"}
 	rich := inventory.NameParts{C: "JP", ST: "Tokyo", L: "Chiyoda", O: "Acme, Inc.", OU: "Platform", CN: "web, east"}
@@ -106,9 +106,9 @@ func TestMetricsExporterLabels(t *testing.T) {
 			SerialDecimal: "7", SubjectParts: *kube, IssuerParts: kube, NotAfter: now.Add(time.Hour), RenewalPath: inventory.RenewNone}},
 		Problems: []inventory.Problem{{Path: "/srv/extra/broken.crt", Error: "truncated"}},
 	}
-	m.scanned(rep, time.Millisecond)
-	m.scanned(rep, time.Millisecond)
-	m.served([]api.ComponentStatus{{Name: "kube-apiserver", Served: []api.ServedStatus{{Address: "127.0.0.1:6443", Certificate: "apiserver", State: "stale"}}}})
+	m.Scanned(rep, time.Millisecond)
+	m.Scanned(rep, time.Millisecond)
+	m.Served([]api.ComponentStatus{{Name: "kube-apiserver", Served: []api.ServedStatus{{Address: "127.0.0.1:6443", Certificate: "apiserver", State: "stale"}}}})
 	got := scrapeParsed(t, m)
 
 	find := func(fam, name string) map[string]string {
@@ -176,7 +176,7 @@ func TestMetricsExporterLabels(t *testing.T) {
 
 // TestMetricsBeforeFirstScan: no certificate series, the source not up.
 func TestMetricsBeforeFirstScan(t *testing.T) {
-	got := scrapeParsed(t, NewMetrics())
+	got := scrapeParsed(t, New())
 	if len(got["x509_cert_not_after"]) != 0 || len(got["x509_source_up"]) != 1 || got["x509_source_up"][0].value != 0 {
 		t.Errorf("before the first scan: %v %v", got["x509_cert_not_after"], got["x509_source_up"])
 	}

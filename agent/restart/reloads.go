@@ -1,4 +1,4 @@
-package agent
+package restart
 
 import (
 	"path"
@@ -44,12 +44,12 @@ func Reloads(root *pki.Root, cfg *config.Config, names []string) []Reload {
 }
 
 // Results returns the last restart of each component this Restarter
-// restarted.
-func (r *Restarter) Results() []api.ComponentStatus {
+// restarted, in cfg's restart order.
+func (r *Restarter) Results(cfg *config.Config) []api.ComponentStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []api.ComponentStatus
-	for _, comp := range components(r.Config()) {
+	for _, comp := range components(cfg) {
 		if s := r.status[comp.Name]; s != nil {
 			out = append(out, *s)
 		}

@@ -1,20 +1,21 @@
-// Package agent is certagent's long-running side: the loop that watches,
-// schedules and renews, the local status API, and the one-shot renewal
-// that `certagent renew` and the daemon share.
-package agent
+// Package renewal is the one renewal `certagent renew` and the daemon
+// share: under the lock, repair what a crash left, scan, plan, renew from
+// the local CA in one transaction and through the cluster with an injected
+// CSRRenewer; and the one Result type every renewal path returns.
+package renewal
 
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"strings"
 	"time"
-
-	"github.com/sirupsen/logrus"
 
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/plan"
+	"github.com/certagent/certagent/agent/restart"
 	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -22,11 +23,12 @@ import (
 // Outcome is the result of one renewal run.
 type Outcome struct {
 	api.RenewResponse
-	Results []rotate.Result `json:"-"`
-	Plan    *plan.Plan      `json:"-"`
+	// Results are the local transaction's, one per certificate.
+	Results []Result   `json:"-"`
+	Plan    *plan.Plan `json:"-"`
 	// Renewed lists every certificate renewed (from the local CA or
 	// through a CSR), as it was before, for the restarts that follow.
-	Renewed []Renewed `json:"-"`
+	Renewed []restart.Renewed `json:"-"`
 	// CSR lists the certificates asked for by name that are renewed
 	// through the cluster, when RenewOptions.DeferCSR left them to the
 	// caller.
@@ -52,8 +54,9 @@ type RenewOptions struct {
 	// DeferCSR leaves the certificates renewed through a CSR to the caller
 	// (in Outcome.CSR): the daemon runs them as its own jobs.
 	DeferCSR bool
-	// Client builds API clients (default kubeClient; tests use fakes).
-	Client ClientFunc
+	// CSR renews through the cluster (required when a certificate the
+	// cluster issues is to be renewed here).
+	CSR CSRRenewer
 }
 
 // RenewOnce runs one renewal under the lock: repair what a crash left,
@@ -138,7 +141,7 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req api.
 			out.CSR = append(out.CSR, it.CSR)
 			continue
 		}
-		out.addCSR(runCSROnce(ctx, root, cfg, it.CSR, rep, o))
+		out.AddCSR(runCSROnce(ctx, root, cfg, it.CSR, rep, o))
 	}
 	return out, nil
 }
@@ -146,42 +149,25 @@ func RenewOnce(ctx context.Context, root *pki.Root, cfg *config.Config, req api.
 // runCSROnce renews one certificate through the cluster for `certagent
 // renew`, keeping the key of a request in flight in the state directory
 // (as the daemon does), so that running it again waits for the same one.
-func runCSROnce(ctx context.Context, root *pki.Root, cfg *config.Config, c *inventory.Certificate, rep *inventory.Report, o RenewOptions) csrResult {
-	var pending PendingKeys = noPending{}
+func runCSROnce(ctx context.Context, root *pki.Root, cfg *config.Config, c *inventory.Certificate, rep *inventory.Report, o RenewOptions) Result {
+	if o.CSR == nil {
+		return Failed(c, "csr", errors.New("no CSR renewer configured"))
+	}
+	job := CSRJob{Config: cfg, Cert: c, Report: rep, Timeout: o.CSRTimeout, ReusePending: true}
 	if dir, err := root.HostDir(cfg.Agent.StateDir, 0o700); err == nil {
-		pending = pendingDir{dir: dir}
+		job.PendingDir = dir
 	}
 	var done func()
-	job := CSRRenewal{Root: root, Config: cfg, Pending: pending, Timeout: o.CSRTimeout, Client: o.Client,
-		Waiting: func(csr string) {
-			if o.CSRWaiting != nil {
-				done = o.CSRWaiting(c.Name, csr)
-			}
-		}}
-	r := job.Run(ctx, c, rep)
+	job.Waiting = func(csr string) {
+		if o.CSRWaiting != nil {
+			done = o.CSRWaiting(c.Name, csr)
+		}
+	}
+	r := o.CSR.RenewCSR(ctx, job)
 	if done != nil {
 		done()
 	}
 	return r
-}
-
-// addCSR adds the lines of a CSR renewal: the request it made, then
-// renewed or failed. The daemon and `certagent renew` print the same.
-func (o *Outcome) addCSR(r csrResult) {
-	if r.csr != "" {
-		o.Add("requested", r.name, "CSR %s; approve it with: kubectl certificate approve %s", r.csr, r.csr)
-	}
-	if r.err != nil {
-		o.Failed = true
-		o.Add("failed", r.name, "%v", r.err)
-		return
-	}
-	how := "through CSR " + r.csr
-	if r.method == "local-ca" {
-		how = "from the local CA (the client certificate had expired)"
-	}
-	o.Add("renewed", r.name, "serial %s -> %s, valid until %s, %s", short(r.oldSerial), short(r.serial), r.notAfter.UTC().Format(time.RFC3339), how)
-	o.Renewed = append(o.Renewed, Renewed{Cert: r.cert, NewSerial: r.serial, Rollback: r.rollback})
 }
 
 // renewLocal renews the plan's local-CA targets in one transaction.
@@ -190,11 +176,15 @@ func renewLocal(ctx context.Context, root *pki.Root, cfg *config.Config, p *plan
 		return
 	}
 	backupDir := cfg.Renewal.BackupDir
-	out.Results, _ = rotate.Renew(ctx, rotate.Options{
+	results, _ := rotate.Renew(ctx, rotate.Options{
 		Root: root, BackupDir: backupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now, Hooks: o.Hooks,
 		Policy: rotate.Policy{Validity: cfg.Renewal.ValidityDuration, KeyAlgorithm: cfg.Renewal.KeyAlgorithm, ReuseKey: cfg.Renewal.ReuseKey},
 	}, p.Targets())
-	for _, r := range out.Results {
+	for _, r := range results {
+		c := certNamed(rep, r.Name)
+		if c != nil {
+			out.Results = append(out.Results, fromRotate(root, c, r))
+		}
 		if r.Err != nil {
 			out.Failed = true
 			out.Add("failed", r.Name, "%v", r.Err)
@@ -202,12 +192,8 @@ func renewLocal(ctx context.Context, root *pki.Root, cfg *config.Config, p *plan
 		}
 		out.Add("renewed", r.Name, "serial %s -> %s, valid until %s, old files in %s",
 			short(r.OldSerial), short(r.NewSerial), r.NotAfter.UTC().Format(time.RFC3339), r.Backup)
-		for _, c := range rep.Certificates {
-			if c.Name == r.Name {
-				backup, name := r.Backup, r.Name
-				out.Renewed = append(out.Renewed, Renewed{Cert: c, NewSerial: r.NewSerial,
-					Rollback: func() error { return rotate.Restore(root, backup, name) }})
-			}
+		if c != nil {
+			out.Renewed = append(out.Renewed, out.Results[len(out.Results)-1].Renewed())
 		}
 		if r.Name == "kubelet.conf" && cfg.Renewal.ConvertKubeletConf {
 			convertKubeletConf(root, cfg, p, r, now, out)
@@ -215,11 +201,14 @@ func renewLocal(ctx context.Context, root *pki.Root, cfg *config.Config, p *plan
 	}
 }
 
-func short(serial string) string {
-	if len(serial) > 12 {
-		return serial[:12] + "…"
+// certNamed returns the certificate of the scan with the name, or nil.
+func certNamed(rep *inventory.Report, name string) *inventory.Certificate {
+	for _, c := range rep.Certificates {
+		if c.Name == name {
+			return c
+		}
 	}
-	return serial
+	return nil
 }
 
 // convertKubeletConf moves a just-renewed embedded kubelet.conf
@@ -238,33 +227,5 @@ func convertKubeletConf(root *pki.Root, cfg *config.Config, p *plan.Plan, r rota
 			return
 		}
 		out.Add("converted", r.Name, "now refers to %s (the old file is in %s)", store.Current(), r.Backup)
-	}
-}
-
-// repairAtStart takes the renewal lock and repairs every transaction a
-// crash interrupted (see rotate.Repair), logging what it did. When the lock
-// cannot be had (a renew holds it), the holder repairs; the scan reports
-// what is still interrupted as a problem meanwhile.
-func (a *Agent) repairAtStart(ctx context.Context) {
-	backupDir := a.cfg.Renewal.BackupDir
-	if len(rotate.Interrupted(a.opts.Root, backupDir)) == 0 {
-		return
-	}
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	lock, err := rotate.Acquire(lctx, a.opts.Root, backupDir)
-	cancel()
-	if err != nil {
-		a.opts.Log.WithFields(logrus.Fields{"MESSAGE_ID": MsgRepaired, "REASON": err.Error()}).Warn("interrupted renewal not repaired at start")
-		return
-	}
-	defer lock.Unlock()
-	for _, r := range rotate.Repair(a.opts.Root, backupDir) {
-		f := logrus.Fields{"MESSAGE_ID": MsgRepaired, "TRANSACTION": r.Dir, "ACTION": r.Action}
-		if r.Err != nil {
-			f["REASON"] = r.Err.Error()
-			a.opts.Log.WithFields(f).Error("interrupted renewal could not be repaired")
-			continue
-		}
-		a.opts.Log.WithFields(f).Warn("interrupted renewal repaired")
 	}
 }

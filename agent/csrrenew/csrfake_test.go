@@ -1,4 +1,4 @@
-package agent
+package csrrenew
 
 import (
 	"crypto/x509"

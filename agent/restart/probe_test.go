@@ -1,4 +1,4 @@
-package agent
+package restart
 
 import (
 	"context"
@@ -111,7 +111,7 @@ func TestEtcdProbePresentsHealthcheckClient(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r := &Restarter{Root: root, Clock: testingclock.NewFakeClock(time.Now()), Config: func() *config.Config { return cfg }}
+			r := &Restarter{Root: root, Clock: testingclock.NewFakeClock(time.Now())}
 			state := func(disk string) api.ServedStatus {
 				rep := &inventory.Report{Certificates: []*inventory.Certificate{{Name: "etcd-server", Serial: disk}}}
 				for _, c := range r.Check(context.Background(), cfg, rep, map[string]time.Time{}) {

@@ -1,10 +1,11 @@
-package agent
+// Package report tells the cluster what happens on the node: Events on the
+// Node and its CertificateRotationHealthy condition, sent with the node's
+// own credential through a NodeClient built in cmd (a fake in tests).
+package report
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -12,7 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -20,27 +21,31 @@ import (
 // ConditionType is the Node condition certagent maintains.
 const ConditionType = "CertificateRotationHealthy"
 
-// Reporter tells the cluster what happens on the node: Events on the Node
-// and the CertificateRotationHealthy condition, with the node's own
-// credential (what the Node authorizer allows a node). It never blocks the
+// ClientFunc builds the client to report with. It is called again for
+// every flush with work, so a renewed credential is used at once; an error
+// says why no client can be built (a refused credential, a missing file).
+type ClientFunc func() (NodeClient, error)
+
+// Reporter sends Events and the Node condition. It never blocks the
 // caller: events wait in a bounded buffer (the oldest dropped first) while
 // the API server cannot be reached.
 type Reporter struct {
-	root       *pki.Root
-	kubeconfig string // node path, the node's credential
-	log        *logrus.Logger
+	client ClientFunc
+	what   string // the credential, for the log
+	log    *logrus.Logger
 	// Buffer bounds the events kept while the API is unreachable (default 100).
 	Buffer int
+	// Clock stamps events and condition times (default the real clock).
+	Clock clock.Clock
 
-	mu       sync.Mutex // guards node, pending, cond, condSent and clientErr
-	node     string
-	pending  []nodeEvent
-	cond     *nodeCondition
-	condSent *nodeCondition
-	// clientErr says why no client could be built from the kubeconfig.
+	mu      sync.Mutex // guards node, pending, cond, sent and clientErr
+	node    string
+	pending []nodeEvent
+	cond    *condition
+	sent    *sentCondition
+	// clientErr says why no client could be built.
 	clientErr string
 	wake      chan struct{}
-	client    kubernetes.Interface // owned by Run
 }
 
 type nodeEvent struct {
@@ -48,15 +53,23 @@ type nodeEvent struct {
 	at                   time.Time
 }
 
-type nodeCondition struct {
+type condition struct {
 	healthy         bool
 	reason, message string
 }
 
-// NewReporter reports with the credential in kubeconfig (a node path).
-// The node name is set with SetNode once known.
-func NewReporter(root *pki.Root, kubeconfig string, log *logrus.Logger) *Reporter {
-	return &Reporter{root: root, kubeconfig: kubeconfig, log: log, wake: make(chan struct{}, 1)}
+// sentCondition is the condition last accepted by the API server, with the
+// time its status last flipped.
+type sentCondition struct {
+	condition
+	transition time.Time
+}
+
+// New reports through the clients that client builds; what names the
+// credential (the kubeconfig) in the log. The node name is set with
+// SetNode once known.
+func New(client ClientFunc, what string, log *logrus.Logger) *Reporter {
+	return &Reporter{client: client, what: what, log: log, wake: make(chan struct{}, 1)}
 }
 
 // SetNode names the Node to report on.
@@ -73,16 +86,24 @@ func (r *Reporter) nodeName() string {
 	return r.node
 }
 
+func (r *Reporter) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
 // Event queues an Event on the Node.
 func (r *Reporter) Event(typ, reason, message string) {
 	if r == nil {
 		return
 	}
+	at := r.now()
 	r.mu.Lock()
 	if max := r.buffer(); len(r.pending) >= max {
 		r.pending = r.pending[len(r.pending)-max+1:]
 	}
-	r.pending = append(r.pending, nodeEvent{typ, reason, message, time.Now()})
+	r.pending = append(r.pending, nodeEvent{typ, reason, message, at})
 	r.mu.Unlock()
 	r.poke()
 }
@@ -93,7 +114,7 @@ func (r *Reporter) Condition(healthy bool, reason, message string) {
 		return
 	}
 	r.mu.Lock()
-	r.cond = &nodeCondition{healthy, reason, message}
+	r.cond = &condition{healthy, reason, message}
 	r.mu.Unlock()
 	r.poke()
 }
@@ -125,7 +146,7 @@ func (r *Reporter) Run(ctx context.Context) {
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	for {
-		r.flush(ctx)
+		r.Flush(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -135,20 +156,18 @@ func (r *Reporter) Run(ctx context.Context) {
 	}
 }
 
-func (r *Reporter) flush(ctx context.Context) {
+// Flush sends what waits: the events in order, then the condition if it
+// changed. It stops at the first error; the rest waits for the next flush.
+func (r *Reporter) Flush(ctx context.Context) {
 	node := r.nodeName()
 	if node == "" || !r.hasWork() {
 		return
 	}
-	// A client per flush with work: the credential is read again, so a
-	// renewed certificate is used at once (client-go keeps one transport
-	// per credential, so an unchanged one costs no new connection).
-	c, _, err := kubeClient(r.root, r.kubeconfig, nil)
+	c, err := r.client()
 	r.setClientErr(err)
 	if err != nil {
 		return
 	}
-	r.client = c
 	for {
 		r.mu.Lock()
 		if len(r.pending) == 0 {
@@ -157,7 +176,7 @@ func (r *Reporter) flush(ctx context.Context) {
 		}
 		ev := r.pending[0]
 		r.mu.Unlock()
-		if err := r.sendEvent(ctx, node, ev); err != nil {
+		if err := c.CreateEvent(ctx, event(node, ev)); err != nil {
 			r.log.WithField("REASON", err.Error()).Debug("event not sent yet")
 			return
 		}
@@ -168,17 +187,18 @@ func (r *Reporter) flush(ctx context.Context) {
 		r.mu.Unlock()
 	}
 	r.mu.Lock()
-	cond, sent := r.cond, r.condSent
+	cond, sent := r.cond, r.sent
 	r.mu.Unlock()
-	if cond == nil || (sent != nil && *sent == *cond) {
+	if cond == nil || (sent != nil && sent.condition == *cond) {
 		return
 	}
-	if err := r.sendCondition(ctx, node, *cond); err != nil {
+	next, err := r.sendCondition(ctx, c, node, *cond, sent)
+	if err != nil {
 		r.log.WithField("REASON", err.Error()).Debug("node condition not sent yet")
 		return
 	}
 	r.mu.Lock()
-	r.condSent = cond
+	r.sent = next
 	r.mu.Unlock()
 }
 
@@ -186,7 +206,7 @@ func (r *Reporter) flush(ctx context.Context) {
 func (r *Reporter) hasWork() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.pending) > 0 || (r.cond != nil && (r.condSent == nil || *r.condSent != *r.cond))
+	return len(r.pending) > 0 || (r.cond != nil && (r.sent == nil || r.sent.condition != *r.cond))
 }
 
 // setClientErr records why no client could be built (nil: one was), and
@@ -203,7 +223,7 @@ func (r *Reporter) setClientErr(err error) {
 	if !changed || err == nil {
 		return
 	}
-	e := r.log.WithFields(logrus.Fields{"KUBECONFIG": r.kubeconfig, "REASON": msg})
+	e := r.log.WithFields(logrus.Fields{"KUBECONFIG": r.what, "REASON": msg})
 	if errors.Is(err, pki.ErrRefusedCredential) {
 		e.Error("cannot report to the cluster")
 	} else {
@@ -223,11 +243,9 @@ func (r *Reporter) Err() string {
 	return r.clientErr
 }
 
-func (r *Reporter) sendEvent(ctx context.Context, node string, ev nodeEvent) error {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+func event(node string, ev nodeEvent) *corev1.Event {
 	t := metav1.NewTime(ev.at)
-	_, err := r.client.CoreV1().Events("default").Create(cctx, &corev1.Event{
+	return &corev1.Event{
 		ObjectMeta:          metav1.ObjectMeta{GenerateName: node + ".certagent.", Namespace: "default"},
 		InvolvedObject:      corev1.ObjectReference{Kind: "Node", Name: node, UID: types.UID(node), APIVersion: "v1"},
 		Reason:              ev.reason,
@@ -239,28 +257,37 @@ func (r *Reporter) sendEvent(ctx context.Context, node string, ev nodeEvent) err
 		Count:               1,
 		ReportingController: "certagent",
 		ReportingInstance:   node,
-	}, metav1.CreateOptions{})
-	return err
+	}
 }
 
-func (r *Reporter) sendCondition(ctx context.Context, node string, c nodeCondition) error {
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	status := corev1.ConditionTrue
-	if !c.healthy {
-		status = corev1.ConditionFalse
+// sendCondition patches the condition. lastTransitionTime changes only
+// when the status flips (API conventions); lastHeartbeatTime is the time
+// of this send. With nothing sent since the start, the Node's own
+// condition tells whether the status flips.
+func (r *Reporter) sendCondition(ctx context.Context, c NodeClient, node string, cond condition, sent *sentCondition) (*sentCondition, error) {
+	now := r.now()
+	next := &sentCondition{condition: cond, transition: now}
+	switch {
+	case sent != nil && sent.healthy == cond.healthy:
+		next.transition = sent.transition
+	case sent == nil:
+		if prev, err := c.Condition(ctx, node, ConditionType); err == nil && prev != nil && prev.Status == status(cond.healthy) && !prev.LastTransitionTime.IsZero() {
+			next.transition = prev.LastTransitionTime.Time
+		}
 	}
-	now := metav1.Now()
-	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
-		Type: ConditionType, Status: status, Reason: c.reason, Message: c.message,
-		LastHeartbeatTime: now, LastTransitionTime: now,
-	}}}})
+	err := c.PatchCondition(ctx, node, corev1.NodeCondition{
+		Type: ConditionType, Status: status(cond.healthy), Reason: cond.reason, Message: cond.message,
+		LastHeartbeatTime: metav1.NewTime(now), LastTransitionTime: metav1.NewTime(next.transition),
+	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	_, err = r.client.CoreV1().Nodes().Patch(cctx, node, types.StrategicMergePatchType, patch, metav1.PatchOptions{}, "status")
-	if err != nil {
-		return fmt.Errorf("patch node %s status: %w", node, err)
+	return next, nil
+}
+
+func status(healthy bool) corev1.ConditionStatus {
+	if healthy {
+		return corev1.ConditionTrue
 	}
-	return nil
+	return corev1.ConditionFalse
 }

@@ -1,4 +1,4 @@
-package agent
+package restart
 
 import (
 	"context"
@@ -79,12 +79,12 @@ func TestRestartOrderAndBatching(t *testing.T) {
 	root, _ := pki.NewRoot(dir)
 	logger := logrus.New()
 	logger.SetOutput(os.Stderr)
-	r := &Restarter{Root: root, Units: fakeUnits{&mu, &events}, Clock: clock.RealClock{}, Log: logger, Config: func() *config.Config { return cfg }}
+	r := &Restarter{Root: root, Units: fakeUnits{&mu, &events}, Clock: clock.RealClock{}, Log: logger}
 	var renewed []Renewed
 	for _, n := range []string{"kubelet.conf", "apiserver", "front-proxy-client", "etcd-server", "etcd-peer", "scheduler.conf"} {
 		renewed = append(renewed, Renewed{Cert: &inventory.Certificate{Name: n}})
 	}
-	if failed := r.Restart(context.Background(), renewed, map[string]string{}); len(failed) != 0 {
+	if failed := r.Restart(context.Background(), cfg, renewed, nil); len(failed) != 0 {
 		t.Fatalf("failed: %v", failed)
 	}
 	time.Sleep(20 * time.Millisecond)
@@ -117,7 +117,7 @@ func TestServedCertificateCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := testingclock.NewFakeClock(time.Now())
-	r := &Restarter{Clock: clk, Config: func() *config.Config { return cfg }}
+	r := &Restarter{Clock: clk}
 	since := map[string]time.Time{}
 	state := func(diskSerial string) string {
 		rep := &inventory.Report{Certificates: []*inventory.Certificate{{Name: "apiserver", Serial: diskSerial}}}

@@ -1,9 +1,10 @@
-package agent
+package csrrenew
 
 import (
 	"context"
 	"crypto/x509"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/renewal"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -54,12 +56,12 @@ func TestRenewOnceCSR(t *testing.T) {
 			}
 			before := current()
 			var waited []string
-			out, err := RenewOnce(context.Background(), root, cfg, api.RenewRequest{Names: []string{"kubelet-client-current"}}, RenewOptions{
+			out, err := renewal.RenewOnce(context.Background(), root, cfg, api.RenewRequest{Names: []string{"kubelet-client-current"}}, renewal.RenewOptions{
 				CSRTimeout: time.Second,
 				CSRWaiting: func(name, csr string) func() { waited = append(waited, name+" "+csr); return func() {} },
-				Client: func(*pki.Root, string, *requestCounter) (kubernetes.Interface, *x509.CertPool, error) {
+				CSR: Renewer{Root: root, Client: func(string, *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error) {
 					return client, poolOf(node.CA.Cert), nil
-				},
+				}},
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -94,7 +96,7 @@ func TestPlanNamesCSR(t *testing.T) {
 		t.Fatal(err)
 	}
 	root, _ := pki.NewRoot(dir)
-	out, err := RenewOnce(context.Background(), root, config.Default(), api.RenewRequest{Names: []string{"kubelet-client-current"}, DryRun: true}, RenewOptions{})
+	out, err := renewal.RenewOnce(context.Background(), root, config.Default(), api.RenewRequest{Names: []string{"kubelet-client-current"}, DryRun: true}, renewal.RenewOptions{})
 	if err != nil || len(out.Lines) != 1 || out.Lines[0].Kind != "would-renew" || !strings.Contains(out.Lines[0].Message, "CertificateSigningRequest") {
 		t.Fatalf("%v %+v", err, out)
 	}

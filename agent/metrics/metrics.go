@@ -1,4 +1,8 @@
-package agent
+// Package metrics serves certagent's Prometheus metrics: the per-certificate
+// series under x509-certificate-exporter's names, and the agent's renewals,
+// failures, served-certificate states, CSR waits and scan durations, which
+// the loop reports through its Recorder interface.
+package metrics
 
 import (
 	"net"
@@ -47,8 +51,8 @@ var (
 // state label.
 var servedStates = []string{"match", "mismatch", "stale", "not-serving"}
 
-// NewMetrics registers certagent's metrics and Go's process metrics.
-func NewMetrics() *Metrics {
+// New registers certagent's metrics and Go's process metrics.
+func New() *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	m.renewals = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certagent_renewals_total", Help: "Certificates renewed, by method."}, []string{"method"})
 	m.failures = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "certagent_renewal_failures_total", Help: "Failed renewal attempts, by method."}, []string{"method"})
@@ -64,8 +68,8 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// setVersion adds the build-info series; the first call wins.
-func (m *Metrics) setVersion(version string) {
+// SetVersion adds the build-info series; the first call wins.
+func (m *Metrics) SetVersion(version string) {
 	if m == nil {
 		return
 	}
@@ -94,7 +98,8 @@ func (m *Metrics) report() *inventory.Report {
 	return m.latest
 }
 
-func (m *Metrics) scanned(rep *inventory.Report, took time.Duration) {
+// Scanned keeps the latest scan for the per-certificate series and times it.
+func (m *Metrics) Scanned(rep *inventory.Report, took time.Duration) {
 	if m == nil {
 		return
 	}
@@ -105,20 +110,31 @@ func (m *Metrics) scanned(rep *inventory.Report, took time.Duration) {
 	m.sourceErrors.With(prometheus.Labels{"reason": "read_failed", "source_kind": "file", "source_name": "certagent"}).Add(float64(len(rep.Problems)))
 }
 
-func (m *Metrics) renewed(name, method string, at time.Time) {
+// Renewed counts a renewal by method and stamps the certificate's last one.
+func (m *Metrics) Renewed(name, method string, at time.Time) {
 	if m != nil {
 		m.renewals.WithLabelValues(method).Inc()
 		m.lastRenewal.WithLabelValues(name).Set(float64(at.Unix()))
 	}
 }
 
-func (m *Metrics) failed(method string) {
+// Failed counts a failed attempt by method.
+func (m *Metrics) Failed(method string) {
 	if m != nil {
 		m.failures.WithLabelValues(method).Inc()
 	}
 }
 
-func (m *Metrics) served(comps []api.ComponentStatus) {
+// CSRWaited observes the time from a CSR's creation to its certificate on
+// disk.
+func (m *Metrics) CSRWaited(d time.Duration) {
+	if m != nil {
+		m.csrWait.Observe(d.Seconds())
+	}
+}
+
+// Served sets the served-certificate series from the latest probes.
+func (m *Metrics) Served(comps []api.ComponentStatus) {
 	if m == nil {
 		return
 	}
@@ -148,9 +164,9 @@ func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-// ServeMetrics listens on addr and serves /metrics until the server is
+// Serve listens on addr and serves /metrics until the server is
 // closed.
-func ServeMetrics(addr string, m *Metrics) (*http.Server, error) {
+func Serve(addr string, m *Metrics) (*http.Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
