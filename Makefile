@@ -13,8 +13,11 @@ LDFLAGS := -X main.version=$(VERSION)
 
 all: build
 
+# build makes bin/certagent, the binary the integration tests run: with the
+# test hooks (CERTAGENT_TEST_CRASH_AT, _PAUSE_AT, _STOP_WATCHDOG; build tag
+# certagent_testhooks). The shipped binary (package) has none.
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/certagent ./cmd/certagent
+	$(GO) build -tags certagent_testhooks -trimpath -ldflags "$(LDFLAGS)" -o bin/certagent ./cmd/certagent
 
 # k8s-tools builds the real kubeadm, kube-apiserver and kube-controller-manager
 # once per version into a cache outside the work tree (about 6 min cold).
