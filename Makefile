@@ -29,9 +29,16 @@ k8s-tools:
 modcheck:
 	@bash test/modcheck.sh
 
+# lint: gofmt, go vet, import grouping (goimports: standard library, then
+# other modules, then this module's packages) and staticcheck, both pinned
+# in test/lint/go.mod.
+LINT := $(GO) tool -modfile=test/lint/go.mod
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@out=$$($(LINT) goimports -local github.com/certagent/certagent -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*')); \
+	  if [ -n "$$out" ]; then echo "imports need grouping (goimports -local github.com/certagent/certagent -w):"; echo "$$out"; exit 1; fi
+	$(LINT) staticcheck ./...
 
 # test runs every test: lint, unit tests with -race, and the integration
 # tests against the real kubeadm (built and cached by k8s-tools).

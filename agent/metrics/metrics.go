@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/certagent/certagent/agent/api"
@@ -64,7 +65,7 @@ func New() *Metrics {
 	m.csrWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "certagent_csr_wait_seconds", Help: "Time from creating a CSR to the certificate on disk.", Buckets: prometheus.ExponentialBuckets(0.05, 3, 10)})
 	m.scanDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "certagent_scan_duration_seconds", Help: "Duration of a full scan of the node.", Buckets: prometheus.ExponentialBuckets(0.001, 3, 10)})
 	m.reg.MustRegister(m.renewals, m.failures, m.lastRenewal, m.mismatch, m.servedState, m.sourceErrors, m.csrWait, m.scanDuration, m,
-		&certCollector{m: m}, prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		&certCollector{m: m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
