@@ -1,3 +1,9 @@
+// Package agent is certagent's loop: it watches the node, decides what to
+// do with each certificate (package decide), renews (package renewal, and
+// the injected CSR renewer), applies every result the same way, restarts,
+// reports, and serves the status API. Each side effect is a small
+// interface built in cmd/certagent: Restarter, Reporter, Recorder and
+// renewal.CSRRenewer.
 package agent
 
 import (
