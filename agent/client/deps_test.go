@@ -6,21 +6,38 @@ import (
 	"testing"
 )
 
-// TestLinksNoDaemon: `certagent status` links this package, which must not
-// pull in the daemon: the loop (package agent) or any of its side effects.
-// (Kubernetes' client still comes in through inventory, which imports
-// rotate for the journal's state; see the README's Architecture.)
-func TestLinksNoDaemon(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").Output()
-	if err != nil {
-		t.Skipf("go list: %v", err)
+// TestCommandsLinkNoDaemon: the packages behind `certagent status` (this
+// one), `check` (inventory) and offline `renew` (renewal, csrrenew,
+// restart) do not import the daemon: the loop in package agent, its
+// metrics or its cluster reporter.
+func TestCommandsLinkNoDaemon(t *testing.T) {
+	const mod = "github.com/certagent/certagent/"
+	tests := []struct {
+		command string
+		pkgs    []string
+	}{
+		{"status", []string{"agent/client"}},
+		{"check", []string{"agent/inventory"}},
+		{"renew", []string{"agent/renewal", "agent/csrrenew", "agent/restart"}},
 	}
-	daemon := []string{"agent", "agent/renewal", "agent/csrrenew", "agent/report", "agent/metrics", "agent/restart", "agent/decide", "systemd"}
-	for _, dep := range strings.Fields(string(out)) {
-		for _, d := range daemon {
-			if dep == "github.com/certagent/certagent/"+d {
-				t.Errorf("the status client imports %s", dep)
+	daemon := []string{"agent", "agent/report", "agent/metrics", "agent/decide"}
+	for _, tc := range tests {
+		t.Run(tc.command, func(t *testing.T) {
+			args := []string{"list", "-deps"}
+			for _, p := range tc.pkgs {
+				args = append(args, mod+p)
 			}
-		}
+			out, err := exec.Command("go", args...).Output()
+			if err != nil {
+				t.Skipf("go list: %v", err)
+			}
+			for _, dep := range strings.Fields(string(out)) {
+				for _, d := range daemon {
+					if dep == mod+d {
+						t.Errorf("certagent %s links %s", tc.command, dep)
+					}
+				}
+			}
+		})
 	}
 }
