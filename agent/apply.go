@@ -125,7 +125,7 @@ func (a *Agent) apply(ctx context.Context, results []renewal.Result, now time.Ti
 		if r.Backup != "" {
 			f["BACKUP"] = r.Backup
 		}
-		if r.CSR != "" || r.Requests > 0 {
+		if !r.Started.IsZero() { // a CSR job's, as every CSR job's line had
 			f["CSR_REQUESTS"] = r.Requests
 		}
 		a.opts.Log.WithFields(f).Info("certificate renewed")
