@@ -60,7 +60,7 @@ func newHarness(t *testing.T, dir string, clk clock.WithTicker, cfgText string) 
 	return newHarnessWith(t, dir, clk, cfgText, nil)
 }
 
-func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText string, m *metrics.Metrics) *harness {
+func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText string, with func(*Options)) *harness {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -83,8 +83,8 @@ func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText stri
 		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent.sock"),
 		Clock: clk, Log: logger, Notifier: h.notes, Version: "test", Debounce: 20 * time.Millisecond,
 	}
-	if m != nil {
-		opts.Metrics = m
+	if with != nil {
+		with(&opts)
 	}
 	a, err := New(opts)
 	if err != nil {
@@ -361,7 +361,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	h := newHarnessWith(t, dir, clk, "", m)
+	h := newHarnessWith(t, dir, clk, "", func(o *Options) { o.Metrics = m })
 	defer h.stop()
 	h.waitFor("the renewal", func(s *api.Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
 	scrape := func() string {
