@@ -200,3 +200,33 @@ func TestOwner(t *testing.T) {
 		})
 	}
 }
+
+// TestRenewCSREmbeddedKubeletConf: a kubelet.conf that embeds its client
+// certificate (a node joined long ago) is renewed in place by the
+// transaction (a backup, a rollback that puts the old one back), not into
+// the kubelet's store.
+func TestRenewCSREmbeddedKubeletConf(t *testing.T) {
+	root, n, rep := node(t, pkitest.Layout{Now: time.Now(), ExternalCA: true})
+	c := certOf(t, rep, "kubelet.conf")
+	if c.Kind != inventory.KindKubeconfigEmbedded || c.RenewalPath != inventory.RenewCSR {
+		t.Fatalf("kubelet.conf is %s, renewed by %s", c.Kind, c.RenewalPath)
+	}
+	client := fake.NewClientset()
+	answerCSRs(client, n.CA, "approve", nil)
+	calls := 0
+	r := Renewer{Root: root, Client: fakeClient(client, n.CA.Cert, &calls)}
+	res := r.RenewCSR(context.Background(), renewal.CSRJob{Config: config.Default(), Cert: c, Report: rep, Timeout: 5 * time.Second})
+	if res.Err != nil || res.Backup == "" || res.Method != "csr" || res.CSR == "" || res.Rollback == nil {
+		t.Fatalf("result %+v", res)
+	}
+	now, err := currentCert(root, c)
+	if err != nil || strings.ToUpper(now.SerialNumber.Text(16)) != res.NewSerial {
+		t.Fatalf("kubelet.conf holds %v (%v), want serial %s", now, err, res.NewSerial)
+	}
+	if err := res.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if back, _ := currentCert(root, c); back == nil || strings.ToUpper(back.SerialNumber.Text(16)) != c.Serial {
+		t.Error("the rollback did not put the old certificate back")
+	}
+}
