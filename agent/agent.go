@@ -116,6 +116,7 @@ type Agent struct {
 	startedAt time.Time
 	node      string
 	nextPass  time.Time // when the loop must run a pass at the latest
+	scanStart time.Time // when the latest pass's scan began
 	lastPing  time.Time
 	ready     bool                 // READY=1 was sent
 	logged    map[string]string    // event kind + name -> serial it was logged for
@@ -285,7 +286,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.opts.Log.Info("certagent stopping")
 			return a.state.Save()
 		case <-a.watch.C:
-			a.pass(ctx, "change on disk")
+			// Changes received before the latest scan began are in it
+			// already (the agent's own renewal, scanned again right
+			// after): no pass for them.
+			if !a.watch.LastEvent().Before(a.scanStart) {
+				a.pass(ctx, "change on disk")
+			}
 		case reason := <-a.kick:
 			a.pass(ctx, reason)
 		case <-a.reload:

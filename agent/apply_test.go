@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
 	"github.com/certagent/certagent/agent/api"
@@ -121,4 +122,25 @@ func TestApplyCSRResults(t *testing.T) {
 		t.Errorf("renewal not logged or reported: events %q", ev.log)
 	}
 	h.stop()
+}
+
+// TestOwnRenewalNeedsNoPass: the files a renewal writes change the watched
+// directories, but the pass right after the renewal scans them already:
+// their events bring no further "change on disk" pass (which, arriving
+// after a later rescan, would also hide that rescan from the status).
+func TestOwnRenewalNeedsNoPass(t *testing.T) {
+	h := newHarness(t, "", clock.RealClock{}, "")
+	defer h.stop()
+	out, err := h.a.Renew(context.Background(), api.RenewRequest{Names: []string{"etcd-peer"}})
+	if err != nil || out.Failed {
+		t.Fatalf("renew: %v %+v", err, out)
+	}
+	h.a.Rescan("rescan request")
+	s := h.waitFor("the rescan", func(s *api.Status) bool { return s.Daemon.LastScanReason == "rescan request" })
+	scans := s.Daemon.Scans
+	// Ten debounce periods for a pass that must not come.
+	time.Sleep(10 * h.a.opts.Debounce)
+	if s = h.status(); s.Daemon.Scans != scans || s.Daemon.LastScanReason != "rescan request" {
+		t.Errorf("after the rescan: %d scans (want %d), the last for %q", s.Daemon.Scans, scans, s.Daemon.LastScanReason)
+	}
 }

@@ -23,6 +23,7 @@ import (
 // Every decision is recomputed from the wall clock.
 func (a *Agent) pass(ctx context.Context, reason string) {
 	start := a.opts.Clock.Now()
+	a.scanStart = start
 	rep, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: start})
 	if err != nil {
 		return // cancelled
@@ -36,7 +37,9 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 	if len(due) > 0 && ctx.Err() == nil {
 		a.publish(a.build(rep, statuses, reason, start)) // status shows "renewing" meanwhile
 		a.renewDue(ctx, due)
-		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: a.opts.Clock.Now()}); err == nil {
+		again := a.opts.Clock.Now()
+		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: again}); err == nil {
+			a.scanStart = again // it sees the renewal's own writes
 			rep = rep2
 			a.opts.Metrics.Scanned(rep, 0)
 			statuses, _, _ = a.decide(rep, a.opts.Clock.Now())
