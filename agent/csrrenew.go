@@ -225,7 +225,7 @@ func (j CSRRenewal) finish(r csrResult, c *inventory.Certificate, certs []*x509.
 		if kind == kindKubeletServing {
 			prefix = "kubelet-server"
 		}
-		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix}
+		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix, BackupDir: opts.BackupDir, KeepBackups: opts.KeepBackups}
 		before := store.Target()
 		_, err = store.Update(certs, key, roots, now)
 		r.rollback = func() error { return store.Rollback(before) }

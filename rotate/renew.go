@@ -48,15 +48,7 @@ type Result struct {
 // transaction. Keys are generated in parallel. A target that fails before
 // the commit is left untouched and reported; the others go ahead.
 func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error) {
-	if opts.BackupDir == "" {
-		opts.BackupDir = DefaultBackupDir
-	}
-	if opts.KeepBackups < 1 {
-		opts.KeepBackups = 5
-	}
-	if opts.Now.IsZero() {
-		opts.Now = time.Now()
-	}
+	opts = opts.withDefaults()
 	ps := make([]*prepared, len(targets))
 	// One goroutine per target: key generation dominates and its time
 	// varies a lot (RSA prime search), so letting the scheduler spread all
@@ -115,25 +107,26 @@ func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error
 }
 
 // Install writes a certificate issued elsewhere (through a CSR) and its
-// key over a target, with the same transaction as Renew.
+// key over a target, with the same transaction as Renew. Only certs[0] is
+// written.
 func Install(ctx context.Context, opts Options, t Target, certs []*x509.Certificate, key crypto.Signer) (Result, error) {
-	if opts.BackupDir == "" {
-		opts.BackupDir = DefaultBackupDir
-	}
-	if opts.KeepBackups < 1 {
-		opts.KeepBackups = 5
-	}
-	if opts.Now.IsZero() {
-		opts.Now = time.Now()
-	}
-	r := Result{Name: t.Name, NewSerial: serialHex(certs[0]), NotAfter: certs[0].NotAfter}
 	cur, err := load(opts.Root, t)
 	if err != nil {
-		r.Err = err
+		r := Result{Name: t.Name, NewSerial: serialHex(certs[0]), NotAfter: certs[0].NotAfter, Err: err}
 		return r, err
 	}
-	r.OldSerial = serialHex(cur.cert)
-	files, err := render(t, cur, certs[0], key)
+	return install(opts, t, cur, certs[:1], key)
+}
+
+// install writes certs and key over t, whose files hold cur now, in a
+// transaction of its own.
+func install(opts Options, t Target, cur *current, certs []*x509.Certificate, key crypto.Signer) (Result, error) {
+	opts = opts.withDefaults()
+	r := Result{Name: t.Name, NewSerial: serialHex(certs[0]), NotAfter: certs[0].NotAfter}
+	if cur.cert != nil {
+		r.OldSerial = serialHex(cur.cert)
+	}
+	files, err := render(t, cur, certs, key)
 	if err != nil {
 		r.Err = err
 		return r, err
@@ -152,6 +145,21 @@ func Install(ctx context.Context, opts Options, t Target, certs []*x509.Certific
 	Prune(opts.Root, opts.BackupDir, opts.KeepBackups)
 	r.Err = err
 	return r, err
+}
+
+// withDefaults fills in the backup directory, how many backups to keep
+// and the time.
+func (opts Options) withDefaults() Options {
+	if opts.BackupDir == "" {
+		opts.BackupDir = DefaultBackupDir
+	}
+	if opts.KeepBackups < 1 {
+		opts.KeepBackups = 5
+	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	return opts
 }
 
 // prepare loads a target, makes its new key and certificate and renders
@@ -182,7 +190,7 @@ func prepare(opts Options, p *prepared) error {
 	if err != nil {
 		return err
 	}
-	files, err := render(t, cur, cert, key)
+	files, err := render(t, cur, []*x509.Certificate{cert}, key)
 	if err != nil {
 		return err
 	}
