@@ -27,7 +27,7 @@ type prepared struct {
 	key    crypto.Signer
 	files  []newFile      // in commit order
 	staged []*pki.Pending // by index in files
-	entry  int // index in the journal
+	entry  int            // index in the journal
 	err    error
 }
 
