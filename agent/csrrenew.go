@@ -56,6 +56,8 @@ type CSRRenewal struct {
 	Timeout time.Duration
 	// Client builds the API client (default kubeClient).
 	Client ClientFunc
+	// Hooks are passed to the transaction that writes the result (tests).
+	Hooks rotate.Hooks
 }
 
 // Run renews c (or, for an expired kubelet client certificate on a node
@@ -191,7 +193,7 @@ func (j CSRRenewal) Run(ctx context.Context, c *inventory.Certificate, rep *inve
 // kubelet's store for its certificates, the transaction for others.
 func (j CSRRenewal) finish(r csrResult, c *inventory.Certificate, certs []*x509.Certificate, key crypto.Signer, roots *x509.CertPool, now time.Time) csrResult {
 	root, cfg := j.Root, j.Config
-	opts := rotate.Options{Root: root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now}
+	opts := rotate.Options{Root: root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now, Hooks: j.Hooks}
 	var err error
 	switch kind, custom := kindOf(c, cfg); {
 	case kind == kindKubeletClient && c.Kind == inventory.KindKubeconfigEmbedded:
@@ -225,7 +227,7 @@ func (j CSRRenewal) finish(r csrResult, c *inventory.Certificate, certs []*x509.
 		if kind == kindKubeletServing {
 			prefix = "kubelet-server"
 		}
-		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix, BackupDir: opts.BackupDir, KeepBackups: opts.KeepBackups}
+		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix, BackupDir: opts.BackupDir, KeepBackups: opts.KeepBackups, Hooks: j.Hooks}
 		before := store.Target()
 		_, err = store.Update(certs, key, roots, now)
 		r.rollback = func() error { return store.Rollback(before) }

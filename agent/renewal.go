@@ -189,7 +189,7 @@ func runCSROnce(ctx context.Context, root *pki.Root, cfg *config.Config, c *inve
 		pending = pendingDir{dir: dir}
 	}
 	var done func()
-	job := CSRRenewal{Root: root, Config: cfg, Pending: pending, Timeout: o.CSRTimeout, Client: o.Client,
+	job := CSRRenewal{Root: root, Config: cfg, Pending: pending, Timeout: o.CSRTimeout, Client: o.Client, Hooks: o.Hooks,
 		Waiting: func(csr string) {
 			if o.CSRWaiting != nil {
 				done = o.CSRWaiting(c.Name, csr)
