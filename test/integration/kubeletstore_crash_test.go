@@ -2,10 +2,7 @@ package integration
 
 import (
 	"os"
-	"os/exec"
 	"path"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,27 +25,11 @@ func TestKubeletStoreCrashAtEveryStep(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := currentSerial(t, root)
-			cmd := exec.Command(certagentBin, "renew", "--root", root, "kubelet-client-current")
-			cmd.Env = append(os.Environ(), "CERTAGENT_TEST_CRASH_AT="+step)
-			out, err := cmd.CombinedOutput()
-			if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("renew was not killed at %s: %v\n%s", step, err, out)
-			}
+			crashAt(t, step, "renew", "--root", root, "kubelet-client-current")
 			afterCrash := currentSerial(t, root)
-			chk := run(t, certagentBin, "renew", "--root", root, "--all", "--dry-run")
-			if !strings.Contains(chk.stdout, "interrupted transaction") {
-				t.Errorf("dry-run does not report the interrupted transaction:\n%s", chk.stdout)
-			}
-			got := repairAndCheck(t, root)
-			want := map[string]string{"staged": "discarded staged files", "backed-up": "discarded staged files"}[step]
-			if want == "" {
-				want = "rolled forward"
-			}
-			if !strings.Contains(got, "repaired") || !strings.Contains(got, want) {
-				t.Errorf("repair after %s: want %q in\n%s", step, want, got)
-			}
+			rolledForward := repairAfterCrash(t, root, step)
 			after := currentSerial(t, root)
-			if renewed := after != before; renewed != (want == "rolled forward") || (afterCrash != before && afterCrash != after) {
+			if renewed := after != before; renewed != rolledForward || (afterCrash != before && afterCrash != after) {
 				t.Errorf("serial %s before, %s after the crash, %s after the repair", before, afterCrash, after)
 			}
 		})
