@@ -230,14 +230,9 @@ func (tx *transaction) readStaged(p *prepared) (map[string][]byte, error) {
 		if !f.link {
 			continue
 		}
-		d, name, err := tx.root.OpenParent(p.staged[i].Name())
-		if err != nil {
-			return nil, fmt.Errorf("read back %s: %w", p.staged[i].Name(), err)
-		}
-		target, err := d.ReadLink(name)
-		d.Close()
+		target, isLink, err := readLink(tx.root, p.staged[i].Name())
 		data, ok := onDisk[target]
-		if err != nil || target != string(f.data) || !ok {
+		if err != nil || !isLink || target != string(f.data) || !ok {
 			return nil, fmt.Errorf("read back %s: not a link to a file of this renewal (%q, %v)", p.staged[i].Name(), target, err)
 		}
 		onDisk[f.path] = data
@@ -270,35 +265,21 @@ func (tx *transaction) backup(p *prepared) error {
 // that was not read, whatever is at its path now: a link as a link, a
 // file by its contents. It reports when nothing is there.
 func (tx *transaction) backupOne(d *pki.Dir, name string, old *pki.File, f newFile) (absent bool, err error) {
-	if old != nil && !f.link {
-		return false, d.WriteFile(name, old.Data, 0o600, os.Geteuid(), os.Getegid())
-	}
-	pd, base, err := tx.root.OpenParent(f.path)
-	if err != nil {
-		return false, err
-	}
-	defer pd.Close()
-	fi, err := pd.Lstat(base)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return true, nil
-	case err != nil:
-		return false, err
-	case fi.Mode()&fs.ModeSymlink != 0:
-		target, err := pd.ReadLink(base)
-		if err != nil {
+	if old == nil || f.link {
+		target, isLink, err := readLink(tx.root, f.path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return true, nil
+		case err != nil:
+			return false, err
+		case isLink:
+			return false, d.Symlink(target, name)
+		}
+		if old, err = tx.root.ReadFile(f.path); err != nil {
 			return false, err
 		}
-		if err := d.Remove(name); err != nil {
-			return false, err
-		}
-		return false, d.Symlink(target, name)
 	}
-	cur, err := tx.root.ReadResolvedFile(path.Join(pd.Path, base))
-	if err != nil {
-		return false, err
-	}
-	return false, d.WriteFile(name, cur.Data, 0o600, os.Geteuid(), os.Getegid())
+	return false, d.WriteFile(name, old.Data, 0o600, os.Geteuid(), os.Getegid())
 }
 
 func (tx *transaction) reverify(p *prepared) error {
