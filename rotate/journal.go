@@ -166,30 +166,47 @@ type RepairReport struct {
 // committing is rolled forward (every staged file was verified and synced
 // before the first rename) and each pair is checked, falling back to the
 // backup if one does not match; one that crashed while rolling back is
-// rolled back. Callers hold the lock.
+// rolled back. A transaction still running, in this process or another
+// (its backup directory is locked while it runs), is left alone: the
+// daemon's CSR renewals commit without the renewal lock. Callers hold the
+// renewal lock.
 func Repair(root *pki.Root, backupDir string) []RepairReport {
 	var out []RepairReport
 	for _, dir := range backupDirs(root, backupDir) {
-		j, err := loadJournal(root, dir)
-		if err != nil || !unfinished(j.State) {
-			continue
+		if r, ok := repairOne(root, dir); ok {
+			out = append(out, r)
 		}
-		r := RepairReport{Dir: dir}
-		switch j.State {
-		case stateStaging:
-			r.Action = "discarded staged files"
-			j.discardStaged()
-			r.Err = j.save(stateAborted)
-		case stateCommitting:
-			r.Action = "rolled forward"
-			r.Err = j.rollForward()
-		case stateRollingBack:
-			r.Action = "rolled back"
-			r.Err = j.rollBack(nil)
-		}
-		out = append(out, r)
 	}
 	return out
+}
+
+// repairOne repairs the transaction in dir if a crash left it unfinished,
+// and reports whether it did. A transaction still running (its directory
+// locked) is not a crash: it is left alone.
+func repairOne(root *pki.Root, dir string) (RepairReport, bool) {
+	unlock, ok := lockTx(root, dir)
+	if !ok {
+		return RepairReport{}, false
+	}
+	defer unlock()
+	j, err := loadJournal(root, dir)
+	if err != nil || !unfinished(j.State) {
+		return RepairReport{}, false
+	}
+	r := RepairReport{Dir: dir}
+	switch j.State {
+	case stateStaging:
+		r.Action = "discarded staged files"
+		j.discardStaged()
+		r.Err = j.save(stateAborted)
+	case stateCommitting:
+		r.Action = "rolled forward"
+		r.Err = j.rollForward()
+	case stateRollingBack:
+		r.Action = "rolled back"
+		r.Err = j.rollBack(nil)
+	}
+	return r, true
 }
 
 // discardStaged removes staged files, including ones created before their

@@ -258,3 +258,33 @@ func TestKubeletStoreRollBack(t *testing.T) {
 		assertNoStaged(t, dir)
 	})
 }
+
+// TestRepairLeavesLiveTransactionAlone: the daemon's CSR renewals commit
+// without the renewal lock, so a `certagent renew` may run Repair while a
+// swap is between two steps. Repair must take it for what it is, a live
+// transaction and not a crash: leave it alone, and let it complete.
+func TestRepairLeavesLiveTransactionAlone(t *testing.T) {
+	for _, step := range []string{"staged", "backed-up", "committing", "renamed-one", "renamed"} {
+		t.Run(step, func(t *testing.T) {
+			root, ca, _ := node(t)
+			certs, key := newClientPair(t, root, ca, now)
+			s := clientStore(root)
+			var reports []RepairReport
+			s.Hooks = hookFunc(func(name string) {
+				if name == step {
+					reports = append(reports, Repair(root, DefaultBackupDir)...)
+				}
+			})
+			file, err := s.Update(certs, key, nil, now)
+			if err != nil || len(reports) != 0 {
+				t.Fatalf("Update: %v; Repair during it: %+v", err, reports)
+			}
+			if target, serial := storeSerial(t, root, ca); target != file || serial != serialHex(certs[0]) {
+				t.Errorf("current -> %s (%s), want %s", target, serial, file)
+			}
+			if n := Interrupted(root, DefaultBackupDir); len(n) != 0 {
+				t.Errorf("interrupted: %v", n)
+			}
+		})
+	}
+}
