@@ -101,6 +101,17 @@ func TestKubeletStoreUpdateIsJournaled(t *testing.T) {
 	if got, isLink, err := readLink(root, path.Join(txs[0], fs[1].Backup)); !isLink || got != oldTarget {
 		t.Errorf("backup of the link: %q %v %v", got, isLink, err)
 	}
+	// Rollback (the agent's, after a failed restart) swaps the link back
+	// and forth the kubelet's way.
+	for _, to := range []string{oldTarget, file} {
+		if err := clientStore(root).Rollback(to); err != nil {
+			t.Fatal(err)
+		}
+		if target, _ := storeSerial(t, root, ca); target != to {
+			t.Errorf("after Rollback(%s): -> %s", to, target)
+		}
+		assertNoUpdatedLink(t, root)
+	}
 	// Restore puts the old link back and removes the new file.
 	if err := Restore(root, txs[0], j.Entries[0].Name); err != nil {
 		t.Fatal(err)
