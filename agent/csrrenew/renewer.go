@@ -40,6 +40,8 @@ type Renewer struct {
 	Root   *pki.Root
 	Clock  clock.PassiveClock // default the real clock
 	Client ClientsetFn
+	// Hooks are passed to the transaction that writes the result (tests).
+	Hooks rotate.Hooks
 }
 
 var _ renewal.CSRRenewer = Renewer{}
@@ -212,7 +214,7 @@ func (j Renewer) finish(r renewal.Result, cfg *config.Config, certs []*x509.Cert
 	root, c := j.Root, r.Cert
 	var err error
 	if t, ok := installTarget(c, cfg, roots); ok {
-		opts := rotate.Options{Root: root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now}
+		opts := rotate.Options{Root: root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now, Hooks: j.Hooks}
 		var res rotate.Result
 		res, err = rotate.Install(context.Background(), opts, t, certs, key)
 		r.Backup = res.Backup
@@ -223,7 +225,8 @@ func (j Renewer) finish(r renewal.Result, cfg *config.Config, certs []*x509.Cert
 		if kind == KindKubeletServing {
 			prefix = "kubelet-server"
 		}
-		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix}
+		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix,
+			BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Hooks: j.Hooks}
 		before := store.Target()
 		_, err = store.Update(certs, key, roots, now)
 		r.Rollback = func() error { return store.Rollback(before) }

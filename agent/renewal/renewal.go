@@ -220,7 +220,7 @@ func convertKubeletConf(root *pki.Root, cfg *config.Config, p *plan.Plan, r rota
 		}
 		roots := x509.NewCertPool()
 		roots.AddCert(it.Target.CA.Cert)
-		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: "kubelet-client"}
+		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: "kubelet-client", BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups}
 		if err := rotate.ConvertKubeconfig(root, it.Target.CertPath, it.Target.User, store, roots, r.Backup, now); err != nil {
 			out.Failed = true
 			out.Add("failed", r.Name, "convert to %s: %v", store.Current(), err)

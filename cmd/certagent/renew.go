@@ -132,7 +132,7 @@ func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *c
 		CSRTimeout: f.timeout,
 		CSRWaiting: func(name, csr string) func() { return progress(errOut, name, csr) },
 		Hooks:      testHooks(),
-		CSR:        csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root)},
+		CSR:        csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root), Hooks: testHooks()},
 	})
 	if err != nil {
 		return renewError(err)

@@ -118,7 +118,7 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 		Clock: clock.RealClock{}, Log: log, Notifier: testNotifier(systemd.Notifier{}), Version: version,
 		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
 		Restarter: &restart.Restarter{Root: root, Units: systemd.Units{}, Clock: clock.RealClock{}, Log: log},
-		CSR:       csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root)},
+		CSR:       csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root), Hooks: testHooks()},
 		Hooks:     testHooks(),
 	}
 	if metricsAddr != "" {
