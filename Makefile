@@ -13,8 +13,11 @@ LDFLAGS := -X main.version=$(VERSION)
 
 all: build
 
+# build makes bin/certagent, the binary the integration tests run: with the
+# test hooks (CERTAGENT_TEST_CRASH_AT, _PAUSE_AT, _STOP_WATCHDOG; build tag
+# certagent_testhooks). The shipped binary (package) has none.
 build:
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/certagent ./cmd/certagent
+	$(GO) build -tags certagent_testhooks -trimpath -ldflags "$(LDFLAGS)" -o bin/certagent ./cmd/certagent
 
 # k8s-tools builds the real kubeadm, kube-apiserver and kube-controller-manager
 # once per version into a cache outside the work tree (about 6 min cold).
@@ -26,9 +29,16 @@ k8s-tools:
 modcheck:
 	@bash test/modcheck.sh
 
+# lint: gofmt, go vet, import grouping (goimports: standard library, then
+# other modules, then this module's packages) and staticcheck, both pinned
+# in test/lint/go.mod.
+LINT := $(GO) tool -modfile=test/lint/go.mod
 lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	@out=$$($(LINT) goimports -local github.com/certagent/certagent -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*')); \
+	  if [ -n "$$out" ]; then echo "imports need grouping (goimports -local github.com/certagent/certagent -w):"; echo "$$out"; exit 1; fi
+	$(LINT) staticcheck ./...
 
 # test runs every test: lint, unit tests with -race, and the integration
 # tests against the real kubeadm (built and cached by k8s-tools).

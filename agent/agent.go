@@ -1,3 +1,9 @@
+// Package agent is certagent's loop: it watches the node, decides what to
+// do with each certificate (package decide), renews (package renewal, and
+// the injected CSR renewer), applies every result the same way, restarts,
+// reports, and serves the status API. Each side effect is a small
+// interface built in cmd/certagent: Restarter, Reporter, Recorder and
+// renewal.CSRRenewer.
 package agent
 
 import (
@@ -16,8 +22,11 @@ import (
 	"github.com/sirupsen/logrus"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/renewal"
+	"github.com/certagent/certagent/agent/restart"
 	"github.com/certagent/certagent/agent/state"
 	"github.com/certagent/certagent/agent/watch"
 	"github.com/certagent/certagent/rotate"
@@ -44,8 +53,10 @@ type Options struct {
 	Clock            clock.WithTicker
 	Log              *logrus.Logger
 	Notifier         Notifier
-	Restarter        *Restarter // nil: nothing is restarted
-	Version          string
+	// Restarter restarts what uses renewed certificates (nil: nothing is
+	// restarted, nor probed).
+	Restarter Restarter
+	Version   string
 	// Watchdog is the unit's WatchdogSec (0: off); the loop pings at half.
 	Watchdog time.Duration
 	// Debounce waits for more file events before a rescan (default 200ms).
@@ -57,10 +68,42 @@ type Options struct {
 	Hooks rotate.Hooks
 	// Group may read the status API (default "certagent").
 	Group string
-	// Metrics, when set, is kept up to date (see ServeMetrics).
-	Metrics *Metrics
+	// Metrics, when set, records scans, renewals and probes.
+	Metrics Recorder
 	// Reporter, when set, sends Events and the Node condition.
-	Reporter *Reporter
+	Reporter Reporter
+	// CSR renews through the cluster (nil: certificates the cluster issues
+	// fail to renew, with the reason).
+	CSR renewal.CSRRenewer
+}
+
+// Restarter reloads what uses renewed certificates and compares what is
+// served with the disk (restart.Restarter).
+type Restarter interface {
+	// Restart restarts, in order, what uses the renewed certificates and
+	// returns those rolled back because their component did not come up.
+	Restart(ctx context.Context, cfg *config.Config, renewed []restart.Renewed, ping func()) map[string]error
+	// Check probes what every endpoint serves; mismatchSince keeps when a
+	// mismatch was first seen per address.
+	Check(ctx context.Context, cfg *config.Config, rep *inventory.Report, mismatchSince map[string]time.Time) []api.ComponentStatus
+}
+
+// Reporter tells the cluster (report.Reporter). It never blocks.
+type Reporter interface {
+	Event(typ, reason, message string)
+	Condition(healthy bool, reason, message string)
+	SetNode(node string)
+	// Err says why nothing can be sent ("" when it can).
+	Err() string
+}
+
+// Recorder keeps the metrics (metrics.Metrics).
+type Recorder interface {
+	Scanned(rep *inventory.Report, took time.Duration)
+	Renewed(name, method string, at time.Time)
+	Failed(method string)
+	CSRWaited(d time.Duration)
+	Served(comps []api.ComponentStatus)
 }
 
 // Agent is the long-running renewal loop. Everything not guarded by mu is
@@ -73,36 +116,36 @@ type Agent struct {
 	startedAt time.Time
 	node      string
 	nextPass  time.Time // when the loop must run a pass at the latest
+	scanStart time.Time // when the latest pass's scan began
 	lastPing  time.Time
-	ready     bool                     // READY=1 was sent
-	logged    map[string]string        // event kind + name -> serial it was logged for
-	dueCSR    []*inventory.Certificate // set by decide, started by pass
-	mismatch  map[string]time.Time     // served-certificate mismatches, by address
-	socket    fs.FileInfo              // the socket serve created, removed at shutdown only if still there
+	ready     bool                 // READY=1 was sent
+	logged    map[string]string    // event kind + name -> serial it was logged for
+	mismatch  map[string]time.Time // served-certificate mismatches, by address
+	socket    fs.FileInfo          // the socket serve created, removed at shutdown only if still there
 
 	kick   chan string
 	reload chan struct{}
 	renews chan renewCall
 
-	csrJobs    map[string]string           // certificate -> CSR it waits for ("" until known); loop only
-	csrWaiters map[string][]chan csrResult // renew requests waiting for a CSR job's end; loop only
-	csrDone    chan csrResult
+	csrJobs    map[string]string                // certificate -> CSR it waits for ("" until known); loop only
+	csrWaiters map[string][]chan renewal.Result // renew requests waiting for a CSR job's end; loop only
+	csrDone    chan renewal.Result
 	csrPending chan csrUpdate
 
 	mu         sync.Mutex // guards status, statusJSON and health
-	status     *Status
+	status     *api.Status
 	statusJSON []byte
-	health     Health
+	health     api.Health
 }
 
 type renewCall struct {
 	ctx   context.Context
-	req   RenewRequest
+	req   api.RenewRequest
 	reply chan renewReply
 }
 
 type renewReply struct {
-	out *Outcome
+	out *renewal.Outcome
 	err error
 }
 
@@ -123,10 +166,16 @@ func New(opts Options) (*Agent, error) {
 	if opts.Group == "" {
 		opts.Group = GroupName
 	}
-	opts.Metrics.setVersion(opts.Version)
+	if opts.Metrics == nil {
+		opts.Metrics = nopRecorder{}
+	}
+	if opts.Reporter == nil {
+		opts.Reporter = nopReporter{}
+	}
 	return &Agent{
 		opts: opts, kick: make(chan string, 1), reload: make(chan struct{}, 1), renews: make(chan renewCall),
-		logged: map[string]string{}, mismatch: map[string]time.Time{}, csrJobs: map[string]string{}, csrWaiters: map[string][]chan csrResult{}, csrDone: make(chan csrResult), csrPending: make(chan csrUpdate),
+		logged: map[string]string{}, mismatch: map[string]time.Time{}, csrJobs: map[string]string{},
+		csrWaiters: map[string][]chan renewal.Result{}, csrDone: make(chan renewal.Result), csrPending: make(chan csrUpdate),
 	}, nil
 }
 
@@ -148,7 +197,7 @@ func (a *Agent) Rescan(reason string) {
 
 // Renew runs a renewal request inside the loop, so that it never races
 // the agent's own renewals.
-func (a *Agent) Renew(ctx context.Context, req RenewRequest) (*Outcome, error) {
+func (a *Agent) Renew(ctx context.Context, req api.RenewRequest) (*renewal.Outcome, error) {
 	c := renewCall{ctx: ctx, req: req, reply: make(chan renewReply, 1)}
 	select {
 	case a.renews <- c:
@@ -178,16 +227,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.cfg = cfg
-	if r := a.opts.Restarter; r != nil {
-		r.Config = func() *config.Config { return a.cfg }
-		r.Ping = a.ping
-		if r.Clock == nil {
-			r.Clock = a.opts.Clock
-		}
-		if r.Log == nil {
-			r.Log = a.opts.Log
-		}
-	}
 	a.startedAt = a.opts.Clock.Now()
 	a.node = cfg.Agent.NodeName
 	if a.node == "" {
@@ -217,9 +256,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		removeSocket(a.opts.Socket, a.socket)
 	}()
 
-	if a.opts.Reporter != nil {
-		go a.opts.Reporter.Run(ctx)
-	}
 	// Before the first scan is published: finish or undo what a crash left,
 	// so no pair stays mismatched until the next renewal falls due.
 	a.repairAtStart(ctx)
@@ -250,7 +286,12 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.opts.Log.Info("certagent stopping")
 			return a.state.Save()
 		case <-a.watch.C:
-			a.pass(ctx, "change on disk")
+			// Changes received before the latest scan began are in it
+			// already (the agent's own renewal, scanned again right
+			// after): no pass for them.
+			if !a.watch.LastEvent().Before(a.scanStart) {
+				a.pass(ctx, "change on disk")
+			}
 		case reason := <-a.kick:
 			a.pass(ctx, reason)
 		case <-a.reload:
@@ -263,7 +304,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.csrWaiting(u)
 			a.pass(ctx, "CSR created")
 		case r := <-a.csrDone:
-			a.recordCSR(ctx, r)
+			a.csrFinished(ctx, r)
 			a.pass(ctx, "CSR finished")
 		case <-timer.C():
 			if !a.opts.Clock.Now().Before(a.nextPass) {
@@ -275,57 +316,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// renewRequested runs a renewal asked for over the API and records it
-// like the agent's own. Certificates renewed through a CSR become the
-// agent's own CSR jobs (the loop never waits for an approval); the reply
-// is sent when they end, with the lines `certagent renew` prints offline.
-func (a *Agent) renewRequested(ctx context.Context, c renewCall) {
-	now := a.opts.Clock.Now()
-	before, serr := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: now})
-	out, err := RenewOnce(c.ctx, a.opts.Root, a.cfg, c.req, RenewOptions{LockTimeout: time.Minute, Hooks: a.opts.Hooks, Now: now, DeferCSR: true})
-	if err != nil || len(out.CSR) == 0 {
-		c.reply <- renewReply{out, err}
-	} else {
-		var waits []chan csrResult
-		for _, cert := range out.CSR {
-			ch := make(chan csrResult, 1)
-			a.csrWaiters[cert.Name] = append(a.csrWaiters[cert.Name], ch)
-			a.startCSR(ctx, cert, out.Report, time.Duration(c.req.TimeoutSeconds)*time.Second)
-			waits = append(waits, ch)
-		}
-		// Lines are added here only; record below reads Plan and Results.
-		go func() {
-			for _, ch := range waits {
-				select {
-				case r := <-ch:
-					out.addCSR(r)
-				case <-c.ctx.Done():
-					c.reply <- renewReply{nil, c.ctx.Err()}
-					return
-				}
-			}
-			c.reply <- renewReply{out, nil}
-		}()
-	}
-	if err != nil || serr != nil || c.req.DryRun {
-		return
-	}
-	// Only certificates that went into the transaction count.
-	var certs []*inventory.Certificate
-	for _, r := range out.Results {
-		for _, cert := range before.Certificates {
-			if cert.Name == r.Name {
-				certs = append(certs, cert)
-			}
-		}
-	}
-	a.record(ctx, certs, out, nil, now)
-}
-
 // ping feeds the watchdog; it runs only from the loop, so a stuck loop
 // stops the pings and systemd restarts the agent.
 func (a *Agent) ping() {
-	if a.opts.Watchdog <= 0 || a.opts.Notifier == nil || os.Getenv("CERTAGENT_TEST_STOP_WATCHDOG") != "" {
+	if a.opts.Watchdog <= 0 || a.opts.Notifier == nil {
 		return
 	}
 	now := a.opts.Clock.Now()
@@ -383,7 +377,7 @@ func (a *Agent) watchDirs(rep *inventory.Report) []string {
 }
 
 // publish stores a new status document for the API.
-func (a *Agent) publish(s *Status) {
+func (a *Agent) publish(s *api.Status) {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		a.opts.Log.WithField("REASON", err.Error()).Error("status encoding failed")
@@ -394,7 +388,7 @@ func (a *Agent) publish(s *Status) {
 	a.mu.Unlock()
 }
 
-func (a *Agent) healthSnapshot() Health {
+func (a *Agent) healthSnapshot() api.Health {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	h := a.health
@@ -415,10 +409,10 @@ func (a *Agent) summary() string {
 	if s == nil {
 		return "starting"
 	}
-	var next *CertStatus
+	var next *api.CertStatus
 	failed := 0
 	for _, c := range s.Certificates {
-		if c.Renewal.State == StateFailed {
+		if c.Renewal.State == api.StateFailed {
 			failed++
 		}
 		if c.Renewal.NextAction != "none" && c.Renewal.NextActionAt != nil && (next == nil || c.Renewal.NextActionAt.Before(*next.Renewal.NextActionAt)) {

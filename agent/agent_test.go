@@ -16,7 +16,10 @@ import (
 	"k8s.io/utils/clock"
 	testingclock "k8s.io/utils/clock/testing"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/logfields"
+	"github.com/certagent/certagent/agent/metrics"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -57,7 +60,7 @@ func newHarness(t *testing.T, dir string, clk clock.WithTicker, cfgText string) 
 	return newHarnessWith(t, dir, clk, cfgText, nil)
 }
 
-func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText string, m *Metrics) *harness {
+func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText string, with func(*Options)) *harness {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -75,11 +78,15 @@ func newHarnessWith(t *testing.T, dir string, clk clock.WithTicker, cfgText stri
 	h.cfg = func() (*config.Config, error) {
 		return config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nagent: {nodeName: node1}\n" + cfgText))
 	}
-	a, err := New(Options{
+	opts := Options{
 		Root: root, LoadConfig: func() (*config.Config, error) { return h.cfg() },
 		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent.sock"),
-		Clock: clk, Log: logger, Notifier: h.notes, Version: "test", Debounce: 20 * time.Millisecond, Metrics: m,
-	})
+		Clock: clk, Log: logger, Notifier: h.notes, Version: "test", Debounce: 20 * time.Millisecond,
+	}
+	if with != nil {
+		with(&opts)
+	}
+	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +99,7 @@ func (h *harness) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel, h.done = cancel, make(chan error, 1)
 	go func() { h.done <- h.a.Run(ctx) }()
-	h.waitFor("the first scan", func(s *Status) bool { return s != nil })
+	h.waitFor("the first scan", func(s *api.Status) bool { return s != nil })
 }
 
 func (h *harness) stop() {
@@ -102,12 +109,12 @@ func (h *harness) stop() {
 	}
 }
 
-func (h *harness) status() *Status {
+func (h *harness) status() *api.Status {
 	data := h.a.StatusJSON()
 	if data == nil {
 		return nil
 	}
-	var s Status
+	var s api.Status
 	if err := json.Unmarshal(data, &s); err != nil {
 		h.t.Fatal(err)
 	}
@@ -116,7 +123,7 @@ func (h *harness) status() *Status {
 
 // waitFor polls the published status (the loop runs in its own goroutine;
 // this waits for it, it does not make time pass).
-func (h *harness) waitFor(what string, ok func(*Status) bool) *Status {
+func (h *harness) waitFor(what string, ok func(*api.Status) bool) *api.Status {
 	h.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -130,7 +137,7 @@ func (h *harness) waitFor(what string, ok func(*Status) bool) *Status {
 	return nil
 }
 
-func cert(s *Status, name string) *CertStatus {
+func cert(s *api.Status, name string) *api.CertStatus {
 	for _, c := range s.Certificates {
 		if c.Name == name {
 			return c
@@ -174,32 +181,32 @@ func TestScheduleAndRenewWithFakeClock(t *testing.T) {
 	h := newHarness(t, "", clk, "")
 	defer h.stop()
 	s := h.status()
-	api := cert(s, "apiserver")
-	if api.Renewal.State != StateOK || api.Renewal.NextAction != "renew" || api.Renewal.NextActionAt == nil {
-		t.Fatalf("fresh apiserver: %+v", api.Renewal)
+	apiCert := cert(s, "apiserver")
+	if apiCert.Renewal.State != api.StateOK || apiCert.Renewal.NextAction != "renew" || apiCert.Renewal.NextActionAt == nil {
+		t.Fatalf("fresh apiserver: %+v", apiCert.Renewal)
 	}
-	deadline := *api.Renewal.NextActionAt
-	life := api.NotAfter.Sub(api.NotBefore)
-	if f := float64(deadline.Sub(api.NotBefore)) / float64(life); f < 0.7 || f > 0.9 {
+	deadline := *apiCert.Renewal.NextActionAt
+	life := apiCert.NotAfter.Sub(apiCert.NotBefore)
+	if f := float64(deadline.Sub(apiCert.NotBefore)) / float64(life); f < 0.7 || f > 0.9 {
 		t.Errorf("deadline at %.2f of the lifetime, want 0.7-0.9", f)
 	}
 	if !strings.HasPrefix(h.notes.all()[0], "READY 14 certs, next renewal") {
 		t.Errorf("sd_notify: %v", h.notes.all())
 	}
-	if h.events(MsgRenewalScheduled) == 0 {
+	if h.events(logfields.MsgRenewalScheduled) == 0 {
 		t.Error("no renewal-scheduled events logged")
 	}
-	oldSerial := api.Serial
+	oldSerial := apiCert.Serial
 	// Jump to just past the deadline: the loop must notice within its
 	// capped sleep and renew.
 	clk.SetTime(deadline.Add(time.Second))
 	advance(h, clk, 2*time.Minute)
-	s = h.waitFor("apiserver renewed", func(s *Status) bool { return cert(s, "apiserver").Serial != oldSerial })
-	api = cert(s, "apiserver")
-	if api.Renewal.LastRenewal == nil || !strings.HasPrefix(api.Renewal.LastResult, "renewed") || api.Renewal.State != StateOK {
-		t.Errorf("after renewal: %+v", api.Renewal)
+	s = h.waitFor("apiserver renewed", func(s *api.Status) bool { return cert(s, "apiserver").Serial != oldSerial })
+	apiCert = cert(s, "apiserver")
+	if apiCert.Renewal.LastRenewal == nil || !strings.HasPrefix(apiCert.Renewal.LastResult, "renewed") || apiCert.Renewal.State != api.StateOK {
+		t.Errorf("after renewal: %+v", apiCert.Renewal)
 	}
-	if h.events(MsgRenewed) == 0 {
+	if h.events(logfields.MsgRenewed) == 0 {
 		t.Error("no renewed event logged")
 	}
 	for _, e := range h.log.AllEntries() {
@@ -221,7 +228,7 @@ func TestSuspendDoesNotHideDeadlines(t *testing.T) {
 	// A "suspend": the wall clock leaps 9 days at once (no timer ran).
 	clk.SetTime(t0.Add(9 * 24 * time.Hour))
 	advance(h, clk, 2*time.Minute)
-	h.waitFor("renewal after the leap", func(s *Status) bool { return cert(s, "etcd-peer").Serial != before })
+	h.waitFor("renewal after the leap", func(s *api.Status) bool { return cert(s, "etcd-peer").Serial != before })
 }
 
 func TestBackoffAndStateSurvivesRestart(t *testing.T) {
@@ -233,7 +240,7 @@ func TestBackoffAndStateSurvivesRestart(t *testing.T) {
 	}
 	os.Chmod(filepath.Join(dir, "etc/kubernetes/pki/ca.key"), 0o640) // refuses every renewal
 	h := newHarness(t, dir, clk, "")
-	s := h.waitFor("a failed attempt", func(s *Status) bool { return cert(s, "apiserver").Renewal.State == StateFailed })
+	s := h.waitFor("a failed attempt", func(s *api.Status) bool { return cert(s, "apiserver").Renewal.State == api.StateFailed })
 	r := cert(s, "apiserver").Renewal
 	// Backoff 30s, jittered into [15s, 30s].
 	if wait := r.NextActionAt.Sub(t0); r.Failures != 1 || r.NextAction != "retry" || wait < 15*time.Second || wait > 30*time.Second || !strings.Contains(r.LastError, "mode 0640") {
@@ -245,12 +252,12 @@ func TestBackoffAndStateSurvivesRestart(t *testing.T) {
 		t.Fatalf("retried before the backoff: %+v", r)
 	}
 	advance(h, clk, 25*time.Second)
-	s = h.waitFor("the second attempt", func(s *Status) bool { return cert(s, "apiserver").Renewal.Failures == 2 })
+	s = h.waitFor("the second attempt", func(s *api.Status) bool { return cert(s, "apiserver").Renewal.Failures == 2 })
 	// Backoff 1m after the attempt at 35s, jittered into [30s, 1m].
 	if r := cert(s, "apiserver").Renewal; r.NextActionAt.Before(t0.Add(65*time.Second)) || r.NextActionAt.After(t0.Add(95*time.Second)) {
 		t.Errorf("second backoff: %+v", r)
 	}
-	if n := h.events(MsgRenewalFailed); n != 2 {
+	if n := h.events(logfields.MsgRenewalFailed); n != 2 {
 		t.Errorf("%d failure events, want 2", n)
 	}
 	h.stop()
@@ -258,15 +265,15 @@ func TestBackoffAndStateSurvivesRestart(t *testing.T) {
 	// A new agent on the same state directory remembers.
 	h2 := newHarness(t, dir, clk, "")
 	defer h2.stop()
-	if r := cert(h2.status(), "apiserver").Renewal; r.Failures != 2 || r.State != StateFailed {
+	if r := cert(h2.status(), "apiserver").Renewal; r.Failures != 2 || r.State != api.StateFailed {
 		t.Errorf("after restart: %+v", r)
 	}
 	// Fix the key: the next retry succeeds.
 	os.Chmod(filepath.Join(dir, "etc/kubernetes/pki/ca.key"), 0o600)
 	advance(h2, clk, 3*time.Minute)
-	h2.waitFor("recovery", func(s *Status) bool {
+	h2.waitFor("recovery", func(s *api.Status) bool {
 		r := cert(s, "apiserver").Renewal
-		return r.State == StateOK && r.Failures == 0 && r.LastRenewal != nil
+		return r.State == api.StateOK && r.Failures == 0 && r.LastRenewal != nil
 	})
 }
 
@@ -286,13 +293,13 @@ func TestCorruptStateAndBadReload(t *testing.T) {
 	good := h.cfg
 	h.cfg = func() (*config.Config, error) { return config.Parse([]byte("kind: nope\n")) }
 	h.a.Reload()
-	s := h.waitFor("the reload error", func(s *Status) bool { return s.Daemon.ConfigError != "" })
+	s := h.waitFor("the reload error", func(s *api.Status) bool { return s.Daemon.ConfigError != "" })
 	if !strings.Contains(s.Daemon.ConfigError, "kind") || len(s.Certificates) != 14 {
 		t.Errorf("bad reload: %q, %d certs", s.Daemon.ConfigError, len(s.Certificates))
 	}
 	h.cfg = good
 	h.a.Reload()
-	h.waitFor("the good reload", func(s *Status) bool { return s.Daemon.ConfigError == "" })
+	h.waitFor("the good reload", func(s *api.Status) bool { return s.Daemon.ConfigError == "" })
 }
 
 func TestChangesOnDiskShowInStatus(t *testing.T) {
@@ -312,16 +319,16 @@ func TestChangesOnDiskShowInStatus(t *testing.T) {
 	os.Rename(filepath.Join(pkiDir, ".new.key"), filepath.Join(pkiDir, "apiserver.key"))
 	os.Rename(filepath.Join(pkiDir, ".new.crt"), filepath.Join(pkiDir, "apiserver.crt"))
 	serial := strings.ToUpper(c.SerialNumber.Text(16))
-	h.waitFor("the new serial", func(s *Status) bool { return cert(s, "apiserver").Serial == serial })
+	h.waitFor("the new serial", func(s *api.Status) bool { return cert(s, "apiserver").Serial == serial })
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("change took %s to show", d)
 	}
 	// The whole PKI directory disappears, then comes back.
 	tmp := filepath.Join(h.dir, "pki.moved")
 	os.Rename(pkiDir, tmp)
-	h.waitFor("the PKI gone", func(s *Status) bool { return cert(s, "apiserver") == nil })
+	h.waitFor("the PKI gone", func(s *api.Status) bool { return cert(s, "apiserver") == nil })
 	os.Rename(tmp, pkiDir)
-	h.waitFor("the PKI back", func(s *Status) bool { return cert(s, "apiserver") != nil && cert(s, "apiserver").Serial == serial })
+	h.waitFor("the PKI back", func(s *api.Status) bool { return cert(s, "apiserver") != nil && cert(s, "apiserver").Serial == serial })
 	if errs := h.status().Daemon.WatchErrors; len(errs) > 0 {
 		t.Errorf("watch errors: %v", errs)
 	}
@@ -333,15 +340,15 @@ func TestNoRenewalLoop(t *testing.T) {
 	clk := testingclock.NewFakeClock(t0)
 	h := newHarness(t, "", clk, "renewBefore: 239h\n") // the sandbox's leaves live 10 days
 	defer h.stop()
-	h.waitFor("the first renewals", func(s *Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
-	first := h.events(MsgRenewed)
+	h.waitFor("the first renewals", func(s *api.Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
+	first := h.events(logfields.MsgRenewed)
 	advance(h, clk, 3*time.Minute)
-	if n := h.events(MsgRenewed); n != first {
+	if n := h.events(logfields.MsgRenewed); n != first {
 		t.Errorf("%d more renewals within minutes: a renewal loop", n-first)
 	}
-	api := cert(h.status(), "apiserver")
-	if api.Renewal.NextActionAt == nil || api.Renewal.NextActionAt.Sub(clk.Now()) < 23*time.Hour {
-		t.Errorf("next renewal %v, want a tenth of the lifetime after the last", api.Renewal.NextActionAt)
+	apiCert := cert(h.status(), "apiserver")
+	if apiCert.Renewal.NextActionAt == nil || apiCert.Renewal.NextActionAt.Sub(clk.Now()) < 23*time.Hour {
+		t.Errorf("next renewal %v, want a tenth of the lifetime after the last", apiCert.Renewal.NextActionAt)
 	}
 }
 
@@ -353,12 +360,13 @@ func TestMetrics(t *testing.T) {
 	if _, err := (pkitest.Layout{Now: t0, NotAfter: map[string]time.Time{"apiserver": t0.Add(time.Minute)}}).Write(dir); err != nil {
 		t.Fatal(err)
 	}
-	h := newHarnessWith(t, dir, clk, "", NewMetrics())
+	m := metrics.New()
+	h := newHarnessWith(t, dir, clk, "", func(o *Options) { o.Metrics = m })
 	defer h.stop()
-	h.waitFor("the renewal", func(s *Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
+	h.waitFor("the renewal", func(s *api.Status) bool { return cert(s, "apiserver").Renewal.LastRenewal != nil })
 	scrape := func() string {
 		rec := httptest.NewRecorder()
-		h.a.opts.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 		return rec.Body.String()
 	}
 	out := scrape()
@@ -382,7 +390,7 @@ func TestMetrics(t *testing.T) {
 	os.Rename(filepath.Join(kdir, "kubelet-client-updated.pem"), filepath.Join(kdir, "kubelet-client-current.pem"))
 	serial := strings.ToUpper(c.SerialNumber.Text(16))
 	h.a.Rescan("test")
-	h.waitFor("the swap", func(s *Status) bool { return cert(s, "kubelet-client-current").Serial == serial })
+	h.waitFor("the swap", func(s *api.Status) bool { return cert(s, "kubelet-client-current").Serial == serial })
 	out = scrape()
 	if n := strings.Count(out, `x509_cert_not_after{filename="kubelet-client-current.pem"`); n != 1 {
 		t.Errorf("%d not_after series for the kubelet client certificate after the swap, want 1", n)

@@ -16,7 +16,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/csrrenew"
+	"github.com/certagent/certagent/agent/kubeclient"
+	"github.com/certagent/certagent/agent/report"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -182,7 +186,7 @@ func TestKubeClientRefusesHostileCredentials(t *testing.T) {
 			n.write(t, n.expand(tc.cluster), n.expand(tc.user))
 			done := make(chan error, 1)
 			go func() {
-				c, _, err := kubeClient(n.root, n.kubeconfig, nil)
+				c, _, err := kubeclient.New(n.root, n.kubeconfig, nil)
 				if err == nil {
 					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 					_, rerr := c.CoreV1().Nodes().Get(ctx, "node1", metav1.GetOptions{})
@@ -232,13 +236,18 @@ func TestAgentNeverRunsKubeconfigExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	logger, hook := test.NewNullLogger()
+	rep := report.New(kubeclient.ForReport(root, "/etc/kubernetes/kubelet.conf"), "/etc/kubernetes/kubelet.conf", logger)
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
+	go rep.Run(rctx)
 	a, err := New(Options{
 		Root: root, Log: logger, Clock: clock.RealClock{}, Version: "test",
 		LoadConfig: func() (*config.Config, error) {
 			return config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nagent: {nodeName: node1}\n"))
 		},
 		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent.sock"),
-		Reporter: NewReporter(root, "/etc/kubernetes/kubelet.conf", logger),
+		Reporter: rep,
+		CSR:      csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root)},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -246,7 +255,7 @@ func TestAgentNeverRunsKubeconfigExec(t *testing.T) {
 	h := &harness{t: t, dir: dir, a: a, log: hook}
 	h.start()
 	defer h.stop()
-	s := h.waitFor("the renewal to fail", func(s *Status) bool {
+	s := h.waitFor("the renewal to fail", func(s *api.Status) bool {
 		c := cert(s, "kubelet-client-current")
 		return c != nil && c.Renewal.LastError != ""
 	})
@@ -262,7 +271,7 @@ func TestAgentNeverRunsKubeconfigExec(t *testing.T) {
 	if !logged {
 		t.Error("the refusal is not in the journal")
 	}
-	s = h.waitFor("the reporter to give up", func(s *Status) bool { return s.Daemon.ReportError != "" })
+	s = h.waitFor("the reporter to give up", func(s *api.Status) bool { return s.Daemon.ReportError != "" })
 	if got := s.Daemon.ReportError; !strings.Contains(got, "exec plugin") {
 		t.Errorf("daemon.reportError %q does not say why", got)
 	}

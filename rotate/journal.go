@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -165,30 +166,47 @@ type RepairReport struct {
 // committing is rolled forward (every staged file was verified and synced
 // before the first rename) and each pair is checked, falling back to the
 // backup if one does not match; one that crashed while rolling back is
-// rolled back. Callers hold the lock.
+// rolled back. A transaction still running, in this process or another
+// (its backup directory is locked while it runs), is left alone: the
+// daemon's CSR renewals commit without the renewal lock. Callers hold the
+// renewal lock.
 func Repair(root *pki.Root, backupDir string) []RepairReport {
 	var out []RepairReport
 	for _, dir := range backupDirs(root, backupDir) {
-		j, err := loadJournal(root, dir)
-		if err != nil || !unfinished(j.State) {
-			continue
+		if r, ok := repairOne(root, dir); ok {
+			out = append(out, r)
 		}
-		r := RepairReport{Dir: dir}
-		switch j.State {
-		case stateStaging:
-			r.Action = "discarded staged files"
-			j.discardStaged()
-			r.Err = j.save(stateAborted)
-		case stateCommitting:
-			r.Action = "rolled forward"
-			r.Err = j.rollForward()
-		case stateRollingBack:
-			r.Action = "rolled back"
-			r.Err = j.rollBack(nil)
-		}
-		out = append(out, r)
 	}
 	return out
+}
+
+// repairOne repairs the transaction in dir if a crash left it unfinished,
+// and reports whether it did. A transaction still running (its directory
+// locked) is not a crash: it is left alone.
+func repairOne(root *pki.Root, dir string) (RepairReport, bool) {
+	unlock, ok := lockTx(root, dir)
+	if !ok {
+		return RepairReport{}, false
+	}
+	defer unlock()
+	j, err := loadJournal(root, dir)
+	if err != nil || !unfinished(j.State) {
+		return RepairReport{}, false
+	}
+	r := RepairReport{Dir: dir}
+	switch j.State {
+	case stateStaging:
+		r.Action = "discarded staged files"
+		j.discardStaged()
+		r.Err = j.save(stateAborted)
+	case stateCommitting:
+		r.Action = "rolled forward"
+		r.Err = j.rollForward()
+	case stateRollingBack:
+		r.Action = "rolled back"
+		r.Err = j.rollBack(nil)
+	}
+	return r, true
 }
 
 // discardStaged removes staged files, including ones created before their
@@ -259,24 +277,24 @@ func (j *journal) rollForward() error {
 }
 
 // entryConsistent checks that an entry's files hold a certificate and the
-// key that belongs to it.
+// key that belongs to it, as its storage's codec reads them.
 func (j *journal) entryConsistent(e journalEntry) bool {
-	t := Target{Name: e.Name, Storage: e.Storage, User: e.User}
+	c, err := codecOf(e.Storage)
+	if err != nil {
+		return false
+	}
 	files := map[string][]byte{}
-	for i, f := range e.Files {
+	var paths []string
+	for _, f := range e.Files {
 		data, err := j.root.ReadFile(f.Path)
 		if err != nil {
 			return false
 		}
 		files[f.Path] = data.Data
-		if i == 0 {
-			t.CertPath = f.Path
-		} else {
-			t.KeyPath = f.Path
-		}
+		paths = append(paths, f.Path)
 	}
-	cert, _, key, err := parseRendered(t, files)
-	return err == nil && pki.KeyMatches(cert, key)
+	d, err := c.decode(c.fromJournal(Target{Name: e.Name, Storage: e.Storage, User: e.User}, paths), files)
+	return err == nil && pki.KeyMatches(d.cert, d.key)
 }
 
 // rollBack restores entries from the backup: those named in only, or all
@@ -290,7 +308,9 @@ func (j *journal) rollBack(only map[string]bool) error {
 		if e.Dropped || (only != nil && !only[e.Name]) {
 			continue
 		}
-		for _, f := range e.Files {
+		// Undone in the reverse order of the commit: a link goes back
+		// before the file it pointed to goes.
+		for _, f := range slices.Backward(e.Files) {
 			if err := j.restore(f); err != nil && firstErr == nil {
 				firstErr = err
 			}
@@ -309,14 +329,56 @@ func (j *journal) rollBack(only map[string]bool) error {
 	return j.save(stateRolledBack)
 }
 
-// restore puts a backed-up file back in place atomically, with its mode
-// and owner.
+// restore puts a backed-up file back in place atomically and durably: a
+// file with its mode and owner, a link as a link; a file that was not
+// there before the transaction (no backup) is removed.
 func (j *journal) restore(f journalFile) error {
-	data, err := j.root.ReadFile(path.Join(j.dir, f.Backup))
+	if f.Backup == "" {
+		return removeDurable(j.root, f.Path)
+	}
+	b := path.Join(j.dir, f.Backup)
+	if target, isLink, err := readLink(j.root, b); err != nil || isLink {
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", f.Path, err)
+		}
+		return j.root.WriteLink(f.Path, target)
+	}
+	data, err := j.root.ReadFile(b)
 	if err != nil {
 		return fmt.Errorf("restore %s: %w", f.Path, err)
 	}
 	return writeDurable(j.root, f.Path, data.Data, f.Mode, f.UID, f.GID)
+}
+
+// readLink returns the target of nodePath when it is a symbolic link.
+func readLink(root *pki.Root, nodePath string) (target string, isLink bool, err error) {
+	d, name, err := root.OpenParent(nodePath)
+	if err != nil {
+		return "", false, err
+	}
+	defer d.Close()
+	fi, err := d.Lstat(name)
+	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
+		return "", false, err
+	}
+	target, err = d.ReadLink(name)
+	return target, err == nil, err
+}
+
+// removeDurable unlinks nodePath (a link itself) and syncs its directory.
+func removeDurable(root *pki.Root, nodePath string) error {
+	d, name, err := root.OpenParent(nodePath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Remove(name); err != nil {
+		return err
+	}
+	return d.Sync()
 }
 
 // Restore puts the old files of the named entries of a finished
@@ -337,7 +399,7 @@ func Restore(root *pki.Root, dir string, names ...string) error {
 			continue
 		}
 		found = true
-		for _, f := range e.Files {
+		for _, f := range slices.Backward(e.Files) {
 			if err := j.restore(f); err != nil {
 				return err
 			}

@@ -5,8 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"path"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -22,25 +22,56 @@ type KubeletStore struct {
 	Root   *pki.Root
 	Dir    string // node path
 	Prefix string
+	// BackupDir holds the transactions' backups and journals (node path,
+	// default DefaultBackupDir): Repair must be run on the same one.
+	BackupDir string
+	// KeepBackups is how many backup directories Prune keeps (default 5).
+	KeepBackups int
+	Hooks       Hooks
 }
 
 // Current is the node path of the -current.pem symlink.
 func (s KubeletStore) Current() string { return path.Join(s.Dir, s.Prefix+"-current.pem") }
 
-// Update writes a new pair the way the kubelet does: a new timestamped
-// file, synced; a symlink -updated.pem to it; a rename over -current.pem,
-// which swaps atomically; a sync of the directory. The kubelet picks it up
-// unchanged. Before the swap the file is read back and checked: its key
-// matches and, when roots is not nil, it chains to one of them. The old
-// files stay where they are.
+// Update writes a new pair the way the kubelet does, as a transaction
+// with a journal in BackupDir like every renewal (see StorageKubeletStore):
+// a new timestamped file holding certs and key, and a symlink
+// -updated.pem to it renamed over -current.pem. Both are staged and
+// checked first (the key matches and, when roots is not nil, the chain
+// leads to one of them), the old link is backed up, the new file is in
+// place and synced before the link moves, and both are read back; a crash
+// at any point is put right by Repair. The kubelet picks the result up
+// unchanged. The old files stay where they are. Update returns the node
+// path of the new file.
 func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots *x509.CertPool, now time.Time) (string, error) {
-	keyPEM, err := pki.EncodeKeyPEM(key, "")
+	name, err := s.newName(now)
 	if err != nil {
 		return "", err
 	}
-	data := append(pki.EncodeCertPEM(certs...), keyPEM...)
-	// The store directory is resolved and opened once: every write below
-	// names an entry of it, so nothing can redirect one outside the root.
+	t := Target{Name: s.Prefix + "-current", Storage: StorageKubeletStore, CertPath: s.Current(), Roots: roots, file: path.Join(s.Dir, name)}
+	cur, err := load(s.Root, t)
+	if err != nil {
+		// A missing, expired or broken pair is what a new one replaces:
+		// only the current file's owner is kept.
+		cur = &current{files: map[string]*pki.File{}}
+		if f, err := s.Root.ReadFile(t.CertPath); err == nil {
+			cur.files[t.CertPath] = f
+		}
+	}
+	opts := Options{Root: s.Root, BackupDir: s.BackupDir, KeepBackups: s.KeepBackups, Now: now, Hooks: s.Hooks}
+	if _, err := install(opts, t, cur, certs, key); err != nil {
+		return "", err
+	}
+	return t.file, nil
+}
+
+// newName makes the store's directory if needed and picks the name of the
+// new file: <prefix>-<time>.pem, or with the nanoseconds added when that
+// is taken.
+func (s KubeletStore) newName(now time.Time) (string, error) {
+	if s.Prefix == "" || strings.ContainsAny(s.Prefix, "/") || s.Prefix == "." || s.Prefix == ".." {
+		return "", fmt.Errorf("kubelet store: %q is not a file name prefix", s.Prefix)
+	}
 	d, err := s.Root.MkdirAll(s.Dir, 0o755)
 	if err != nil {
 		return "", err
@@ -51,41 +82,7 @@ func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots
 	if _, err := d.Lstat(name); err == nil {
 		name = fmt.Sprintf("%s-%s-%d.pem", s.Prefix, stamp, now.UnixNano()%1000000)
 	}
-	file := path.Join(s.Dir, name)
-	uid, gid := os.Geteuid(), os.Getegid()
-	if f, err := s.Root.ReadFile(s.Current()); err == nil {
-		uid, gid = f.UID, f.GID
-	}
-	if err := d.WriteFile(name, data, 0o600, uid, gid); err != nil {
-		return "", err
-	}
-	if err := checkPair(s.Root, path.Join(d.Path, name), roots, now); err != nil {
-		d.Remove(name)
-		return "", err
-	}
-	if err := s.swap(d, file); err != nil {
-		return "", err
-	}
-	if err := checkPair(s.Root, s.Current(), roots, now); err != nil {
-		return "", fmt.Errorf("after the swap: %w", err)
-	}
-	return file, nil
-}
-
-// swap points -current.pem at target the kubelet's way: a link
-// -updated.pem renamed over it, then the directory synced.
-func (s KubeletStore) swap(d *pki.Dir, target string) error {
-	updated := s.Prefix + "-updated.pem"
-	if err := d.Remove(updated); err != nil {
-		return err
-	}
-	if err := d.Symlink(target, updated); err != nil {
-		return fmt.Errorf("symlink: %w", err)
-	}
-	if err := d.Rename(updated, path.Base(s.Current())); err != nil {
-		return fmt.Errorf("swap %s: %w", s.Current(), err)
-	}
-	return d.Sync()
+	return name, nil
 }
 
 // Target returns where -current.pem points now ("" if it does not exist).
@@ -102,43 +99,62 @@ func (s KubeletStore) Target() string {
 	return t
 }
 
-// Rollback points -current.pem back at an earlier file, atomically.
+// Rollback points -current.pem back at an earlier file, atomically: a
+// link -updated.pem to it renamed over -current.pem, the directory synced.
+// -current.pem points at a complete file before and after.
 func (s KubeletStore) Rollback(target string) error {
 	if target == "" {
 		return errors.New("rollback: no earlier file")
 	}
-	d, err := s.Root.OpenDir(s.Dir)
+	p, err := s.Root.StageLink(s.Current(), s.Prefix+"-updated.pem", target)
 	if err != nil {
-		return err
+		return fmt.Errorf("symlink: %w", err)
 	}
-	defer d.Close()
-	return s.swap(d, target)
+	defer p.Cleanup()
+	if err := p.Commit(); err != nil {
+		return fmt.Errorf("swap %s: %w", s.Current(), err)
+	}
+	return p.Sync()
 }
 
-// checkPair reads a combined file and checks its key and chain.
-func checkPair(root *pki.Root, p string, roots *x509.CertPool, now time.Time) error {
-	f, err := root.ReadFile(p)
+// kubeletStoreCodec is StorageKubeletStore, the kubelet's store as
+// client-go's certificate store keeps it: a renewal writes a new
+// <prefix>-<time>.pem (the certificates and the key, 0600, owned like the
+// current one), then a <prefix>-updated.pem link to it renamed over the
+// <prefix>-current.pem link. Its journal entry lists the new file, then
+// the link; the link's backup is a link.
+type kubeletStoreCodec struct{}
+
+func (kubeletStoreCodec) files(t Target) []string { return []string{t.CertPath} }
+
+func (kubeletStoreCodec) decode(t Target, data map[string][]byte) (decoded, error) {
+	return decodePEM(data[t.CertPath], data[t.CertPath])
+}
+
+func (kubeletStoreCodec) encode(t Target, cur *current, certs []*x509.Certificate, key crypto.Signer) ([]newFile, error) {
+	dir := path.Dir(t.CertPath)
+	if t.file == "" || path.Dir(t.file) != dir {
+		// The link never leads out of the store's directory.
+		return nil, fmt.Errorf("%s: the new file %q is not in the store's directory %s", t.Name, t.file, dir)
+	}
+	keyPEM, err := pki.EncodeKeyPEM(key, "")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	b, err := pki.ParseBundle(f.Data)
-	if err != nil {
-		return fmt.Errorf("%s: %w", p, err)
+	uid, gid := cur.owner(t.CertPath)
+	prefix := strings.TrimSuffix(path.Base(t.CertPath), "-current.pem")
+	return []newFile{
+		{path: t.file, data: append(pki.EncodeCertPEM(certs...), keyPEM...), mode: 0o600, uid: uid, gid: gid},
+		{path: t.CertPath, data: []byte(t.file), mode: 0o600, uid: uid, gid: gid, link: true, staged: path.Join(dir, prefix+"-updated.pem")},
+	}, nil
+}
+
+// fromJournal: the link is the entry's last file.
+func (kubeletStoreCodec) fromJournal(t Target, paths []string) Target {
+	if n := len(paths); n > 0 {
+		t.CertPath = paths[n-1]
 	}
-	if b.Key == nil || !pki.KeyMatches(b.Certs[0], b.Key) {
-		return fmt.Errorf("%s: key does not match the certificate", p)
-	}
-	if roots != nil {
-		inter := x509.NewCertPool()
-		for _, c := range b.Certs[1:] {
-			inter.AddCert(c)
-		}
-		if _, err := b.Certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			return fmt.Errorf("%s: %w", p, err)
-		}
-	}
-	return nil
+	return t
 }
 
 // ConvertKubeconfig moves a kubeconfig user's embedded client certificate

@@ -48,15 +48,7 @@ type Result struct {
 // transaction. Keys are generated in parallel. A target that fails before
 // the commit is left untouched and reported; the others go ahead.
 func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error) {
-	if opts.BackupDir == "" {
-		opts.BackupDir = DefaultBackupDir
-	}
-	if opts.KeepBackups < 1 {
-		opts.KeepBackups = 5
-	}
-	if opts.Now.IsZero() {
-		opts.Now = time.Now()
-	}
+	opts = opts.withDefaults()
 	ps := make([]*prepared, len(targets))
 	// One goroutine per target: key generation dominates and its time
 	// varies a lot (RSA prime search), so letting the scheduler spread all
@@ -85,13 +77,7 @@ func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error
 	var dir string
 	if len(ready) > 0 && ctx.Err() == nil {
 		dir = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
-		if err := mkBackupDir(opts.Root, dir); err != nil {
-			txErr = err
-		} else {
-			tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks}
-			txErr = tx.commit(ready)
-		}
-		if txErr != nil {
+		if txErr = runTx(opts, dir, ready); txErr != nil {
 			for _, p := range ready {
 				if p.err == nil {
 					p.err = txErr
@@ -115,8 +101,44 @@ func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error
 }
 
 // Install writes a certificate issued elsewhere (through a CSR) and its
-// key over a target, with the same transaction as Renew.
+// key over a target, with the same transaction as Renew. Only certs[0] is
+// written.
 func Install(ctx context.Context, opts Options, t Target, certs []*x509.Certificate, key crypto.Signer) (Result, error) {
+	cur, err := load(opts.Root, t)
+	if err != nil {
+		r := Result{Name: t.Name, NewSerial: serialHex(certs[0]), NotAfter: certs[0].NotAfter, Err: err}
+		return r, err
+	}
+	return install(opts, t, cur, certs[:1], key)
+}
+
+// install writes certs and key over t, whose files hold cur now, in a
+// transaction of its own.
+func install(opts Options, t Target, cur *current, certs []*x509.Certificate, key crypto.Signer) (Result, error) {
+	opts = opts.withDefaults()
+	r := Result{Name: t.Name, NewSerial: serialHex(certs[0]), NotAfter: certs[0].NotAfter}
+	if cur.cert != nil {
+		r.OldSerial = serialHex(cur.cert)
+	}
+	files, err := render(t, cur, certs, key)
+	if err != nil {
+		r.Err = err
+		return r, err
+	}
+	p := &prepared{t: t, cur: cur, cert: certs[0], key: key, files: files}
+	r.Backup = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
+	err = runTx(opts, r.Backup, []*prepared{p})
+	if err == nil {
+		err = p.err
+	}
+	Prune(opts.Root, opts.BackupDir, opts.KeepBackups)
+	r.Err = err
+	return r, err
+}
+
+// withDefaults fills in the backup directory, how many backups to keep
+// and the time.
+func (opts Options) withDefaults() Options {
 	if opts.BackupDir == "" {
 		opts.BackupDir = DefaultBackupDir
 	}
@@ -126,32 +148,7 @@ func Install(ctx context.Context, opts Options, t Target, certs []*x509.Certific
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
-	r := Result{Name: t.Name, NewSerial: serialHex(certs[0]), NotAfter: certs[0].NotAfter}
-	cur, err := load(opts.Root, t)
-	if err != nil {
-		r.Err = err
-		return r, err
-	}
-	r.OldSerial = serialHex(cur.cert)
-	files, err := render(t, cur, certs[0], key)
-	if err != nil {
-		r.Err = err
-		return r, err
-	}
-	p := &prepared{t: t, cur: cur, cert: certs[0], key: key, files: files}
-	r.Backup = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
-	if err := mkBackupDir(opts.Root, r.Backup); err != nil {
-		r.Err = err
-		return r, err
-	}
-	tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: r.Backup, root: opts.Root}, hooks: opts.Hooks}
-	err = tx.commit([]*prepared{p})
-	if err == nil {
-		err = p.err
-	}
-	Prune(opts.Root, opts.BackupDir, opts.KeepBackups)
-	r.Err = err
-	return r, err
+	return opts
 }
 
 // prepare loads a target, makes its new key and certificate and renders
@@ -182,7 +179,7 @@ func prepare(opts Options, p *prepared) error {
 	if err != nil {
 		return err
 	}
-	files, err := render(t, cur, cert, key)
+	files, err := render(t, cur, []*x509.Certificate{cert}, key)
 	if err != nil {
 		return err
 	}
@@ -203,6 +200,11 @@ func prepare(opts Options, p *prepared) error {
 func Prune(root *pki.Root, backupDir string, keep int) {
 	var completed, failed []string
 	for _, d := range backupDirs(root, backupDir) {
+		unlock, ok := lockTx(root, d)
+		if !ok {
+			continue // a live transaction: it has no journal yet
+		}
+		unlock()
 		j, err := loadJournal(root, d)
 		switch {
 		case err == nil && unfinished(j.State):
@@ -224,18 +226,51 @@ func Prune(root *pki.Root, backupDir string, keep int) {
 	}
 }
 
+// runTx commits ps in a transaction whose backup directory is dir. The
+// directory is locked (flock) while the transaction runs, so that Repair
+// and Prune, in this process or another, leave a live transaction alone;
+// a crash releases the lock.
+func runTx(opts Options, dir string, ps []*prepared) error {
+	unlock, err := mkBackupDir(opts.Root, dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks}
+	return tx.commit(ps)
+}
+
 // mkBackupDir makes a transaction's backup directory (0700) inside the
-// root.
-func mkBackupDir(root *pki.Root, dir string) error {
+// root and locks it.
+func mkBackupDir(root *pki.Root, dir string) (unlock func(), err error) {
 	d, err := root.MkdirAll(dir, 0o700)
 	if err != nil {
-		return fmt.Errorf("backup directory: %w", err)
+		return nil, fmt.Errorf("backup directory: %w", err)
 	}
 	defer d.Close()
 	if err := d.Chmod(0o700); err != nil {
-		return fmt.Errorf("backup directory: %w", err)
+		return nil, fmt.Errorf("backup directory: %w", err)
 	}
-	return nil
+	unlock, ok, err := d.TryLock()
+	if err == nil && !ok {
+		err = errors.New("in use by another transaction")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup directory %s: %w", dir, err)
+	}
+	return unlock, nil
+}
+
+// lockTx locks a transaction's backup directory, unless a live
+// transaction holds it (ok false).
+func lockTx(root *pki.Root, dir string) (unlock func(), ok bool) {
+	d, err := root.OpenDir(dir)
+	if err != nil {
+		return nil, false
+	}
+	defer d.Close()
+	unlock, ok, err = d.TryLock()
+	return unlock, ok && err == nil
 }
 
 // removeBackup deletes one backup directory inside the root, links in it

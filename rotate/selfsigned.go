@@ -48,8 +48,14 @@ func prepareSelfSigned(opts Options, p *prepared) error {
 	if err != nil {
 		return fmt.Errorf("%s: new key: %w", t.Name, err)
 	}
+	// Written as client-go wrote them: the CA after the leaf, the key in
+	// the block client-go picks.
+	kubelets := *cur
+	kubelets.keyFormat = pki.KeyPEMFormat(keyPEM)
+	if p.files, err = render(t, &kubelets, b.Certs, key); err != nil {
+		return err
+	}
 	p.cert, p.key = b.Certs[0], key
-	p.files = map[string][]byte{t.CertPath: certPEM, t.KeyPath: keyPEM}
 	return nil
 }
 

@@ -4,13 +4,10 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/x509"
-	"encoding/base64"
+	"errors"
 	"fmt"
 	"reflect"
 	"time"
-
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -23,6 +20,11 @@ const (
 	StoragePair       Storage = "pair"       // a certificate file and a key file
 	StorageCombined   Storage = "combined"   // certificate and key in one PEM file
 	StorageKubeconfig Storage = "kubeconfig" // client-certificate-data and client-key-data of a kubeconfig user
+	// StorageKubeletStore is the kubelet's store: a new
+	// <prefix>-<timestamp>.pem (certificate and key) and the
+	// <prefix>-current.pem link swapped to it. Its targets are made by
+	// KubeletStore.Update.
+	StorageKubeletStore Storage = "kubelet-store"
 )
 
 // Target is one certificate to renew and where it lives. Paths are node
@@ -34,6 +36,9 @@ type Target struct {
 	CertPath string
 	KeyPath  string // StoragePair only
 	User     string // StorageKubeconfig only
+	// file is the new timestamped file of a StorageKubeletStore target
+	// (CertPath is its -current.pem link).
+	file string
 	// CA re-signs the certificate (Renew). For certificates issued
 	// elsewhere (Install), CA is nil and Roots, when set, is what the new
 	// certificate must chain to.
@@ -48,119 +53,59 @@ type Target struct {
 	SelfSigned bool
 }
 
-// Files lists the files a renewal of t replaces.
+// Files lists the files that hold t's certificate and key now.
 func (t Target) Files() []string {
-	if t.Storage == StoragePair {
-		return []string{t.CertPath, t.KeyPath}
+	c, err := codecOf(t.Storage)
+	if err != nil {
+		return []string{t.CertPath}
 	}
-	return []string{t.CertPath}
+	return c.files(t)
 }
 
-// current is a target's material as found on disk.
+// current is a target's material as found on disk: the pair, and the
+// files it was read from. cert is nil only for a kubelet store that has
+// no usable current pair (see KubeletStore.Update).
 type current struct {
-	cert  *x509.Certificate
-	key   crypto.Signer
+	decoded
 	files map[string]*pki.File // by node path
-	kc    *clientcmdapi.Config // StorageKubeconfig only
-	// keyFormat is the PEM block type of the current key, kept on renewal.
-	keyFormat string
 }
 
 // load reads the current certificate and key of t.
 func load(root *pki.Root, t Target) (*current, error) {
+	c, err := codecOf(t.Storage)
+	if err != nil {
+		return nil, err
+	}
 	cur := &current{files: map[string]*pki.File{}}
-	for _, p := range t.Files() {
+	data := map[string][]byte{}
+	for _, p := range c.files(t) {
 		f, err := root.ReadFile(p)
 		if err != nil {
 			return nil, err
 		}
-		cur.files[p] = f
+		cur.files[p], data[p] = f, f.Data
 	}
-	var certPEM, keyPEM []byte
-	switch t.Storage {
-	case StoragePair:
-		certPEM, keyPEM = cur.files[t.CertPath].Data, cur.files[t.KeyPath].Data
-	case StorageCombined:
-		certPEM, keyPEM = cur.files[t.CertPath].Data, cur.files[t.CertPath].Data
-	case StorageKubeconfig:
-		kc, err := clientcmd.Load(cur.files[t.CertPath].Data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", t.CertPath, err)
-		}
-		ai := kc.AuthInfos[t.User]
-		if ai == nil || len(ai.ClientCertificateData) == 0 || len(ai.ClientKeyData) == 0 {
-			return nil, fmt.Errorf("%s: user %q has no embedded client certificate and key", t.CertPath, t.User)
-		}
-		cur.kc = kc
-		certPEM, keyPEM = ai.ClientCertificateData, ai.ClientKeyData
-	default:
-		return nil, fmt.Errorf("unknown storage %q", t.Storage)
+	d, err := c.decode(t, data)
+	var pe *partError
+	switch {
+	case errors.As(err, &pe) && pe.key:
+		return nil, fmt.Errorf("current key: %w", pe.err)
+	case errors.As(err, &pe):
+		return nil, fmt.Errorf("current certificate %s: %w", t.CertPath, pe.err)
+	case err != nil:
+		return nil, err
 	}
-	b, err := pki.ParseBundle(certPEM)
-	if err != nil {
-		return nil, fmt.Errorf("current certificate %s: %w", t.CertPath, err)
-	}
-	cur.cert = b.Certs[0]
-	cur.keyFormat = pki.KeyPEMFormat(keyPEM)
-	if cur.key, err = pki.ParseKeyPEM(keyPEM); err != nil {
-		return nil, fmt.Errorf("current key: %w", err)
-	}
+	cur.decoded = d
 	return cur, nil
 }
 
-// render produces the new content of every file of t.
-func render(t Target, cur *current, cert *x509.Certificate, key crypto.Signer) (map[string][]byte, error) {
-	certPEM := pki.EncodeCertPEM(cert)
-	keyPEM, err := pki.EncodeKeyPEM(key, cur.keyFormat)
+// render produces the new files of t, in the order they are committed.
+func render(t Target, cur *current, certs []*x509.Certificate, key crypto.Signer) ([]newFile, error) {
+	c, err := codecOf(t.Storage)
 	if err != nil {
 		return nil, err
 	}
-	switch t.Storage {
-	case StoragePair:
-		return map[string][]byte{t.CertPath: certPEM, t.KeyPath: keyPEM}, nil
-	case StorageCombined:
-		return map[string][]byte{t.CertPath: append(certPEM, keyPEM...)}, nil
-	}
-	data, err := rewriteKubeconfig(cur.files[t.CertPath].Data, cur.kc, t.User, certPEM, keyPEM)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", t.CertPath, err)
-	}
-	return map[string][]byte{t.CertPath: data}, nil
-}
-
-// rewriteKubeconfig swaps one user's embedded certificate and key. It
-// replaces the two base64 values in the text, so that everything else in
-// the file (order, comments, other users, extensions) stays byte for byte;
-// only when the values cannot be found verbatim does it re-serialise the
-// whole file with clientcmd.
-func rewriteKubeconfig(data []byte, old *clientcmdapi.Config, user string, certPEM, keyPEM []byte) ([]byte, error) {
-	ai := old.AuthInfos[user]
-	oldCert := []byte(base64.StdEncoding.EncodeToString(ai.ClientCertificateData))
-	oldKey := []byte(base64.StdEncoding.EncodeToString(ai.ClientKeyData))
-	var out []byte
-	if bytes.Count(data, oldCert) == 1 && bytes.Count(data, oldKey) == 1 {
-		out = bytes.Replace(data, oldCert, []byte(base64.StdEncoding.EncodeToString(certPEM)), 1)
-		out = bytes.Replace(out, oldKey, []byte(base64.StdEncoding.EncodeToString(keyPEM)), 1)
-	} else {
-		cp := old.DeepCopy()
-		cp.AuthInfos[user].ClientCertificateData, cp.AuthInfos[user].ClientKeyData = certPEM, keyPEM
-		var err error
-		if out, err = clientcmd.Write(*cp); err != nil {
-			return nil, err
-		}
-	}
-	// Whatever way it was written, the result must load and differ from
-	// the old file in exactly that user's certificate and key.
-	got, err := clientcmd.Load(out)
-	if err != nil {
-		return nil, fmt.Errorf("rewritten kubeconfig does not load: %w", err)
-	}
-	want := old.DeepCopy()
-	want.AuthInfos[user].ClientCertificateData, want.AuthInfos[user].ClientKeyData = certPEM, keyPEM
-	if !reflect.DeepEqual(got, want) {
-		return nil, fmt.Errorf("rewritten kubeconfig differs in more than user %q's certificate", user)
-	}
-	return out, nil
+	return c.encode(t, cur, certs, key)
 }
 
 // verify checks a certificate and key as the transaction stages and reads
@@ -178,7 +123,11 @@ func verify(t Target, old, cert *x509.Certificate, bundled []*x509.Certificate, 
 		if t.Roots == nil {
 			return nil
 		}
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: t.Roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: now}); err != nil {
+		inter := x509.NewCertPool()
+		for _, c := range bundled {
+			inter.AddCert(c)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: t.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, CurrentTime: now}); err != nil {
 			return fmt.Errorf("%s: chain: %w", t.Name, err)
 		}
 		return nil
@@ -221,30 +170,13 @@ func sanBytes(c *x509.Certificate) []byte {
 // parseRendered reads back a staged or final file set of t: the
 // certificate, the certificates bundled after it, and the key.
 func parseRendered(t Target, files map[string][]byte) (*x509.Certificate, []*x509.Certificate, crypto.Signer, error) {
-	var certPEM, keyPEM []byte
-	switch t.Storage {
-	case StoragePair:
-		certPEM, keyPEM = files[t.CertPath], files[t.KeyPath]
-	case StorageCombined:
-		certPEM, keyPEM = files[t.CertPath], files[t.CertPath]
-	case StorageKubeconfig:
-		kc, err := clientcmd.Load(files[t.CertPath])
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		ai := kc.AuthInfos[t.User]
-		if ai == nil {
-			return nil, nil, nil, fmt.Errorf("user %q missing", t.User)
-		}
-		certPEM, keyPEM = ai.ClientCertificateData, ai.ClientKeyData
-	}
-	b, err := pki.ParseBundle(certPEM)
+	c, err := codecOf(t.Storage)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	key, err := pki.ParseKeyPEM(keyPEM)
+	d, err := c.decode(t, files)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return b.Certs[0], b.Certs[1:], key, nil
+	return d.cert, d.bundled, d.key, nil
 }

@@ -3,6 +3,7 @@ package rotate
 import (
 	"crypto"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -24,19 +25,10 @@ type prepared struct {
 	cur    *current
 	cert   *x509.Certificate
 	key    crypto.Signer
-	files  map[string][]byte
-	staged map[string]*pki.Pending
-	entry  int // index in the journal
+	files  []newFile      // in commit order
+	staged []*pki.Pending // by index in files
+	entry  int            // index in the journal
 	err    error
-}
-
-// modeFor: keys and anything holding a key end up 0600 whatever the old
-// mode was; certificates are 0644.
-func modeFor(t Target, p string) fs.FileMode {
-	if t.Storage == StoragePair && p == t.CertPath {
-		return 0o644
-	}
-	return 0o600
 }
 
 // transaction commits prepared renewals with a journal in dir.
@@ -67,9 +59,10 @@ func (tx *transaction) commit(ps []*prepared) error {
 	j := tx.j
 	for i, p := range ps {
 		e := journalEntry{Name: p.t.Name, Storage: p.t.Storage, User: p.t.User}
-		for _, fp := range p.t.Files() {
-			old := p.cur.files[fp]
-			e.Files = append(e.Files, journalFile{Path: fp, Backup: path.Join("files", fp), Mode: modeFor(p.t, fp), UID: old.UID, GID: old.GID})
+		for _, f := range p.files {
+			// A link's staged name is known now: recorded before it exists,
+			// a crash while staging cannot leave it unknown.
+			e.Files = append(e.Files, journalFile{Path: f.path, Staged: f.staged, Backup: path.Join("files", f.path), Mode: f.mode, UID: f.uid, GID: f.gid})
 		}
 		j.Entries = append(j.Entries, e)
 		p.entry = i
@@ -120,10 +113,15 @@ func (tx *transaction) commit(ps []*prepared) error {
 		if p.err != nil {
 			continue
 		}
-		for _, fp := range p.t.Files() {
-			pf := p.staged[fp]
+		for i, f := range p.files {
+			pf := p.staged[i]
+			// What a link points to was renamed before it: make that
+			// durable first, so the link never points at nothing.
+			if err := syncFirst(f, pf); err != nil && failed == nil {
+				failed = err
+			}
 			if err := pf.Commit(); err != nil && failed == nil {
-				failed = fmt.Errorf("rename %s: %w", fp, err)
+				failed = fmt.Errorf("rename %s: %w", f.path, err)
 			}
 			dirs[pf.Dir()] = pf
 			tx.step("renamed-one")
@@ -137,7 +135,9 @@ func (tx *transaction) commit(ps []*prepared) error {
 	}
 	for _, p := range ps {
 		for _, pf := range p.staged {
-			pf.Cleanup()
+			if pf != nil {
+				pf.Cleanup()
+			}
 		}
 	}
 	tx.step("synced")
@@ -170,26 +170,38 @@ func (tx *transaction) commit(ps []*prepared) error {
 	return j.save(stateDone)
 }
 
+// syncFirst syncs the directory of a link before it is renamed into
+// place.
+func syncFirst(f newFile, pf *pki.Pending) error {
+	if !f.link {
+		return nil
+	}
+	if err := pf.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", pf.Dir(), err)
+	}
+	return nil
+}
+
 func (tx *transaction) stageOne(p *prepared) error {
-	p.staged = map[string]*pki.Pending{}
+	p.staged = make([]*pki.Pending, len(p.files))
 	e := &tx.j.Entries[p.entry]
-	for i, fp := range p.t.Files() {
-		f := e.Files[i]
-		pf, err := tx.root.Stage(fp, p.files[fp], f.Mode, f.UID, f.GID)
+	for i, f := range p.files {
+		var pf *pki.Pending
+		var err error
+		if f.link {
+			pf, err = tx.root.StageLink(f.path, path.Base(f.staged), string(f.data))
+		} else {
+			pf, err = tx.root.Stage(f.path, f.data, f.mode, f.uid, f.gid)
+		}
 		if err != nil {
 			return err
 		}
-		p.staged[fp] = pf
+		p.staged[i] = pf
 		e.Files[i].Staged = pf.Name()
 	}
-	// Verify the staged bytes as they are on disk.
-	onDisk := map[string][]byte{}
-	for fp, pf := range p.staged {
-		f, err := tx.root.ReadFile(pf.Name())
-		if err != nil {
-			return fmt.Errorf("read back %s: %w", pf.Name(), err)
-		}
-		onDisk[fp] = f.Data
+	onDisk, err := tx.readStaged(p)
+	if err != nil {
+		return err
 	}
 	cert, bundled, key, err := parseRendered(p.t, onDisk)
 	if err != nil {
@@ -198,35 +210,89 @@ func (tx *transaction) stageOne(p *prepared) error {
 	return verify(p.t, p.cur.cert, cert, bundled, key, tx.now)
 }
 
+// readStaged reads the staged files of p as they are on disk, by final
+// path. A staged link must hold its target and point at a file of the
+// same renewal; it reads as that file.
+func (tx *transaction) readStaged(p *prepared) (map[string][]byte, error) {
+	onDisk := map[string][]byte{}
+	for i, f := range p.files {
+		pf := p.staged[i]
+		if f.link {
+			continue
+		}
+		data, err := tx.root.ReadFile(pf.Name())
+		if err != nil {
+			return nil, fmt.Errorf("read back %s: %w", pf.Name(), err)
+		}
+		onDisk[f.path] = data.Data
+	}
+	for i, f := range p.files {
+		if !f.link {
+			continue
+		}
+		target, isLink, err := readLink(tx.root, p.staged[i].Name())
+		data, ok := onDisk[target]
+		if err != nil || !isLink || target != string(f.data) || !ok {
+			return nil, fmt.Errorf("read back %s: not a link to a file of this renewal (%q, %v)", p.staged[i].Name(), target, err)
+		}
+		onDisk[f.path] = data
+	}
+	return onDisk, nil
+}
+
 func (tx *transaction) backup(p *prepared) error {
-	e := tx.j.Entries[p.entry]
-	for _, f := range e.Files {
-		old := p.cur.files[f.Path]
+	e := &tx.j.Entries[p.entry]
+	for i, f := range e.Files {
 		dst := path.Join(tx.j.dir, f.Backup)
 		d, err := tx.root.MkdirAll(path.Dir(dst), 0o700)
 		if err != nil {
 			return fmt.Errorf("backup %s: %w", f.Path, err)
 		}
-		err = d.WriteFile(path.Base(dst), old.Data, 0o600, os.Geteuid(), os.Getegid())
+		absent, err := tx.backupOne(d, path.Base(dst), p.cur.files[f.Path], p.files[i])
 		d.Close()
 		if err != nil {
 			return fmt.Errorf("backup %s: %w", f.Path, err)
+		}
+		if absent {
+			e.Files[i].Backup = "" // nothing to restore: Repair removes it
 		}
 	}
 	return nil
 }
 
+// backupOne copies what a new file replaces into the backup directory d
+// as name: the current file as read (old), or, for a link and a file
+// that was not read, whatever is at its path now: a link as a link, a
+// file by its contents. It reports when nothing is there.
+func (tx *transaction) backupOne(d *pki.Dir, name string, old *pki.File, f newFile) (absent bool, err error) {
+	if old == nil || f.link {
+		target, isLink, err := readLink(tx.root, f.path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return true, nil
+		case err != nil:
+			return false, err
+		case isLink:
+			return false, d.Symlink(target, name)
+		}
+		if old, err = tx.root.ReadFile(f.path); err != nil {
+			return false, err
+		}
+	}
+	return false, d.WriteFile(name, old.Data, 0o600, os.Geteuid(), os.Getegid())
+}
+
 func (tx *transaction) reverify(p *prepared) error {
 	files := map[string][]byte{}
-	for _, fp := range p.t.Files() {
-		f, err := tx.root.ReadFile(fp)
+	for _, f := range p.files {
+		got, err := tx.root.ReadFile(f.path)
 		if err != nil {
-			return fmt.Errorf("read back %s: %w", fp, err)
+			return fmt.Errorf("read back %s: %w", f.path, err)
 		}
-		if want := modeFor(p.t, fp); f.Mode != want {
-			return fmt.Errorf("%s: mode %04o, want %04o", fp, f.Mode, want)
+		if got.Mode != f.mode {
+			return fmt.Errorf("%s: mode %04o, want %04o", f.path, got.Mode, f.mode)
 		}
-		files[fp] = f.Data
+		files[f.path] = got.Data
 	}
 	cert, bundled, key, err := parseRendered(p.t, files)
 	if err != nil {
@@ -241,7 +307,9 @@ func (tx *transaction) reverify(p *prepared) error {
 // drop takes a target out of the transaction before anything was renamed.
 func (tx *transaction) drop(p *prepared) {
 	for _, pf := range p.staged {
-		pf.Cleanup()
+		if pf != nil {
+			pf.Cleanup()
+		}
 	}
 	tx.j.Entries[p.entry].Dropped = true
 }

@@ -91,8 +91,6 @@ type found struct {
 	groups []string
 	// extra: found through a configured path, not a well-known location.
 	extra bool
-	// keyPath is where the private key lives ("" when none was found).
-	keyPath string
 }
 
 // result is what reading one candidate produced.

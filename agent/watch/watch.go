@@ -32,6 +32,7 @@ type Watcher struct {
 	want    []string        // host directories asked for
 	watched map[string]bool // host directories with a watch
 	errs    []string        // recent watch errors, newest last
+	last    time.Time       // when the latest event was received
 	done    chan struct{}
 
 	// observed, when set (tests only), is called from the loop after each
@@ -71,6 +72,14 @@ func (w *Watcher) Set(dirs []string) {
 	defer w.mu.Unlock()
 	w.want = append([]string(nil), dirs...)
 	w.syncLocked()
+}
+
+// LastEvent is when the latest file event was received (zero: none yet).
+// A scan that began after it saw every change signalled so far.
+func (w *Watcher) LastEvent() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
 }
 
 // Errors returns the most recent watch errors.
@@ -158,14 +167,15 @@ func (w *Watcher) loop() {
 			}
 			// A directory appeared or went away: watches may have to move
 			// (down into a new directory, up from a removed one).
+			w.mu.Lock()
+			w.last = w.clock.Now()
 			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-				w.mu.Lock()
 				if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
 					delete(w.watched, ev.Name)
 				}
 				w.syncLocked()
-				w.mu.Unlock()
 			}
+			w.mu.Unlock()
 			if timer == nil {
 				timer = w.clock.NewTimer(w.debounce)
 				fire = timer.C()

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"io"
 	"os"
@@ -15,10 +16,11 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/client"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/rotate/pki"
-	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
 func newDemoCommand() *cobra.Command {
@@ -42,7 +44,7 @@ func newDemoCommand() *cobra.Command {
 				}
 			}
 			now := time.Now()
-			node, err := writeSandbox(dir, now)
+			ca, err := writeSandbox(dir, now)
 			if err != nil {
 				return err
 			}
@@ -62,7 +64,7 @@ func newDemoCommand() *cobra.Command {
 			}
 			fmt.Fprintf(out, "\n(check exits %d here: 2 means something is expired or broken.)\n", rep.ExitCode())
 			if !checkOnly {
-				if err := demoAgent(cmd.Context(), out, root, node, lifetime); err != nil {
+				if err := demoAgent(cmd.Context(), out, root, ca, lifetime); err != nil {
 					return err
 				}
 			}
@@ -83,33 +85,30 @@ func newDemoCommand() *cobra.Command {
 // writeSandbox writes the demo's node PKI: a kubeadm control-plane layout
 // with a kubelet store, some certificates near expiry, one expired and one
 // broken file.
-func writeSandbox(dir string, now time.Time) (*pkitest.Node, error) {
-	n, err := pkitest.Layout{
-		Now: now,
-		NotAfter: map[string]time.Time{
-			"apiserver":          now.Add(20 * 24 * time.Hour),
-			"front-proxy-client": now.Add(-24 * time.Hour),
-			"admin.conf":         now.Add(60 * 24 * time.Hour),
-		},
-	}.Write(dir)
+func writeSandbox(dir string, now time.Time) (*sandboxCA, error) {
+	ca, err := (&sandbox{dir: dir, now: now, notAfter: map[string]time.Time{
+		"apiserver":          now.Add(20 * 24 * time.Hour),
+		"front-proxy-client": now.Add(-24 * time.Hour),
+		"admin.conf":         now.Add(60 * 24 * time.Hour),
+	}}).write()
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	broken := filepath.Join(dir, "etc/kubernetes/pki/custom-webhook.crt")
-	return n, os.WriteFile(broken, []byte("-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3\n"), 0o644)
+	return ca, os.WriteFile(broken, []byte("-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3\n"), 0o644)
 }
 
 // demoAgent runs the agent in-process on the sandbox and shows it at work:
 // due certificates renewed at start, a manual change noticed at once, and
 // a short-lived certificate renewed at its jittered point.
-func demoAgent(ctx context.Context, out io.Writer, root *pki.Root, node *pkitest.Node, lifetime time.Duration) error {
+func demoAgent(ctx context.Context, out io.Writer, root *pki.Root, ca *sandboxCA, lifetime time.Duration) error {
 	dir := root.Dir()
 	fmt.Fprintf(out, "\n$ certagent run --root %s --no-restart   (in the background)\n\n", dir)
 	log := logrus.New()
 	log.SetOutput(out)
 	log.SetFormatter(&demoFormatter{})
 	cfgText := "apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\npaths: [/opt/webhook]\nrenewal: {localCAPaths: [/opt/webhook/*.crt]}\nagent: {noRestart: true, resyncInterval: 5s}\n"
-	a, err := agent.New(agent.Options{
+	a, err := agent.New(agent.Options{ // --no-restart, no cluster: no restarter, reporter or CSR renewer
 		Root: root, LoadConfig: func() (*config.Config, error) { return config.Parse([]byte(cfgText)) },
 		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent/certagent.sock"),
 		Clock: clock.RealClock{}, Log: log, Version: version,
@@ -119,15 +118,15 @@ func demoAgent(ctx context.Context, out io.Writer, root *pki.Root, node *pkitest
 	}
 	// A webhook certificate that lives only seconds: the agent schedules
 	// it at 70-90 % of that and renews it while you watch.
-	if err := writeWebhook(dir, node.CA, lifetime); err != nil {
+	if err := writeWebhook(dir, ca, lifetime); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	c := agent.NewClient(filepath.Join(dir, "run/certagent/certagent.sock"))
-	var s *agent.Status
+	c := client.New(filepath.Join(dir, "run/certagent/certagent.sock"))
+	var s *api.Status
 	for i := 0; i < 100 && s == nil; i++ {
 		time.Sleep(50 * time.Millisecond)
 		s, _ = c.Status(ctx)
@@ -167,24 +166,17 @@ func demoAgent(ctx context.Context, out io.Writer, root *pki.Root, node *pkitest
 	return fmt.Errorf("demo: the webhook certificate was not renewed in time")
 }
 
-func writeWebhook(dir string, ca *pkitest.CA, lifetime time.Duration) error {
+func writeWebhook(dir string, ca *sandboxCA, lifetime time.Duration) error {
 	now := time.Now()
-	c, k, err := ca.Issue(pkitest.Spec{CommonName: "webhook.kube-system.svc", DNSNames: []string{"webhook.kube-system.svc"},
+	s := &sandbox{dir: dir, now: now}
+	c, k := s.issue(ca, x509.Certificate{Subject: pkix.Name{CommonName: "webhook.kube-system.svc"}, DNSNames: []string{"webhook.kube-system.svc"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: now, NotAfter: now.Add(lifetime)})
-	if err != nil {
-		return err
-	}
-	d := filepath.Join(dir, "opt/webhook")
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(d, "webhook.key"), pkitest.KeyPEM(k), 0o600); err != nil {
-		return err
-	}
-	return os.WriteFile(filepath.Join(d, "webhook.crt"), pkitest.CertPEM(c), 0o644)
+	s.file("opt/webhook/webhook.key", keyPEM(k), 0o600)
+	s.file("opt/webhook/webhook.crt", certPEM(c), 0o644)
+	return s.err
 }
 
-func serialOf(s *agent.Status, name string) string {
+func serialOf(s *api.Status, name string) string {
 	for _, c := range s.Certificates {
 		if c.Name == name {
 			return c.Serial

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/restart"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
@@ -55,8 +55,8 @@ func TestRenewNextSteps(t *testing.T) {
 			cfg := filepath.Join(t.TempDir(), "config.yaml")
 			os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {kubeletHealthz: "+healthz.URL+", timeout: 5s}\n"), 0o600)
 			units := &fakeUnits{}
-			defer func(old func() agent.Units) { newUnits = old }(newUnits)
-			newUnits = func() agent.Units { return units }
+			defer func(old func() restart.Units) { newUnits = old }(newUnits)
+			newUnits = func() restart.Units { return units }
 			out, code := execute(t, append([]string{"renew", "--root", dir, "--config", cfg}, tc.args...)...)
 			if code != 0 {
 				t.Fatalf("exit %d:\n%s", code, out)

@@ -6,18 +6,21 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"k8s.io/utils/clock"
 
-	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/client"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/csrrenew"
+	"github.com/certagent/certagent/agent/kubeclient"
 	"github.com/certagent/certagent/agent/plan"
+	"github.com/certagent/certagent/agent/renewal"
+	"github.com/certagent/certagent/agent/restart"
 	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/systemd"
@@ -48,7 +51,7 @@ var csrTimeoutBounds = config.Bounds{Max: 24 * time.Hour}
 var progressEvery = 15 * time.Second
 
 // newUnits restarts systemd units for --restart (a fake in tests).
-var newUnits = func() agent.Units { return systemd.Units{} }
+var newUnits = func() restart.Units { return systemd.Units{} }
 
 func newRenewCommand(g *globalFlags) *cobra.Command {
 	f := &renewFlags{}
@@ -94,12 +97,12 @@ Exit codes: 0 every requested renewal succeeded (or nothing was due);
 }
 
 func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, sel plan.Selection, f *renewFlags) error {
-	req := agent.RenewRequest{Names: sel.Names, All: sel.All, Force: sel.Force, DryRun: f.dryRun, TimeoutSeconds: int64(f.timeout / time.Second)}
+	req := api.RenewRequest{Names: sel.Names, All: sel.All, Force: sel.Force, DryRun: f.dryRun, TimeoutSeconds: int64(f.timeout / time.Second)}
 	if f.timeout > 0 && req.TimeoutSeconds == 0 {
 		req.TimeoutSeconds = 1
 	}
 	// With an agent running, it does the renewal, so the two never race.
-	if c := agent.NewClient(root.HostPath(cfg.Agent.Socket)); c.Reachable() {
+	if c := client.New(root.HostPath(cfg.Agent.Socket)); c.Reachable() {
 		fmt.Fprintln(errOut, "certagent: the running certagent daemon renews; it restarts what uses the renewed certificates (unless agent.noRestart)")
 		// The daemon's lock wait, then the longest CSR wait, then some.
 		wait := f.timeout
@@ -121,14 +124,15 @@ func runRenew(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *c
 		}
 		return exitIf(o.Failed)
 	}
-	o, err := agent.RenewOnce(ctx, root, cfg, req, agent.RenewOptions{
+	o, err := renewal.RenewOnce(ctx, root, cfg, req, renewal.RenewOptions{
 		LockTimeout: f.lockTimeout,
 		LockWait: func(what string) {
 			fmt.Fprintf(errOut, "certagent: waiting up to %s for %s\n", f.lockTimeout, what)
 		},
 		CSRTimeout: f.timeout,
 		CSRWaiting: func(name, csr string) func() { return progress(errOut, name, csr) },
-		Hooks:      testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
+		Hooks:      testHooks(),
+		CSR:        csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root), Hooks: testHooks()},
 	})
 	if err != nil {
 		return renewError(err)
@@ -171,17 +175,17 @@ func progress(w io.Writer, name, csr string) func() {
 // anyone will restart it; with restart, it restarts them now with the
 // daemon's Restarter (health and served-certificate checks, rollback).
 // It returns false when a restart failed.
-func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, renewed []agent.Renewed, restart bool) bool {
+func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, renewed []restart.Renewed, restartNow bool) bool {
 	var names []string
 	for _, r := range renewed {
 		names = append(names, r.Cert.Name)
 	}
-	reloads := agent.Reloads(root, cfg, names)
+	reloads := restart.Reloads(root, cfg, names)
 	if len(reloads) == 0 {
 		fmt.Fprintln(out, "next: nothing certagent knows of must restart to load them; restart what reads them (restart.units names such services)")
 		return true
 	}
-	if !restart {
+	if !restartNow {
 		for _, rl := range reloads {
 			switch {
 			case rl.Unit != "":
@@ -198,20 +202,16 @@ func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *
 	}
 	log := logrus.New()
 	log.SetOutput(errOut)
-	r := &agent.Restarter{Root: root, Units: newUnits(), Clock: clock.RealClock{}, Log: log, Config: func() *config.Config { return cfg }}
-	current := map[string]string{}
-	for _, rn := range renewed {
-		current[rn.Cert.Name] = rn.NewSerial
-	}
-	rolledBack := r.Restart(ctx, renewed, current)
-	for _, cs := range r.Results() {
+	r := &restart.Restarter{Root: root, Units: newUnits(), Clock: clock.RealClock{}, Log: log}
+	rolledBack := r.Restart(ctx, cfg, renewed, nil)
+	for _, cs := range r.Results(cfg) {
 		fmt.Fprintf(out, "%-9s %-26s %s\n", "restarted", cs.Name, cs.LastResult)
 	}
 	for name, err := range rolledBack {
 		fmt.Fprintf(out, "%-9s %-26s %v\n", "failed", name, err)
 	}
 	ok := len(rolledBack) == 0
-	for _, cs := range r.Results() {
+	for _, cs := range r.Results(cfg) {
 		ok = ok && cs.LastResult == "ok"
 	}
 	return ok
@@ -221,8 +221,8 @@ func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *
 // a lock that stayed taken (here or in the daemon, which answers 409 with
 // the same message) has its own.
 func renewError(err error) error {
-	var api *agent.APIError
-	if errors.Is(err, rotate.ErrLocked) || (errors.As(err, &api) && api.Code == http.StatusConflict && strings.Contains(api.Msg, rotate.ErrLocked.Error())) {
+	var apiErr *client.APIError
+	if errors.Is(err, rotate.ErrLocked) || (errors.As(err, &apiErr) && apiErr.Code == http.StatusConflict && strings.Contains(apiErr.Msg, rotate.ErrLocked.Error())) {
 		return &exitError{code: ExitLockTimeout, err: err}
 	}
 	return &exitError{code: ExitUsage, err: err}
@@ -233,19 +233,4 @@ func exitIf(failed bool) error {
 		return &exitError{code: ExitRenewFailed}
 	}
 	return nil
-}
-
-// testHooks kill the process (CERTAGENT_TEST_CRASH_AT=<step>) or hold it
-// for two seconds (CERTAGENT_TEST_PAUSE_AT=<step>) at a transaction step,
-// for the crash and locking tests. Unset, they do nothing.
-type testHooks struct{ crash, pause string }
-
-func (h testHooks) Step(name string) {
-	if h.pause == name {
-		time.Sleep(2 * time.Second)
-	}
-	if h.crash == name {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
-	}
 }

@@ -16,7 +16,13 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/client"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/csrrenew"
+	"github.com/certagent/certagent/agent/kubeclient"
+	"github.com/certagent/certagent/agent/metrics"
+	"github.com/certagent/certagent/agent/report"
+	"github.com/certagent/certagent/agent/restart"
 	"github.com/certagent/certagent/systemd"
 )
 
@@ -107,28 +113,31 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 	if f.metricsSet {
 		metricsAddr = f.metricsAddress
 	}
-	var metrics *agent.Metrics
+	opts := agent.Options{
+		Root: root, LoadConfig: load, StateDir: stateDir, Socket: socket,
+		Clock: clock.RealClock{}, Log: log, Notifier: testNotifier(systemd.Notifier{}), Version: version,
+		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
+		Restarter: &restart.Restarter{Root: root, Units: systemd.Units{}, Clock: clock.RealClock{}, Log: log},
+		CSR:       csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root), Hooks: testHooks()},
+		Hooks:     testHooks(),
+	}
 	if metricsAddr != "" {
-		metrics = agent.NewMetrics()
+		m := metrics.New()
+		m.SetVersion(version)
+		opts.Metrics = m
 		// Renewals matter more than metrics: a taken port is logged, not fatal.
-		if srv, err := agent.ServeMetrics(metricsAddr, metrics); err != nil {
+		if srv, err := metrics.Serve(metricsAddr, m); err != nil {
 			log.WithField("REASON", err.Error()).Error("cannot serve metrics")
 		} else {
 			defer srv.Close()
 		}
 	}
-	var reporter *agent.Reporter
 	if cfg.Agent.ReportToCluster == nil || *cfg.Agent.ReportToCluster {
-		reporter = agent.NewReporter(root, cfg.Kubelet.Kubeconfig, log)
+		r := report.New(kubeclient.ForReport(root, cfg.Kubelet.Kubeconfig), cfg.Kubelet.Kubeconfig, log)
+		opts.Reporter = r
+		go r.Run(ctx)
 	}
-	a, err := agent.New(agent.Options{
-		Metrics: metrics, Reporter: reporter,
-		Root: root, LoadConfig: load, StateDir: stateDir, Socket: socket,
-		Clock: clock.RealClock{}, Log: log, Notifier: systemd.Notifier{}, Version: version,
-		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
-		Restarter: &agent.Restarter{Root: root, Units: systemd.Units{}},
-		Hooks:     testHooks{crash: os.Getenv("CERTAGENT_TEST_CRASH_AT"), pause: os.Getenv("CERTAGENT_TEST_PAUSE_AT")},
-	})
+	a, err := agent.New(opts)
 	if err != nil {
 		return &exitError{code: ExitUsage, err: err}
 	}
@@ -177,7 +186,7 @@ func newStatusCommand(g *globalFlags) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			s, err := agent.NewClient(socket).Status(ctx)
+			s, err := client.New(socket).Status(ctx)
 			if err != nil {
 				return &exitError{code: ExitUnreachable, err: err}
 			}

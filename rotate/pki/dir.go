@@ -260,11 +260,10 @@ func (d *Dir) Stage(name string, data []byte, mode fs.FileMode, uid, gid int) (*
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	var rnd [8]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
+	tmp, err := tempName(name)
+	if err != nil {
 		return nil, err
 	}
-	tmp := "." + name + TempPrefix + hex.EncodeToString(rnd[:])
 	f, err := d.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: %w", d.node(name), err)
@@ -293,6 +292,15 @@ func (d *Dir) Stage(name string, data []byte, mode fs.FileMode, uid, gid int) (*
 		return fail(err)
 	}
 	return p, nil
+}
+
+// tempName is a new temporary name for a file staged beside name.
+func tempName(name string) (string, error) {
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", err
+	}
+	return "." + name + TempPrefix + hex.EncodeToString(rnd[:]), nil
 }
 
 // Name returns the node path of the staged (temporary) file.
@@ -336,11 +344,17 @@ func (p *Pending) Cleanup() {
 // Cleanup, so the later rename lands in the same directory whatever
 // happens to the path meanwhile.
 func (r *Root) Stage(nodePath string, data []byte, mode fs.FileMode, uid, gid int) (*Pending, error) {
+	return r.stageIn(nodePath, func(d *Dir, name string) (*Pending, error) { return d.Stage(name, data, mode, uid, gid) })
+}
+
+// stageIn opens the directory of nodePath and stages there with stage;
+// the Pending owns the directory.
+func (r *Root) stageIn(nodePath string, stage func(d *Dir, name string) (*Pending, error)) (*Pending, error) {
 	d, name, err := r.OpenParent(nodePath)
 	if err != nil {
 		return nil, fmt.Errorf("stage %s: %w", nodePath, err)
 	}
-	p, err := d.Stage(name, data, mode, uid, gid)
+	p, err := stage(d, name)
 	if err != nil {
 		d.Close()
 		return nil, err

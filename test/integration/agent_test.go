@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/certagent/certagent/agent"
+	"github.com/certagent/certagent/agent/client"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
@@ -136,7 +136,7 @@ func TestDaemonLifecycle(t *testing.T) {
 		t.Errorf("renew request not audit-logged:\n%s", d.log())
 	}
 	// A rescan through the client: accepted, and a pass follows.
-	if err := agent.NewClient(d.socket).Rescan(context.Background()); err != nil {
+	if err := client.New(d.socket).Rescan(context.Background()); err != nil {
 		t.Fatalf("rescan: %v", err)
 	}
 	deadline := time.Now().Add(10 * time.Second)

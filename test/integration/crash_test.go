@@ -43,26 +43,42 @@ func TestCrashAtEveryStep(t *testing.T) {
 		t.Run(step, func(t *testing.T) {
 			root := t.TempDir()
 			copyTree(t, orig, root)
-			cmd := exec.Command(certagentBin, "renew", "--root", root, "--all", "--force")
-			cmd.Env = append(os.Environ(), "CERTAGENT_TEST_CRASH_AT="+step)
-			err := cmd.Run()
-			if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("renew was not killed at %s: %v", step, err)
-			}
-			chk := run(t, certagentBin, "renew", "--root", root, "--all", "--dry-run")
-			if !strings.Contains(chk.stdout, "interrupted transaction") {
-				t.Errorf("dry-run does not report the interrupted transaction:\n%s", chk.stdout)
-			}
-			out := repairAndCheck(t, root)
-			want := map[string]string{"staged": "discarded staged files", "backed-up": "discarded staged files"}[step]
-			if want == "" {
-				want = "rolled forward"
-			}
-			if !strings.Contains(out, "repaired") || !strings.Contains(out, want) {
-				t.Errorf("repair after %s: want %q in\n%s", step, want, out)
-			}
+			crashAt(t, step, "renew", "--root", root, "--all", "--force")
+			repairAfterCrash(t, root, step)
 		})
 	}
+}
+
+// crashAt runs certagent with args, killed (SIGKILL, from the inside) at
+// a step of its transaction.
+func crashAt(t *testing.T, step string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(certagentBin, args...)
+	cmd.Env = append(os.Environ(), "CERTAGENT_TEST_CRASH_AT="+step)
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("renew was not killed at %s: %v\n%s", step, err, out)
+	}
+}
+
+// repairAfterCrash checks that a dry run reports the transaction a crash
+// at step left, and that the next renew repairs it as that step calls
+// for (see repairAndCheck). It reports whether it rolled forward.
+func repairAfterCrash(t *testing.T, root, step string) bool {
+	t.Helper()
+	chk := run(t, certagentBin, "renew", "--root", root, "--all", "--dry-run")
+	if !strings.Contains(chk.stdout, "interrupted transaction") {
+		t.Errorf("dry-run does not report the interrupted transaction:\n%s", chk.stdout)
+	}
+	out := repairAndCheck(t, root)
+	want := map[string]string{"staged": "discarded staged files", "backed-up": "discarded staged files"}[step]
+	if want == "" {
+		want = "rolled forward"
+	}
+	if !strings.Contains(out, "repaired") || !strings.Contains(out, want) {
+		t.Errorf("repair after %s: want %q in\n%s", step, want, out)
+	}
+	return want == "rolled forward"
 }
 
 // TestKillAtRandomMoments SIGKILLs real renewals at random times, 120

@@ -3,13 +3,14 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"k8s.io/client-go/tools/clientcmd"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 const kubeadmConfig = `apiVersion: kubeadm.k8s.io/v1beta4

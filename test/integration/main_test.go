@@ -41,7 +41,7 @@ func runMain(m *testing.M) int {
 		}
 		defer os.RemoveAll(dir)
 		certagentBin = filepath.Join(dir, "certagent")
-		out, err := exec.Command("go", "build", "-o", certagentBin, "github.com/certagent/certagent/cmd/certagent").CombinedOutput()
+		out, err := exec.Command("go", "build", "-tags", "certagent_testhooks", "-o", certagentBin, "github.com/certagent/certagent/cmd/certagent").CombinedOutput()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "build certagent: %v\n%s", err, out)
 			return 1

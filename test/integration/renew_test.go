@@ -20,8 +20,6 @@ import (
 var kubeadmLeaves = []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client",
 	"etcd/server", "etcd/peer", "etcd/healthcheck-client"}
 
-var kubeadmKubeconfigs = []string{"admin.conf", "super-admin.conf", "controller-manager.conf", "scheduler.conf"}
-
 func copyTree(t testing.TB, src, dst string) {
 	t.Helper()
 	if out, err := exec.Command("cp", "-a", src+"/.", dst).CombinedOutput(); err != nil {

@@ -1,0 +1,48 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStatusBeforeFirstScan: a status published before the first scan
+// finished (the first pass renews something) says so, in the table and in
+// the JSON, instead of a scan in year 1 ("292y ago").
+func TestStatusBeforeFirstScan(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name      string
+		lastScan  *time.Time
+		wantTable string
+		wantJSON  bool
+	}{
+		{name: "no scan yet", wantTable: "no scan finished yet"},
+		{name: "scanned", lastScan: ptr(now.Add(-90 * time.Second)), wantTable: "ago (start, ", wantJSON: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &Status{Daemon: Health{StartedAt: now.Add(-time.Minute), LastScan: tc.lastScan, LastScanReason: "start"}}
+			var b bytes.Buffer
+			if err := s.WriteTable(&b, now); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(b.String(), tc.wantTable) || strings.Contains(b.String(), "292y") {
+				t.Errorf("table:\n%s\nwant %q", b.String(), tc.wantTable)
+			}
+			data, _ := json.Marshal(s)
+			var doc struct {
+				Daemon map[string]any `json:"daemon"`
+			}
+			json.Unmarshal(data, &doc)
+			if _, has := doc.Daemon["lastScan"]; has != tc.wantJSON || strings.Contains(fmt.Sprint(doc.Daemon), "0001-01-01") {
+				t.Errorf("JSON lastScan present %v, want %v: %s", has, tc.wantJSON, data)
+			}
+		})
+	}
+}
+
+func ptr(t time.Time) *time.Time { return &t }

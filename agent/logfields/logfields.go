@@ -1,0 +1,47 @@
+// Package logfields holds the journal MESSAGE_IDs of certagent's events
+// and the fields every certificate event carries (README, Logging).
+package logfields
+
+import (
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/certagent/certagent/agent/inventory"
+)
+
+// MESSAGE_IDs of the journal events, fixed so that
+// `journalctl MESSAGE_ID=<id>` finds every event of a kind.
+const (
+	MsgRenewalScheduled = "85f30c921ec54ed0955e52a9b60a5473"
+	MsgRenewed          = "5bb61177dc074362822c1a458b6a50ca"
+	MsgRenewalFailed    = "a59553fb20784acaa5a2f5736483e4d1"
+	MsgExpired          = "64349d2ba4cc4f5e8fb0a1bac60f3435"
+	MsgRestartDone      = "271eedc13f474c33becd23a12b4f4e1d"
+	MsgRestartFailed    = "b85542c31bc4436f876171be7e4a0b3c"
+	MsgChangedOnDisk    = "c374caa827ac4d1b938983710563c161"
+	MsgCSRPending       = "683b4d79cee84e7088889439925c8984"
+	MsgSteppedIn        = "d6e5af9d6a0445feb533eb3e063d76a5"
+	MsgStale            = "832b505158f0444da9abca70171bf44d"
+	MsgRepaired         = "0f2e7c7b9d8a4c1f9a55e1d3c6b2a4e7"
+	MsgLeftAlone        = "9b1d44c2e6f34a7d8c0e5f21a3b7d6c8"
+)
+
+// Cert returns the journal fields of a certificate event. Nothing here
+// is key material.
+func Cert(msgID string, c *inventory.Certificate, method, reason string) logrus.Fields {
+	f := logrus.Fields{
+		"MESSAGE_ID": msgID,
+		"CERT_NAME":  c.Name,
+		"CERT_PATH":  c.Path,
+		"SERIAL":     c.Serial,
+		"NOT_AFTER":  c.NotAfter.UTC().Format(time.RFC3339),
+	}
+	if method != "" {
+		f["METHOD"] = method
+	}
+	if reason != "" {
+		f["REASON"] = reason
+	}
+	return f
+}

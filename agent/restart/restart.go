@@ -1,0 +1,364 @@
+// Package restart reloads what uses a renewed certificate (systemd units
+// over D-Bus, static pods by moving their manifest) and proves, with TLS
+// probes, that the new certificate is served; a component that does not
+// come up with it gets the old one back.
+package restart
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/logfields"
+	"github.com/certagent/certagent/rotate/pki"
+	"github.com/certagent/certagent/systemd"
+)
+
+// Renewed is a certificate that was just renewed, with a way back.
+type Renewed struct {
+	Cert      *inventory.Certificate // as it was before the renewal
+	NewSerial string
+	// Rollback puts the old files back.
+	Rollback func() error
+}
+
+// Units restarts systemd units (systemd.Units over D-Bus in production).
+type Units interface {
+	Restart(ctx context.Context, unit string) error
+}
+
+// served is a TLS endpoint that should present a certificate on disk.
+// Client, when set, names a client key pair below the PKI directory
+// (without .crt/.key) that the probe presents, for endpoints that require
+// client certificates (etcd).
+type served struct {
+	Address, Cert, Client string
+}
+
+// component is something that must reload renewed certificates.
+type component struct {
+	Name     string
+	Unit     string // a systemd unit, or
+	Manifest string // a static pod manifest file name
+	Healthz  string
+	Served   []served
+	Certs    []string
+}
+
+// components lists, in restart order (etcd before kube-apiserver), what
+// uses which certificate.
+func components(cfg *config.Config) []component {
+	ep := cfg.Restart.Endpoints
+	out := []component{
+		{Name: "etcd", Manifest: "etcd.yaml", Certs: []string{"etcd-server", "etcd-peer", "etcd-healthcheck-client"},
+			Served: []served{{ep["etcd"], "etcd-server", etcdProbeClient}, {ep["etcd-peer"], "etcd-peer", etcdProbeClient}}},
+		{Name: "kube-apiserver", Manifest: "kube-apiserver.yaml", Certs: []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"},
+			Served: []served{{ep["kube-apiserver"], "apiserver", ""}}},
+		{Name: "kube-controller-manager", Manifest: "kube-controller-manager.yaml", Certs: []string{"controller-manager.conf"},
+			Healthz: "https://" + ep["kube-controller-manager"] + "/healthz"},
+		{Name: "kube-scheduler", Manifest: "kube-scheduler.yaml", Certs: []string{"scheduler.conf"},
+			Healthz: "https://" + ep["kube-scheduler"] + "/healthz"},
+		{Name: "kubelet", Unit: cfg.Restart.KubeletUnit, Healthz: cfg.Restart.KubeletHealthz,
+			Certs:  []string{"kubelet.conf", "kubelet-client-current", "kubelet-serving", "kubelet.crt"},
+			Served: []served{{ep["kubelet"], "kubelet-serving", ""}}},
+	}
+	for _, u := range cfg.Restart.Units {
+		c := component{Name: u.Unit, Unit: u.Unit, Healthz: u.Healthz, Certs: u.Certificates}
+		if u.Address != "" {
+			c.Served = []served{{u.Address, u.Certificates[0], ""}}
+		}
+		// One unit restarts once: merge with a component of the same unit.
+		merged := false
+		for i := range out {
+			if out[i].Unit == u.Unit {
+				out[i].Certs = append(out[i].Certs, c.Certs...)
+				out[i].Served = append(out[i].Served, c.Served...)
+				if c.Healthz != "" {
+					out[i].Healthz = c.Healthz
+				}
+				merged = true
+			}
+		}
+		if !merged {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Restarter restarts components after renewals, one at a time for the
+// whole node, and proves the new certificate is served; when it is not,
+// it rolls the certificate back and restarts again.
+type Restarter struct {
+	Root  *pki.Root
+	Units Units
+	Clock clock.Clock
+	Log   *logrus.Logger
+
+	mu     sync.Mutex // serialises restarts; guards status
+	status map[string]*api.ComponentStatus
+}
+
+// Restart reloads every component that uses a renewed certificate:
+// batched (one restart per component), in order, each confirmed healthy
+// before the next. ping, when set, is called while a restart waits (the
+// agent feeds its watchdog). It returns the certificates that were rolled
+// back.
+func (r *Restarter) Restart(ctx context.Context, cfg *config.Config, renewed []Renewed, ping func()) map[string]error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	current := map[string]string{}
+	for _, rn := range renewed {
+		if rn.NewSerial != "" { // "": no serial to expect (tests)
+			current[rn.Cert.Name] = rn.NewSerial
+		}
+	}
+	failed := map[string]error{}
+	for _, comp := range components(cfg) {
+		var mine []Renewed
+		for _, rn := range renewed {
+			for _, n := range comp.Certs {
+				if rn.Cert.Name == n {
+					mine = append(mine, rn)
+				}
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		if comp.Unit == "" && !r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest)) {
+			continue // no such static pod on this node
+		}
+		err := r.restartOne(ctx, cfg, comp, current, ping)
+		r.note(comp.Name, err)
+		fields := logrus.Fields{"COMPONENT": comp.Name, "UNIT": comp.Unit}
+		if err == nil {
+			fields["MESSAGE_ID"] = logfields.MsgRestartDone
+			r.Log.WithFields(fields).Info("restarted; the new certificate is served")
+			continue
+		}
+		fields["MESSAGE_ID"], fields["REASON"] = logfields.MsgRestartFailed, err.Error()
+		if errors.Is(err, systemd.ErrNoDBus) {
+			// Nothing was restarted, so nothing showed the new certificate
+			// to be bad: keep it, and let the stale check say what to do.
+			r.Log.WithFields(fields).Error("cannot restart " + comp.Name + ": restart it by hand to load the renewed certificate")
+			continue
+		}
+		r.Log.WithFields(fields).Error("restart with the new certificate failed: rolling back")
+		old := map[string]string{}
+		for _, rn := range mine {
+			if rn.Rollback != nil {
+				if rerr := rn.Rollback(); rerr != nil {
+					err = fmt.Errorf("%v; rollback: %w", err, rerr)
+				}
+			}
+			old[rn.Cert.Name] = rn.Cert.Serial
+			failed[rn.Cert.Name] = fmt.Errorf("rolled back: %s did not come up with it: %w", comp.Name, err)
+		}
+		if rerr := r.restartOne(ctx, cfg, comp, old, ping); rerr != nil {
+			r.Log.WithFields(logrus.Fields{"MESSAGE_ID": logfields.MsgRestartFailed, "COMPONENT": comp.Name, "REASON": rerr.Error()}).Error("restart after rollback failed too")
+		}
+	}
+	return failed
+}
+
+func (r *Restarter) exists(node string) bool {
+	_, err := os.Stat(r.Root.HostPath(node))
+	return err == nil
+}
+
+func (r *Restarter) note(name string, err error) {
+	if r.status == nil {
+		r.status = map[string]*api.ComponentStatus{}
+	}
+	s := r.status[name]
+	if s == nil {
+		s = &api.ComponentStatus{Name: name}
+		r.status[name] = s
+	}
+	now := r.Clock.Now().UTC()
+	s.LastRestart, s.LastResult = &now, "ok"
+	if err != nil {
+		s.LastResult = "failed: " + err.Error()
+	}
+}
+
+// restartOne restarts a component and waits until it is healthy and
+// serves the expected serials (certificate name -> serial).
+func (r *Restarter) restartOne(ctx context.Context, cfg *config.Config, comp component, expect map[string]string, ping func()) error {
+	if comp.Unit != "" {
+		if r.Units == nil {
+			return errors.New("no systemd connection")
+		}
+		rctx, cancel := context.WithTimeout(ctx, cfg.Restart.TimeoutDuration)
+		err := r.Units.Restart(rctx, comp.Unit)
+		cancel()
+		if err != nil {
+			return err
+		}
+	} else if err := r.cyclePod(ctx, cfg, comp.Manifest); err != nil {
+		return err
+	}
+	deadline := r.Clock.Now().Add(cfg.Restart.TimeoutDuration)
+	var last error
+	for {
+		if last = r.healthy(ctx, cfg, comp, expect); last == nil {
+			return nil
+		}
+		if r.Clock.Now().After(deadline) {
+			return fmt.Errorf("%s not healthy with the new certificate after %s: %w", comp.Name, cfg.Restart.TimeoutDuration, last)
+		}
+		if ping != nil {
+			ping()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.Clock.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// cyclePod recreates a static pod the documented way: the manifest goes
+// out of the manifests directory (a dotfile there is ignored) for longer
+// than the kubelet's file check period, then back.
+func (r *Restarter) cyclePod(ctx context.Context, cfg *config.Config, manifest string) error {
+	// The manifests directory is resolved inside the root and held open
+	// for both moves.
+	dir, err := r.Root.OpenDir(cfg.Restart.ManifestsDir)
+	if err != nil {
+		return fmt.Errorf("manifests: %w", err)
+	}
+	defer dir.Close()
+	in, out := manifest, ".certagent-"+manifest
+	if err := dir.Rename(in, out); err != nil {
+		return fmt.Errorf("move %s out: %w", manifest, err)
+	}
+	wait := cfg.Restart.FileCheckDuration + cfg.Restart.FileCheckDuration/2
+	select {
+	case <-ctx.Done():
+	case <-r.Clock.After(wait):
+	}
+	// Back in even when cancelled: a control plane is never left without it.
+	if err := dir.Rename(out, in); err != nil {
+		return fmt.Errorf("move %s back: %w", manifest, err)
+	}
+	return ctx.Err()
+}
+
+// healthy checks the health URL and that every served endpoint of the
+// component presents the expected serial.
+func (r *Restarter) healthy(ctx context.Context, cfg *config.Config, comp component, expect map[string]string) error {
+	if comp.Healthz != "" {
+		if err := probeHealthz(ctx, comp.Healthz); err != nil {
+			return err
+		}
+	}
+	for _, s := range comp.Served {
+		want, ok := expect[s.Cert]
+		if !ok {
+			continue
+		}
+		got, err := servedSerial(ctx, s.Address, r.clientCert(cfg, s.Client))
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("%s serves serial %s, want %s", s.Address, got, want)
+		}
+	}
+	return nil
+}
+
+// Check compares what every endpoint serves with the disk. mismatchSince
+// keeps, per endpoint, when a mismatch was first seen; one older than
+// staleAfter is "stale".
+func (r *Restarter) Check(ctx context.Context, cfg *config.Config, rep *inventory.Report, mismatchSince map[string]time.Time) []api.ComponentStatus {
+	disk := map[string]string{}
+	for _, c := range rep.Certificates {
+		disk[c.Name] = c.Serial
+	}
+	if _, ok := disk["kubelet-serving"]; !ok {
+		disk["kubelet-serving"] = disk["kubelet.crt"]
+	}
+	now := r.Clock.Now()
+	comps := components(cfg)
+	// Dial every endpoint at once: a black-holed one costs its timeout once.
+	type probe struct {
+		serial string
+		err    error
+	}
+	probes := map[string]*probe{}
+	var wg sync.WaitGroup
+	var pmu sync.Mutex
+	for _, comp := range comps {
+		for _, s := range comp.Served {
+			if disk[s.Cert] == "" || probes[s.Address] != nil {
+				continue
+			}
+			p := &probe{}
+			probes[s.Address] = p
+			client := r.clientCert(cfg, s.Client)
+			wg.Add(1)
+			go func(addr string) {
+				defer wg.Done()
+				serial, err := servedSerial(ctx, addr, client)
+				pmu.Lock()
+				p.serial, p.err = serial, err
+				pmu.Unlock()
+			}(s.Address)
+		}
+	}
+	wg.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []api.ComponentStatus
+	for _, comp := range comps {
+		cs := api.ComponentStatus{Name: comp.Name}
+		if s := r.status[comp.Name]; s != nil {
+			cs.LastRestart, cs.LastResult = s.LastRestart, s.LastResult
+		}
+		for _, s := range comp.Served {
+			want := disk[s.Cert]
+			if want == "" {
+				continue
+			}
+			ss := api.ServedStatus{Address: s.Address, Certificate: s.Cert, DiskSerial: want}
+			got, err := probes[s.Address].serial, probes[s.Address].err
+			switch {
+			case err != nil:
+				ss.State, ss.Error = "not-serving", err.Error()
+				delete(mismatchSince, s.Address)
+			case got == want:
+				ss.State, ss.ServedSerial = "match", got
+				delete(mismatchSince, s.Address)
+			default:
+				ss.ServedSerial = got
+				since, seen := mismatchSince[s.Address]
+				if !seen {
+					since = now
+					mismatchSince[s.Address] = now
+				}
+				ss.State = "mismatch"
+				if now.Sub(since) >= cfg.Restart.StaleAfterDuration {
+					ss.State = "stale"
+				}
+			}
+			cs.Served = append(cs.Served, ss)
+		}
+		if cs.LastRestart != nil || len(cs.Served) > 0 {
+			out = append(out, cs)
+		}
+	}
+	return out
+}

@@ -1,0 +1,144 @@
+package restart
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"k8s.io/utils/clock"
+	testingclock "k8s.io/utils/clock/testing"
+
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// fakeUnits records unit restarts in the shared event log.
+type fakeUnits struct {
+	mu  *sync.Mutex
+	log *[]string
+}
+
+func (f fakeUnits) Restart(_ context.Context, unit string) error {
+	time.Sleep(30 * time.Millisecond) // let the manifest observer catch up
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	*f.log = append(*f.log, "restart "+unit)
+	return nil
+}
+
+// TestRestartOrderAndBatching: one restart per component, etcd before the
+// API server before the others, static pods by moving their manifest out
+// (as a dotfile) and back, and no static pod touched that is not there.
+func TestRestartOrderAndBatching(t *testing.T) {
+	dir := t.TempDir()
+	manifests := filepath.Join(dir, "etc/kubernetes/manifests")
+	os.MkdirAll(manifests, 0o755)
+	for _, m := range []string{"etcd.yaml", "kube-apiserver.yaml"} {
+		os.WriteFile(filepath.Join(manifests, m), []byte("kind: Pod\n"), 0o600)
+	}
+	var mu sync.Mutex
+	var events []string
+	// Watch the manifests directory as the kubelet would.
+	stop := make(chan struct{})
+	go func() {
+		seen := map[string]bool{}
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, m := range []string{"etcd.yaml", "kube-apiserver.yaml"} {
+				_, err := os.Stat(filepath.Join(manifests, m))
+				if here := err == nil; seen[m] != here {
+					seen[m] = here
+					mu.Lock()
+					events = append(events, map[bool]string{true: "start ", false: "stop "}[here]+m)
+					mu.Unlock()
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	defer close(stop)
+	time.Sleep(20 * time.Millisecond)
+	mu.Lock()
+	events = nil
+	mu.Unlock()
+
+	cfg, _ := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {fileCheckFrequency: 40ms, timeout: 1s, kubeletHealthz: ''}\n"))
+	cfg.Restart.KubeletHealthz = ""
+	root, _ := pki.NewRoot(dir)
+	logger := logrus.New()
+	logger.SetOutput(os.Stderr)
+	r := &Restarter{Root: root, Units: fakeUnits{&mu, &events}, Clock: clock.RealClock{}, Log: logger}
+	var renewed []Renewed
+	for _, n := range []string{"kubelet.conf", "apiserver", "front-proxy-client", "etcd-server", "etcd-peer", "scheduler.conf"} {
+		renewed = append(renewed, Renewed{Cert: &inventory.Certificate{Name: n}})
+	}
+	if failed := r.Restart(context.Background(), cfg, renewed, nil); len(failed) != 0 {
+		t.Fatalf("failed: %v", failed)
+	}
+	time.Sleep(20 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"stop etcd.yaml", "start etcd.yaml", "stop kube-apiserver.yaml", "start kube-apiserver.yaml", "restart kubelet.service"}
+	if len(events) != len(want) {
+		t.Fatalf("events %q, want %q", events, want)
+	}
+	for i := range want {
+		if events[i] != want[i] {
+			t.Fatalf("events %q, want %q", events, want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(manifests, "kube-scheduler.yaml")); err == nil {
+		t.Error("a scheduler manifest appeared")
+	}
+}
+
+// TestServedCertificateCheck: an endpoint that serves another certificate
+// than the disk is a mismatch, then stale after restart.staleAfter; one
+// that serves the disk's is a match.
+func TestServedCertificateCheck(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	served := strings.ToUpper(srv.Certificate().SerialNumber.Text(16))
+	addr := strings.TrimPrefix(srv.URL, "https://")
+	cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {staleAfter: 1m, endpoints: {kube-apiserver: \"" + addr + "\"}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := testingclock.NewFakeClock(time.Now())
+	r := &Restarter{Clock: clk}
+	since := map[string]time.Time{}
+	state := func(diskSerial string) string {
+		rep := &inventory.Report{Certificates: []*inventory.Certificate{{Name: "apiserver", Serial: diskSerial}}}
+		for _, c := range r.Check(context.Background(), cfg, rep, since) {
+			if c.Name == "kube-apiserver" {
+				return c.Served[0].State
+			}
+		}
+		return ""
+	}
+	if s := state(served); s != "match" {
+		t.Errorf("same serial: %s", s)
+	}
+	if s := state("ABC"); s != "mismatch" {
+		t.Errorf("renewed on disk, not reloaded yet: %s", s)
+	}
+	clk.Step(2 * time.Minute)
+	if s := state("ABC"); s != "stale" {
+		t.Errorf("after staleAfter: %s", s)
+	}
+	if s := state(served); s != "match" {
+		t.Errorf("reloaded: %s", s)
+	}
+}
