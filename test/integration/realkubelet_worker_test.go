@@ -1,0 +1,155 @@
+package integration
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
+	"testing"
+	"time"
+
+	certv1 "k8s.io/api/certificates/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/certagent/certagent/test/nspawn"
+)
+
+const (
+	msgRenewed     = "5bb61177dc074362822c1a458b6a50ca"
+	msgRestartDone = "271eedc13f474c33becd23a12b4f4e1d"
+	clientCertName = "kubelet-client-current"
+)
+
+// workerConfig is certagent's config on the real-kubelet worker: a fixed
+// lead so the renewal falls at a known time, quick retries, no metrics
+// port on the host's network.
+const workerConfig = `renewBefore: 90s
+agent: {metricsAddress: "", retryInitial: 2s, retryMax: 10s}
+restart: {timeout: 60s}
+`
+
+// TestE2ERealKubeletWorker is the product's promise shown with the real
+// kubelet: on a worker whose kubelet does not rotate its certificate
+// (rotateCertificates: false), certagent installed from the .deb renews
+// the client certificate through a CSR before it dies, restarts the
+// kubelet over D-Bus, and the node's Lease keeps advancing after the old
+// certificate's notAfter. certagent's Events and Node condition appear on
+// the Node, sent with the node's own credential (the node has no other).
+func TestE2ERealKubeletWorker(t *testing.T) {
+	start := time.Now()
+	notAfter := start.Add(150 * time.Second).Truncate(time.Second)
+	due := notAfter.Add(-90 * time.Second)
+	var oldSerial string
+	r := bootRealNode(t, nspawn.Kubelet{NodeName: "e2e-worker"}, func(r *realNode) {
+		var cert, key []byte
+		cert, key, oldSerial = r.clientCert(start.Add(-30*time.Second), notAfter)
+		r.storeClient(cert, key, start.UTC().Format("2006-01-02-15-04-05"))
+		r.put("etc/kubernetes/kubelet.conf", []byte(nspawn.StoreKubeconfig(r.c.URL, "kubernetes")), 0o600)
+		r.config(workerConfig)
+	})
+	first := r.leaseAfter(time.Time{}, 60*time.Second, "the kubelet's first Lease")
+	t.Logf("nspawn start to first Lease: %s", first.Sub(start).Round(time.Millisecond))
+	oldPID := mainPID(t, r.Node, "kubelet.service")
+	r.install()
+	if time.Now().After(due) {
+		t.Fatalf("the node came up after the renewal was due (%s): the test's timeline is too short", due)
+	}
+
+	// Renewed through a CSR before the old certificate dies.
+	var serial, result string
+	waitIn(t, "the client certificate renewed", time.Until(notAfter), func() bool {
+		serial, _, _, result = r.clientState()
+		return serial != "" && serial != oldSerial && strings.HasPrefix(result, "renewed")
+	}, r.Node)
+	if s, _ := r.status(); s.Daemon.LastCSR == nil || s.Daemon.LastCSR.Method != "csr" {
+		t.Errorf("lastCSR %+v, want method csr", s.Daemon.LastCSR)
+	}
+	r.checkIssuedByCSR(serial)
+	onDisk, _ := r.journalAt(msgRenewed, clientCertName, start)
+
+	// The kubelet restarted over D-Bus, then heartbeating with the new certificate.
+	var restarted time.Time
+	waitIn(t, "the kubelet restarted by certagent", 90*time.Second, func() bool {
+		restarted, _ = r.journalAt(msgRestartDone, "", onDisk)
+		return !restarted.IsZero()
+	}, r.Node)
+	if mainPID(t, r.Node, "kubelet.service") == oldPID {
+		t.Fatal("kubelet.service has the same MainPID: not restarted")
+	}
+	kubeletStart := r.unitStarted("kubelet.service")
+	firstNew := r.leaseAfter(kubeletStart, 30*time.Second, "a Lease renewal by the restarted kubelet")
+
+	// The proof: the old certificate is dead, the Lease still moves.
+	waitIn(t, "the old certificate's notAfter", time.Until(notAfter)+5*time.Second, func() bool { return time.Now().After(notAfter.Add(time.Second)) })
+	after := r.leaseAfter(notAfter.Add(time.Second), 40*time.Second, "a Lease renewal after the old certificate expired")
+	t.Logf("figures: due %s; new certificate on disk +%s; kubelet restarted +%s (healthy +%s); first Lease renewal by it +%s; Lease at %s after the old notAfter",
+		due.Format(time.RFC3339), onDisk.Sub(due).Round(time.Millisecond), kubeletStart.Sub(due).Round(time.Millisecond),
+		restarted.Sub(due).Round(time.Millisecond), firstNew.Sub(due).Round(time.Millisecond), after.Sub(notAfter).Round(time.Millisecond))
+	t.Logf("RSS in the node: kubelet %s, containerd %s", r.rss("kubelet.service"), r.rss("containerd.service"))
+	r.checkClusterView("CertificateRenewed", corev1.ConditionTrue)
+}
+
+// checkIssuedByCSR finds the approved CSR that issued the certificate with
+// this serial, asked by the node itself for the kubelet client signer.
+func (r *realNode) checkIssuedByCSR(serial string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	list, err := r.c.Admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, csr := range list.Items {
+		b, _ := pem.Decode(csr.Status.Certificate)
+		if b == nil {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil || strings.ToUpper(c.SerialNumber.Text(16)) != serial {
+			continue
+		}
+		approved := false
+		for _, cond := range csr.Status.Conditions {
+			approved = approved || cond.Type == certv1.CertificateApproved
+		}
+		if csr.Spec.SignerName != certv1.KubeAPIServerClientKubeletSignerName || !approved ||
+			(csr.Spec.Username != "system:node:"+r.name && !strings.HasPrefix(csr.Spec.Username, "system:bootstrap:")) {
+			r.t.Errorf("CSR %s: signer %s, approved %v, asked by %s", csr.Name, csr.Spec.SignerName, approved, csr.Spec.Username)
+		}
+		return
+	}
+	r.t.Errorf("no CSR issued the certificate %s", serial)
+}
+
+// checkClusterView waits for certagent's Event with the reason on the
+// Node and for its CertificateRotationHealthy condition with the status.
+func (r *realNode) checkClusterView(reason string, cond corev1.ConditionStatus) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	waitIn(r.t, "certagent's Event "+reason+" on the Node", 30*time.Second, func() bool {
+		evs, err := r.c.Admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + r.name})
+		if err != nil {
+			return false
+		}
+		for _, e := range evs.Items {
+			if e.Reason == reason && e.Source.Component == "certagent" && e.InvolvedObject.Kind == "Node" {
+				return true
+			}
+		}
+		return false
+	}, r.Node)
+	waitIn(r.t, "the CertificateRotationHealthy condition", 30*time.Second, func() bool {
+		n, err := r.c.Admin.CoreV1().Nodes().Get(ctx, r.name, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == "CertificateRotationHealthy" {
+				return c.Status == cond
+			}
+		}
+		return false
+	}, r.Node)
+}
