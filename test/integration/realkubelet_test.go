@@ -27,6 +27,7 @@ type realNode struct {
 	c    *cluster.Cluster
 	name string
 	dir  string // the rootfs on the host
+	k    nspawn.Kubelet
 	ca   *pkitest.CA
 	put  func(p string, data []byte, mode os.FileMode)
 }
@@ -66,7 +67,7 @@ func bootRealNode(t *testing.T, k nspawn.Kubelet, setup func(r *realNode)) *real
 	if err := nspawn.Unpack(tarball, dir); err != nil {
 		t.Fatal(err)
 	}
-	r := &realNode{t: t, c: c, name: k.NodeName, dir: dir, put: rootWriter(t, dir), ca: clusterCA(t, c)}
+	r := &realNode{t: t, c: c, name: k.NodeName, dir: dir, k: k, put: rootWriter(t, dir), ca: clusterCA(t, c)}
 	r.put("etc/kubernetes/pki/ca.crt", pkitest.CertPEM(r.ca.Cert), 0o644)
 	setup(r)
 	debData, _ := os.ReadFile(deb)
@@ -119,9 +120,12 @@ func (r *realNode) storeClient(certPEM, keyPEM []byte, stamp string) {
 	}
 }
 
-// config writes certagent's configuration (kept by dpkg --force-confold).
+// config writes certagent's configuration (kept by dpkg --force-confold):
+// body, and restart: with the kubelet's ports (body must not have one).
 func (r *realNode) config(body string) {
-	r.put("etc/certagent/config.yaml", []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n"+body), 0o640)
+	port, healthz := r.k.Ports()
+	restart := fmt.Sprintf("restart:\n  timeout: 60s\n  kubeletHealthz: http://127.0.0.1:%d/healthz\n  endpoints: {kubelet: 127.0.0.1:%d}\n", healthz, port)
+	r.put("etc/certagent/config.yaml", []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n"+body+restart), 0o640)
 }
 
 // install installs the .deb and waits for certagent to be READY.

@@ -26,7 +26,6 @@ const (
 // port on the host's network.
 const workerConfig = `renewBefore: 90s
 agent: {metricsAddress: "", retryInitial: 2s, retryMax: 10s}
-restart: {timeout: 60s}
 `
 
 // TestE2ERealKubeletWorker is the product's promise shown with the real
@@ -37,38 +36,57 @@ restart: {timeout: 60s}
 // certificate's notAfter. certagent's Events and Node condition appear on
 // the Node, sent with the node's own credential (the node has no other).
 func TestE2ERealKubeletWorker(t *testing.T) {
-	start := time.Now()
-	notAfter := start.Add(150 * time.Second).Truncate(time.Second)
-	due := notAfter.Add(-90 * time.Second)
+	t.Parallel()
+	tl := newTimeline()
 	var oldSerial string
 	r := bootRealNode(t, nspawn.Kubelet{NodeName: "e2e-worker"}, func(r *realNode) {
 		var cert, key []byte
-		cert, key, oldSerial = r.clientCert(start.Add(-30*time.Second), notAfter)
-		r.storeClient(cert, key, start.UTC().Format("2006-01-02-15-04-05"))
+		cert, key, oldSerial = r.clientCert(tl.start.Add(-30*time.Second), tl.notAfter)
+		r.storeClient(cert, key, tl.start.UTC().Format("2006-01-02-15-04-05"))
 		r.put("etc/kubernetes/kubelet.conf", []byte(nspawn.StoreKubeconfig(r.c.URL, "kubernetes")), 0o600)
 		r.config(workerConfig)
 	})
-	first := r.leaseAfter(time.Time{}, 60*time.Second, "the kubelet's first Lease")
-	t.Logf("nspawn start to first Lease: %s", first.Sub(start).Round(time.Millisecond))
-	oldPID := mainPID(t, r.Node, "kubelet.service")
-	r.install()
-	if time.Now().After(due) {
-		t.Fatalf("the node came up after the renewal was due (%s): the test's timeline is too short", due)
-	}
-
-	// Renewed through a CSR before the old certificate dies.
-	var serial, result string
-	waitIn(t, "the client certificate renewed", time.Until(notAfter), func() bool {
+	var serial string
+	r.proveRenewal(tl, func() bool {
+		var result string
 		serial, _, _, result = r.clientState()
 		return serial != "" && serial != oldSerial && strings.HasPrefix(result, "renewed")
-	}, r.Node)
+	})
 	if s, _ := r.status(); s.Daemon.LastCSR == nil || s.Daemon.LastCSR.Method != "csr" {
 		t.Errorf("lastCSR %+v, want method csr", s.Daemon.LastCSR)
 	}
 	r.checkIssuedByCSR(serial)
-	onDisk, _ := r.journalAt(msgRenewed, clientCertName, start)
+	r.checkClusterView("CertificateRenewed", corev1.ConditionTrue)
+}
 
-	// The kubelet restarted over D-Bus, then heartbeating with the new certificate.
+// timeline is a scenario's old client certificate: it dies at notAfter,
+// and certagent (renewBefore: 90s) renews it from due.
+type timeline struct{ start, due, notAfter time.Time }
+
+func newTimeline() timeline {
+	start := time.Now()
+	notAfter := start.Add(150 * time.Second).Truncate(time.Second)
+	return timeline{start, notAfter.Add(-90 * time.Second), notAfter}
+}
+
+// proveRenewal installs certagent on the booted node and follows the
+// renewal: renewed reports the new certificate on disk (before the old one
+// dies); then the kubelet is restarted over D-Bus, the restarted kubelet
+// renews the Lease, and the Lease still moves after the old notAfter.
+// It logs the figures.
+func (r *realNode) proveRenewal(tl timeline, renewed func() bool) {
+	t := r.t
+	t.Helper()
+	first := r.leaseAfter(time.Time{}, 60*time.Second, "the kubelet's first Lease")
+	t.Logf("test start to first Lease: %s", first.Sub(tl.start).Round(time.Millisecond))
+	oldPID := mainPID(t, r.Node, "kubelet.service")
+	r.install()
+	if time.Now().After(tl.due) {
+		t.Fatalf("the node came up after the renewal was due (%s): the test's timeline is too short", tl.due)
+	}
+	waitIn(t, "the client certificate renewed", time.Until(tl.notAfter), renewed, r.Node)
+	onDisk, _ := r.journalAt(msgRenewed, "", tl.start)
+
 	var restarted time.Time
 	waitIn(t, "the kubelet restarted by certagent", 90*time.Second, func() bool {
 		restarted, _ = r.journalAt(msgRestartDone, "", onDisk)
@@ -81,13 +99,12 @@ func TestE2ERealKubeletWorker(t *testing.T) {
 	firstNew := r.leaseAfter(kubeletStart, 30*time.Second, "a Lease renewal by the restarted kubelet")
 
 	// The proof: the old certificate is dead, the Lease still moves.
-	waitIn(t, "the old certificate's notAfter", time.Until(notAfter)+5*time.Second, func() bool { return time.Now().After(notAfter.Add(time.Second)) })
-	after := r.leaseAfter(notAfter.Add(time.Second), 40*time.Second, "a Lease renewal after the old certificate expired")
+	waitIn(t, "the old certificate's notAfter", time.Until(tl.notAfter)+5*time.Second, func() bool { return time.Now().After(tl.notAfter.Add(time.Second)) })
+	after := r.leaseAfter(tl.notAfter.Add(time.Second), 40*time.Second, "a Lease renewal after the old certificate expired")
+	since := func(at time.Time) time.Duration { return at.Sub(tl.due).Round(time.Millisecond) }
 	t.Logf("figures: due %s; new certificate on disk +%s; kubelet restarted +%s (healthy +%s); first Lease renewal by it +%s; Lease at %s after the old notAfter",
-		due.Format(time.RFC3339), onDisk.Sub(due).Round(time.Millisecond), kubeletStart.Sub(due).Round(time.Millisecond),
-		restarted.Sub(due).Round(time.Millisecond), firstNew.Sub(due).Round(time.Millisecond), after.Sub(notAfter).Round(time.Millisecond))
+		tl.due.Format(time.RFC3339), since(onDisk), since(kubeletStart), since(restarted), since(firstNew), after.Sub(tl.notAfter).Round(time.Millisecond))
 	t.Logf("RSS in the node: kubelet %s, containerd %s", r.rss("kubelet.service"), r.rss("containerd.service"))
-	r.checkClusterView("CertificateRenewed", corev1.ConditionTrue)
 }
 
 // checkIssuedByCSR finds the approved CSR that issued the certificate with

@@ -15,8 +15,8 @@ import (
 //
 // The kubelet reads /etc/kubernetes/kubelet.conf (the test writes it, see
 // StoreKubeconfig) and keeps its certificates in /var/lib/kubelet/pki.
-// Only one such node may run at a time: the kubelet binds 10250 and
-// 127.0.0.1:10248 on the host.
+// The kubelet binds Port (10250) and 127.0.0.1:HealthzPort (10248) on the
+// host: nodes that run at once need ports of their own.
 type Kubelet struct {
 	KubeBin       string // host directory holding kubelet
 	ContainerdBin string // host directory holding containerd and containerd-shim-runc-v2
@@ -25,6 +25,20 @@ type Kubelet struct {
 	Rotate bool
 	// ServerTLSBootstrap is its serverTLSBootstrap.
 	ServerTLSBootstrap bool
+	// Port and HealthzPort are the kubelet's (0: 10250 and 10248).
+	Port, HealthzPort int
+}
+
+// Ports returns the kubelet's port and healthz port.
+func (k Kubelet) Ports() (port, healthz int) {
+	port, healthz = k.Port, k.HealthzPort
+	if port == 0 {
+		port = 10250
+	}
+	if healthz == 0 {
+		healthz = 10248
+	}
+	return port, healthz
 }
 
 // KubeletConfigPath is where the kubelet's configuration lies in the node
@@ -69,6 +83,7 @@ WantedBy=multi-user.target
 // cgroup v1 allowed, no QoS cgroups or allocatable enforcement, swap
 // allowed), client certificates checked against the cluster CA.
 func (k Kubelet) KubeletConfiguration() string {
+	port, healthz := k.Ports()
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 authentication:
@@ -85,7 +100,9 @@ containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 staticPodPath: /etc/kubernetes/manifests
 rotateCertificates: %t
 serverTLSBootstrap: %t
-`, k.Rotate, k.ServerTLSBootstrap)
+port: %d
+healthzPort: %d
+`, k.Rotate, k.ServerTLSBootstrap, port, healthz)
 }
 
 // Install writes the units (enabled), the kubelet's configuration and the
