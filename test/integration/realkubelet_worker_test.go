@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"strings"
 	"testing"
@@ -39,24 +40,95 @@ func TestE2ERealKubeletWorker(t *testing.T) {
 	t.Parallel()
 	tl := newTimeline()
 	var oldSerial string
-	r := bootRealNode(t, nspawn.Kubelet{NodeName: "e2e-worker"}, func(r *realNode) {
+	node := bootRealNode(t, nspawn.Kubelet{NodeName: "e2e-worker"}, func(r *realNode) {
 		var cert, key []byte
 		cert, key, oldSerial = r.clientCert(tl.start.Add(-30*time.Second), tl.notAfter)
 		r.storeClient(cert, key, tl.start.UTC().Format("2006-01-02-15-04-05"))
 		r.put("etc/kubernetes/kubelet.conf", []byte(nspawn.StoreKubeconfig(r.c.URL, "kubernetes")), 0o600)
 		r.config(workerConfig)
 	})
+	if !t.Run("certagent owns rotation", func(t *testing.T) {
+		r := node.on(t)
+		var serial string
+		r.proveRenewal(tl, func() bool {
+			var result string
+			serial, _, _, result = r.clientState()
+			return serial != "" && serial != oldSerial && strings.HasPrefix(result, "renewed")
+		})
+		if s, _ := r.status(); s.Daemon.LastCSR == nil || s.Daemon.LastCSR.Method != "csr" {
+			t.Errorf("lastCSR %+v, want method csr", s.Daemon.LastCSR)
+		}
+		r.checkIssuedByCSR(serial)
+		r.checkClusterView("CertificateRenewed", corev1.ConditionTrue)
+	}) {
+		return
+	}
+	t.Run("seed outage", func(t *testing.T) { node.on(t).seedOutage() })
+}
+
+// on is the node seen from a subtest (failures go to t).
+func (r *realNode) on(t *testing.T) *realNode {
+	c := *r
+	c.t = t
+	return &c
+}
+
+// seedOutage is the outage certagent exists for, on the running node: the
+// client certificate has expired and the kubelet, restarted, cannot renew
+// the Lease. Without a bootstrap kubeconfig certagent goes critical with
+// the recovery steps (status and journal); once one appears (the real
+// bootstrap token of the control plane, with kubeadm's RBAC), it renews
+// through it unattended, restarts the kubelet, and the Lease moves again.
+func (r *realNode) seedOutage() {
+	t := r.t
+	in(t, r.Node, "systemctl", "stop", "certagent")
+	now := time.Now()
+	cert, key, dead := r.clientCert(now.Add(-2*time.Hour), now.Add(-time.Hour))
+	r.storeClient(cert, key, "2020-01-01-00-00-00")
+	in(t, r.Node, "systemctl", "restart", "kubelet")
+	restarted := time.Now()
+	waitIn(t, "three Lease periods with the expired certificate", 40*time.Second, func() bool {
+		if l := r.lease(); l.After(restarted) {
+			t.Fatalf("the Lease moved at %s with an expired certificate", l)
+		}
+		return time.Since(restarted) > 30*time.Second
+	}, r.Node)
+
+	in(t, r.Node, "systemctl", "start", "certagent")
+	waitIn(t, "status critical with the recovery steps", 30*time.Second, func() bool {
+		serial, state, reason, _ := r.clientState()
+		return serial == dead && state == "expired" && strings.Contains(reason, "kubeadm token create") && strings.Contains(reason, "/etc/kubernetes/bootstrap-kubelet.conf")
+	}, r.Node)
+	if out, err := r.Exec("certagent", "status"); exitOf(err) != 2 {
+		t.Errorf("certagent status exits %d, want 2 (critical):\n%s", exitOf(err), out)
+	}
+	waitIn(t, "the recovery steps in the journal at priority crit", 20*time.Second, func() bool {
+		out, _ := r.Exec("journalctl", "-u", "certagent", "-p", "crit", "-o", "json", "--no-pager")
+		for _, line := range strings.Split(string(out), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(line), &e) == nil && e["CERT_NAME"] == clientCertName && strings.Contains(line, "kubeadm token create") {
+				t.Logf("critical journal entry: %.600s", line)
+				return true
+			}
+		}
+		return false
+	}, r.Node)
+
+	// The operator follows the steps: a bootstrap kubeconfig with a token.
+	fixed := time.Now()
+	r.put("etc/kubernetes/bootstrap-kubelet.conf", []byte(nspawn.TokenKubeconfig(r.c.URL, "kubernetes", r.c.BootstrapToken)), 0o600)
 	var serial string
-	r.proveRenewal(tl, func() bool {
-		var result string
-		serial, _, _, result = r.clientState()
-		return serial != "" && serial != oldSerial && strings.HasPrefix(result, "renewed")
-	})
-	if s, _ := r.status(); s.Daemon.LastCSR == nil || s.Daemon.LastCSR.Method != "csr" {
-		t.Errorf("lastCSR %+v, want method csr", s.Daemon.LastCSR)
+	waitIn(t, "recovery through the bootstrap kubeconfig", 60*time.Second, func() bool {
+		var state string
+		serial, state, _, _ = r.clientState()
+		return serial != dead && state == "ok"
+	}, r.Node)
+	if s, _ := r.status(); s.Daemon.LastCSR == nil || s.Daemon.LastCSR.Method != "csr-bootstrap" {
+		t.Errorf("lastCSR %+v, want method csr-bootstrap", s.Daemon.LastCSR)
 	}
 	r.checkIssuedByCSR(serial)
-	r.checkClusterView("CertificateRenewed", corev1.ConditionTrue)
+	moved := r.leaseAfter(restarted, 60*time.Second, "the Lease moving again")
+	t.Logf("figures: bootstrap kubeconfig written to Lease moving again: %s", moved.Sub(fixed).Round(time.Millisecond))
 }
 
 // timeline is a scenario's old client certificate: it dies at notAfter,
@@ -65,7 +137,7 @@ type timeline struct{ start, due, notAfter time.Time }
 
 func newTimeline() timeline {
 	start := time.Now()
-	notAfter := start.Add(150 * time.Second).Truncate(time.Second)
+	notAfter := start.Add(180 * time.Second).Truncate(time.Second)
 	return timeline{start, notAfter.Add(-90 * time.Second), notAfter}
 }
 
