@@ -55,10 +55,25 @@ func containerdBin(t *testing.T) string {
 // boots it with the real kubelet.
 func bootRealNode(t *testing.T, k nspawn.Kubelet, setup func(r *realNode)) *realNode {
 	t.Helper()
+	requireRealNode(t)
+	return bootRealNodeOn(t, sharedCluster(t), k, setup)
+}
+
+// requireRealNode skips (or fails, under make test) without what a real
+// kubelet node needs.
+func requireRealNode(t *testing.T) {
+	t.Helper()
 	requireNspawn(t)
+	e2eDeb(t)
+	requireKube(t, "kubelet")
+	containerdBin(t)
+}
+
+// bootRealNodeOn is bootRealNode against the control plane c.
+func bootRealNodeOn(t *testing.T, c *cluster.Cluster, k nspawn.Kubelet, setup func(r *realNode)) *realNode {
+	t.Helper()
 	deb := e2eDeb(t)
 	k.KubeBin, k.ContainerdBin = filepath.Dir(requireKube(t, "kubelet")), containerdBin(t)
-	c := sharedCluster(t)
 	tarball, err := nspawn.Rootfs("../nspawn")
 	if err != nil {
 		t.Fatal(err)
