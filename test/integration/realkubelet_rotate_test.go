@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -41,12 +42,18 @@ func TestE2ERealKubeletRotatesItself(t *testing.T) {
 	t.Cleanup(c.Stop)
 	start := time.Now()
 	firstNotAfter := start.Add(110 * time.Second).Truncate(time.Second)
+	// The serving certificate: certagent steps in (95 %) after the client
+	// certificate's part is over.
+	servingNotAfter := start.Add(320 * time.Second).Truncate(time.Second)
 	var firstSerial string
-	k := nspawn.Kubelet{NodeName: "e2e-rotating", Rotate: true, Port: 10270, HealthzPort: 10268}
+	k := nspawn.Kubelet{NodeName: "e2e-rotating", Rotate: true, ServerTLSBootstrap: true, Port: 10270, HealthzPort: 10268}
 	r := bootRealNodeOn(t, c, k, func(r *realNode) {
 		cert, key, serial := r.clientCert(start.Add(-40*time.Second), firstNotAfter)
 		firstSerial = serial
-		r.storeClient(cert, key, start.UTC().Format("2006-01-02-15-04-05"))
+		stamp := start.UTC().Format("2006-01-02-15-04-05")
+		r.storeClient(cert, key, stamp)
+		cert, key, _ = r.servingCert(start.Add(-40*time.Second), servingNotAfter)
+		r.store("server", cert, key, stamp)
 		r.put("etc/kubernetes/kubelet.conf", []byte(nspawn.StoreKubeconfig(r.c.URL, "kubernetes")), 0o600)
 		r.config("agent: {metricsAddress: \"\", retryInitial: 2s, retryMax: 10s}\n")
 	})
@@ -55,7 +62,7 @@ func TestE2ERealKubeletRotatesItself(t *testing.T) {
 	r.install()
 
 	// The kubelet rotates; certagent watches.
-	ap := startApprover(t, c, "system:node:"+r.name, "csr-")
+	ap := startApprover(c, "system:node:"+r.name, certv1.KubeAPIServerClientKubeletSignerName, "csr-")
 	var second string
 	waitIn(t, "certagent waiting for the kubelet (step-in)", 30*time.Second, func() bool {
 		s, _ := r.status()
@@ -81,7 +88,7 @@ func TestE2ERealKubeletRotatesItself(t *testing.T) {
 
 	// Rotation breaks: nobody approves the kubelet. certagent steps in.
 	secondNotAfter := r.clientNotAfter()
-	ap = startApprover(t, c, "system:node:"+r.name, "certagent-")
+	ap = startApprover(c, "system:node:"+r.name, certv1.KubeAPIServerClientKubeletSignerName, "certagent-")
 	defer ap.stop()
 	var third string
 	waitIn(t, "certagent stepping in before the certificate dies", time.Until(secondNotAfter), func() bool {
@@ -101,6 +108,49 @@ func TestE2ERealKubeletRotatesItself(t *testing.T) {
 	t.Logf("figures: certagent's certificate on disk %s before the kubelet's died; approved %v",
 		secondNotAfter.Sub(steppedIn).Round(time.Millisecond), ap.stop())
 	r.checkClusterView("CertificateRenewed", corev1.ConditionTrue)
+	r.servingPendingThenServed()
+}
+
+// servingPendingThenServed: with serverTLSBootstrap: true and nobody
+// approving serving CSRs, certagent steps in for the serving certificate;
+// its CSR is shown pending with the approve command (status and journal);
+// once approved, the kubelet serves the new certificate on its port
+// (checked by a TLS handshake).
+func (r *realNode) servingPendingThenServed() {
+	t := r.t
+	var name, reason string
+	waitIn(t, "certagent's serving CSR pending", 3*time.Minute, func() bool {
+		s, _ := r.status()
+		for _, c := range s.Certificates {
+			if c.Name == "kubelet-serving" {
+				name, reason = c.Renewal.PendingCSR, c.Renewal.Reason
+			}
+		}
+		return strings.HasPrefix(name, "certagent-")
+	}, r.Node)
+	if !strings.Contains(reason, "kubectl certificate approve "+name) {
+		t.Errorf("status reason %q lacks the approve command", reason)
+	}
+	waitIn(t, "the pending CSR in the journal", 20*time.Second, func() bool {
+		_, e := r.journalAt(msgCSRPending, "kubelet-serving", time.Time{})
+		return e != nil && e["CSR_NAME"] == name && e["REASON"] == "kubectl certificate approve "+name
+	}, r.Node)
+	approved := time.Now()
+	ap := startApprover(r.c, "system:node:"+r.name, certv1.KubeletServingSignerName, name)
+	defer ap.stop()
+	port, _ := r.k.Ports()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	var disk string
+	waitIn(t, "the new serving certificate served", 90*time.Second, func() bool {
+		s, _ := r.status()
+		for _, c := range s.Certificates {
+			if c.Name == "kubelet-serving" && strings.HasPrefix(c.Renewal.LastResult, "renewed") {
+				disk = c.Serial
+			}
+		}
+		return disk != "" && servedSerialIn(r.Node, addr) == strings.TrimLeft(disk, "0")
+	}, r.Node)
+	t.Logf("figures: serving CSR approved to the new certificate served on %s: %s", addr, time.Since(approved).Round(time.Millisecond))
 }
 
 // clientNotAfter is the current client certificate's notAfter per status.
@@ -133,7 +183,7 @@ func (r *realNode) nodeCSRs(prefix string) []string {
 }
 
 // approver approves, as an operator would, the pending CSRs that user made
-// whose names have a prefix, until stopped.
+// for the signer whose names have a prefix, until stopped.
 type approver struct {
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -141,7 +191,7 @@ type approver struct {
 	names  []string
 }
 
-func startApprover(t *testing.T, c *cluster.Cluster, user, prefix string) *approver {
+func startApprover(c *cluster.Cluster, user, signer, prefix string) *approver {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &approver{cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -150,7 +200,7 @@ func startApprover(t *testing.T, c *cluster.Cluster, user, prefix string) *appro
 			list, err := c.Admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
 			for i := 0; err == nil && i < len(list.Items); i++ {
 				csr := &list.Items[i]
-				if csr.Spec.Username != user || !strings.HasPrefix(csr.Name, prefix) || len(csr.Status.Conditions) > 0 {
+				if csr.Spec.Username != user || csr.Spec.SignerName != signer || !strings.HasPrefix(csr.Name, prefix) || len(csr.Status.Conditions) > 0 {
 					continue
 				}
 				csr.Status.Conditions = append(csr.Status.Conditions, certv1.CertificateSigningRequestCondition{

@@ -2,8 +2,10 @@ package integration
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -74,14 +76,7 @@ func bootRealNodeOn(t *testing.T, c *cluster.Cluster, k nspawn.Kubelet, setup fu
 	t.Helper()
 	deb := e2eDeb(t)
 	k.KubeBin, k.ContainerdBin = filepath.Dir(requireKube(t, "kubelet")), containerdBin(t)
-	tarball, err := nspawn.Rootfs("../nspawn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := nspawn.Unpack(tarball, dir); err != nil {
-		t.Fatal(err)
-	}
+	dir := unpackedRootfs(t)
 	r := &realNode{t: t, c: c, name: k.NodeName, dir: dir, k: k, put: rootWriter(t, dir), ca: clusterCA(t, c)}
 	r.put("etc/kubernetes/pki/ca.crt", pkitest.CertPEM(r.ca.Cert), 0o644)
 	setup(r)
@@ -117,20 +112,38 @@ func (r *realNode) clientCert(nb, na time.Time) (certPEM, keyPEM []byte, serial 
 	return pkitest.CertPEM(c), pkitest.KeyPEM(k), strings.ToUpper(c.SerialNumber.Text(16))
 }
 
-// storeClient puts a client certificate into the kubelet's store the way
-// the kubelet does: a timestamped cert+key file, and the
-// kubelet-client-current.pem symlink swapped to it atomically.
-func (r *realNode) storeClient(certPEM, keyPEM []byte, stamp string) {
+// servingCert issues a kubelet serving certificate for the node (what an
+// approved kubelet-serving CSR gives) valid from nb to na.
+func (r *realNode) servingCert(nb, na time.Time) (certPEM, keyPEM []byte, serial string) {
 	r.t.Helper()
-	name := "kubelet-client-" + stamp + ".pem"
+	c, k, err := r.ca.Issue(pkitest.Spec{CommonName: "system:node:" + r.name, Organization: []string{"system:nodes"},
+		DNSNames: []string{r.name}, IPs: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		NotBefore: nb, NotAfter: na, KeyType: pkitest.ECDSA})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return pkitest.CertPEM(c), pkitest.KeyPEM(k), strings.ToUpper(c.SerialNumber.Text(16))
+}
+
+// storeClient puts a client certificate into the kubelet's store.
+func (r *realNode) storeClient(certPEM, keyPEM []byte, stamp string) {
+	r.store("client", certPEM, keyPEM, stamp)
+}
+
+// store puts a pair into the kubelet's store the way the kubelet does
+// (kind client or server): a timestamped cert+key file, and the
+// kubelet-<kind>-current.pem symlink swapped to it atomically.
+func (r *realNode) store(kind string, certPEM, keyPEM []byte, stamp string) {
+	r.t.Helper()
+	name := "kubelet-" + kind + "-" + stamp + ".pem"
 	r.put("var/lib/kubelet/pki/"+name, append(append([]byte{}, certPEM...), keyPEM...), 0o600)
 	dir := filepath.Join(r.dir, "var/lib/kubelet/pki")
-	tmp := filepath.Join(dir, ".kubelet-client-test.tmp")
+	tmp := filepath.Join(dir, ".kubelet-"+kind+"-test.tmp")
 	os.Remove(tmp)
 	if err := os.Symlink("/var/lib/kubelet/pki/"+name, tmp); err != nil {
 		r.t.Fatal(err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, "kubelet-client-current.pem")); err != nil {
+	if err := os.Rename(tmp, filepath.Join(dir, "kubelet-"+kind+"-current.pem")); err != nil {
 		r.t.Fatal(err)
 	}
 }

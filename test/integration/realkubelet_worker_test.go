@@ -19,6 +19,7 @@ import (
 const (
 	msgRenewed     = "5bb61177dc074362822c1a458b6a50ca"
 	msgRestartDone = "271eedc13f474c33becd23a12b4f4e1d"
+	msgCSRPending  = "683b4d79cee84e7088889439925c8984"
 	clientCertName = "kubelet-client-current"
 )
 

@@ -3,6 +3,7 @@ package nspawn
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,8 +158,19 @@ func (k Kubelet) BootOptions() []string {
 	return opts
 }
 
-// Boot installs the kubelet into dir and boots the node.
+// Boot installs the kubelet into dir and boots the node. It fails at
+// once when the kubelet's ports are taken on the host (a node left running
+// by a test binary that was killed keeps them: its container outlives
+// systemd-nspawn).
 func (k Kubelet) Boot(ctx context.Context, dir string) (*Node, error) {
+	port, healthz := k.Ports()
+	for _, addr := range []string{fmt.Sprintf(":%d", port), fmt.Sprintf("127.0.0.1:%d", healthz)} {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("the kubelet's port is taken on the host (a node of an earlier run still up? see ss -ltnp): %w", err)
+		}
+		l.Close()
+	}
 	if err := k.Install(dir); err != nil {
 		return nil, err
 	}
