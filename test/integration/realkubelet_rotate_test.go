@@ -57,7 +57,7 @@ func TestE2ERealKubeletRotatesItself(t *testing.T) {
 		r.put("etc/kubernetes/kubelet.conf", []byte(nspawn.StoreKubeconfig(r.c.URL, "kubernetes")), 0o600)
 		r.config("agent: {metricsAddress: \"\", retryInitial: 2s, retryMax: 10s}\n")
 	})
-	r.leaseAfter(time.Time{}, 60*time.Second, "the kubelet's first Lease")
+	r.leaseAfter(start, 60*time.Second, "the kubelet's first Lease")
 	kubeletPID := mainPID(t, r.Node, "kubelet.service")
 	r.install()
 

@@ -150,7 +150,7 @@ func newTimeline() timeline {
 func (r *realNode) proveRenewal(tl timeline, renewed func() bool) {
 	t := r.t
 	t.Helper()
-	first := r.leaseAfter(time.Time{}, 60*time.Second, "the kubelet's first Lease")
+	first := r.leaseAfter(tl.start, 60*time.Second, "the kubelet's first Lease")
 	t.Logf("test start to first Lease: %s", first.Sub(tl.start).Round(time.Millisecond))
 	oldPID := mainPID(t, r.Node, "kubelet.service")
 	r.install()
