@@ -171,7 +171,11 @@ func (r *realNode) proveRenewal(tl timeline, renewed func() bool) {
 	kubeletStart := r.unitStarted("kubelet.service")
 	firstNew := r.leaseAfter(kubeletStart, 30*time.Second, "a Lease renewal by the restarted kubelet")
 
-	// The proof: the old certificate is dead, the Lease still moves.
+	// The old certificate is dead, the Lease still moves: the node never
+	// lost the cluster. (This alone does not show the restart mattered:
+	// run with noRestart, the kubelet v1.37.2 picked the swapped store
+	// file up by itself before the old notAfter; the new main process and
+	// its Lease renewal above show the restart.)
 	waitIn(t, "the old certificate's notAfter", time.Until(tl.notAfter)+5*time.Second, func() bool { return time.Now().After(tl.notAfter.Add(time.Second)) })
 	after := r.leaseAfter(tl.notAfter.Add(time.Second), 40*time.Second, "a Lease renewal after the old certificate expired")
 	since := func(at time.Time) time.Duration { return at.Sub(tl.due).Round(time.Millisecond) }
