@@ -37,10 +37,11 @@ type Cluster struct {
 	// BootstrapToken is "<id>.<secret>" for bootstrap kubeconfigs.
 	BootstrapToken string
 
-	dir   string
-	mu    sync.Mutex // guards procs
-	procs map[string]*exec.Cmd
-	ports map[string]int
+	dir        string
+	noApproval bool
+	mu         sync.Mutex // guards procs
+	procs      map[string]*exec.Cmd
+	ports      map[string]int
 }
 
 // FreePort asks the kernel for an unused loopback port.
@@ -53,12 +54,22 @@ func FreePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// Option changes how Start sets the control plane up.
+type Option func(*Cluster)
+
+// WithoutApproval leaves the csrapproving controller out: no CSR is
+// approved unless a test approves it (a cluster whose approver is broken).
+func WithoutApproval() Option { return func(c *Cluster) { c.noApproval = true } }
+
 // Start brings up etcd, kube-apiserver and kube-controller-manager for the
 // kubeadm root. kubeBin holds the Kubernetes binaries; work holds data and
 // logs. signingDuration is the controller-manager's default certificate
 // lifetime (0: a year).
-func Start(ctx context.Context, kubeBin, root, work string, signingDuration time.Duration) (*Cluster, error) {
+func Start(ctx context.Context, kubeBin, root, work string, signingDuration time.Duration, opts ...Option) (*Cluster, error) {
 	c := &Cluster{Root: root, dir: work, procs: map[string]*exec.Cmd{}, ports: map[string]int{}}
+	for _, o := range opts {
+		o(c)
+	}
 	for _, n := range []string{"etcd", "etcd-peer", "apiserver"} {
 		p, err := FreePort()
 		if err != nil {
@@ -270,7 +281,11 @@ func (c *Cluster) startControllerManager(kubeBin string, signing time.Duration) 
 	if err := c.PointKubeconfig(kc); err != nil {
 		return err
 	}
-	args := []string{"--kubeconfig=" + kc, "--controllers=csrsigning,csrapproving,csrcleaner",
+	controllers := "csrsigning,csrapproving,csrcleaner"
+	if c.noApproval {
+		controllers = "csrsigning,csrcleaner"
+	}
+	args := []string{"--kubeconfig=" + kc, "--controllers=" + controllers,
 		"--cluster-signing-cert-file=" + c.pki("ca.crt"), "--cluster-signing-key-file=" + c.pki("ca.key"),
 		"--secure-port=0", "--leader-elect=false", "--use-service-account-credentials=false"}
 	if signing > 0 {

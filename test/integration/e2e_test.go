@@ -78,14 +78,7 @@ func waitIn(t *testing.T, what string, within time.Duration, ok func() bool, n .
 func TestE2EPackageOnSystemdNode(t *testing.T) {
 	requireNspawn(t)
 	deb := e2eDeb(t)
-	tarball, err := nspawn.Rootfs("../nspawn")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := nspawn.Unpack(tarball, dir); err != nil {
-		t.Fatal(err)
-	}
+	dir := unpackedRootfs(t)
 	requireKube(t, "kubeadm")
 	if err := makeKubeadmPKI(dir, "2h", "RSA-2048"); err != nil {
 		t.Fatal(err)

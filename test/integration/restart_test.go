@@ -46,12 +46,10 @@ func requireNspawn(t *testing.T) {
 	}
 }
 
-// systemdNode boots a Debian node with a real systemd, a kubeadm-like PKI
-// whose CA key is local, the stand-in kubelet serving a certificate that is
-// due, and certagent. fault goes to /etc/standin/fault.
-func systemdNode(t *testing.T, fault string) *nspawn.Node {
+// unpackedRootfs unpacks the cached node rootfs (made on first use) into
+// a directory of the test.
+func unpackedRootfs(t *testing.T) string {
 	t.Helper()
-	requireNspawn(t)
 	tarball, err := nspawn.Rootfs("../nspawn")
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +58,16 @@ func systemdNode(t *testing.T, fault string) *nspawn.Node {
 	if err := nspawn.Unpack(tarball, dir); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// systemdNode boots a Debian node with a real systemd, a kubeadm-like PKI
+// whose CA key is local, the stand-in kubelet serving a certificate that is
+// due, and certagent. fault goes to /etc/standin/fault.
+func systemdNode(t *testing.T, fault string) *nspawn.Node {
+	t.Helper()
+	requireNspawn(t)
+	dir := unpackedRootfs(t)
 	n, err := (pkitest.Layout{}).Write(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -5,10 +5,14 @@
 # by the Kubernetes version and the pinned go.sum. It prints the directory
 # holding the binaries.
 #
+#   build.sh [kubelet ...]   the Kubernetes binaries (kubelet on demand)
+#   build.sh containerd       containerd v2 and its runc shim (containerd.sh)
+#
 #   CERTAGENT_CACHE (default /var/cache/certagent-test, or ~/.cache/certagent-test when not root)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+if [ "${1:-}" = containerd ]; then exec bash "$here/containerd.sh"; fi
 ver=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3} $1 == "k8s.io/kubernetes" {print $2}' "$here/go.mod" | head -1)
 [ -n "$ver" ] || { echo "build.sh: no k8s.io/kubernetes version in $here/go.mod" >&2; exit 1; }
 if [ -z "${CERTAGENT_CACHE:-}" ]; then
@@ -17,7 +21,7 @@ fi
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/tools.go" | sha256sum | cut -c1-12)
 out=$CERTAGENT_CACHE/k8s-$ver-$key/bin
 # The kubelet is pinned too (tools.go) but built only when asked for
-# (`build.sh kubelet`): no test runs it yet, and it costs minutes cold.
+# (`build.sh kubelet`: make test and make e2e ask, for the real-kubelet node).
 bins=(kubeadm kube-apiserver kube-controller-manager "$@")
 
 have=1

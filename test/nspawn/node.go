@@ -47,8 +47,15 @@ func Unpack(tarball, dir string) error {
 // Boot starts systemd in dir with a private network and waits until the
 // system is up.
 func Boot(ctx context.Context, dir string) (*Node, error) {
+	return BootWith(ctx, dir, "--private-network")
+}
+
+// BootWith starts systemd in dir with more systemd-nspawn options (none:
+// the host's network) and waits until the system is up.
+func BootWith(ctx context.Context, dir string, opts ...string) (*Node, error) {
 	n := &Node{Dir: dir, log: &bytes.Buffer{}}
-	n.cmd = exec.Command("systemd-nspawn", "-D", dir, "-b", "--register=no", "--keep-unit", "--private-network", "--quiet")
+	args := append([]string{"-D", dir, "-b", "--register=no", "--keep-unit", "--quiet"}, opts...)
+	n.cmd = exec.Command("systemd-nspawn", args...)
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := n.cmd.Start(); err != nil {
