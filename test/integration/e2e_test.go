@@ -382,10 +382,10 @@ func TestDebPackage(t *testing.T) {
 	if strings.Contains(string(post), "addgroup") {
 		t.Error("postinst still runs addgroup")
 	}
-	// The catalog: every MESSAGE_ID of agent/events.go, and journalctl reads it.
-	ids := regexp.MustCompile(`Msg[A-Za-z]+ += "([0-9a-f]{32})"`).FindAllStringSubmatch(string(mustRead(t, "../../agent/events.go")), -1)
+	// The catalog: every MESSAGE_ID of agent/logfields/logfields.go, and journalctl reads it.
+	ids := regexp.MustCompile(`Msg[A-Za-z]+ += "([0-9a-f]{32})"`).FindAllStringSubmatch(string(mustRead(t, "../../agent/logfields/logfields.go")), -1)
 	if len(ids) < 12 {
-		t.Fatalf("%d MESSAGE_IDs in agent/events.go", len(ids))
+		t.Fatalf("%d MESSAGE_IDs in agent/logfields/logfields.go", len(ids))
 	}
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "usr/lib/systemd/catalog"), 0o755)
