@@ -20,11 +20,15 @@ import (
 )
 
 // pass is one look at the node: scan, decide, renew what is due, publish.
-// Every decision is recomputed from the wall clock.
-func (a *Agent) pass(ctx context.Context, reason string) {
+// Every decision is recomputed from the wall clock. changed, when set,
+// narrows the scan to what the watcher saw change; nil looks at every
+// file (the cache still spares reading the unchanged ones).
+func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Changed) {
 	start := a.opts.Clock.Now()
-	a.scanStart = start
-	rep, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: start})
+	if changed == nil {
+		a.scanStart = start
+	}
+	rep, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: start, Cache: a.cache, Changed: changed})
 	if err != nil {
 		return // cancelled
 	}
@@ -38,7 +42,7 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 		a.publish(a.build(rep, statuses, reason, start)) // status shows "renewing" meanwhile
 		a.renewDue(ctx, due)
 		again := a.opts.Clock.Now()
-		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: again}); err == nil {
+		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: again, Cache: a.cache}); err == nil {
 			a.scanStart = again // it sees the renewal's own writes
 			rep = rep2
 			a.opts.Metrics.Scanned(rep, 0)
@@ -50,7 +54,11 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 		keep[c.Name] = true
 	}
 	a.state.Forget(keep)
-	if err := a.state.Save(); err != nil {
+	save := a.state.Save
+	if changed == nil {
+		save = a.state.Flush
+	}
+	if err := save(); err != nil {
 		a.opts.Log.WithField("REASON", err.Error()).Error("saving state failed")
 	}
 	if a.opts.Restarter != nil {
