@@ -46,18 +46,8 @@ func (n passNotes) Stopping() error { return nil }
 // p99-ms. Run it with -benchtime=100x for the p99 of 100 changes.
 func BenchmarkPassOneChanged10k(b *testing.B) {
 	now := time.Now()
-	dir := b.TempDir()
-	if _, err := (pkitest.Layout{Now: now}).Write(dir); err != nil {
-		b.Fatal(err)
-	}
-	ca, err := pkitest.NewCA("corpus-ca", now.Add(-time.Hour), now.Add(10*365*24*time.Hour), pkitest.ECDSA)
-	if err != nil {
-		b.Fatal(err)
-	}
+	dir, ca := nodeWithCorpus(b, "/opt/corpus", 10000)
 	corpus := filepath.Join(dir, "opt/corpus")
-	if err := pkitest.WriteCorpus(corpus, ca, 10000, now); err != nil {
-		b.Fatal(err)
-	}
 	if err := os.WriteFile(filepath.Join(corpus, "ca.crt"), pkitest.CertPEM(ca.Cert), 0o644); err != nil {
 		b.Fatal(err)
 	}

@@ -20,18 +20,8 @@ import (
 // one all show in the status, each read alone.
 func TestChangedFilesThroughTheCache(t *testing.T) {
 	now := time.Now()
-	dir := t.TempDir()
-	if _, err := (pkitest.Layout{Now: now}).Write(dir); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pkitest.NewCA("extra-ca", now.Add(-time.Hour), now.Add(10*365*24*time.Hour), pkitest.ECDSA)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, ca := nodeWithCorpus(t, "/opt/certs", 20)
 	certs := filepath.Join(dir, "opt/certs")
-	if err := pkitest.WriteCorpus(certs, ca, 20, now); err != nil {
-		t.Fatal(err)
-	}
 	first := sameSize(t, ca, nil)
 	a := filepath.Join(certs, "a.pem")
 	must(t, os.WriteFile(a, first.pem, 0o644))
@@ -98,9 +88,28 @@ func serialIs(s *api.Status, name, serial string) bool {
 	return c != nil && c.Serial == serial
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// nodeWithCorpus writes a kubeadm node with n leaves of an ECDSA CA (whose
+// key is not on the node) in the node directory corpus.
+func nodeWithCorpus(t testing.TB, corpus string, n int) (string, *pkitest.CA) {
+	t.Helper()
+	now := time.Now()
+	dir := t.TempDir()
+	if _, err := (pkitest.Layout{Now: now}).Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pkitest.NewCA("corpus-ca", now.Add(-time.Hour), now.Add(10*365*24*time.Hour), pkitest.ECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pkitest.WriteCorpus(filepath.Join(dir, corpus), ca, n, now); err != nil {
+		t.Fatal(err)
+	}
+	return dir, ca
 }
