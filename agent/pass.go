@@ -49,7 +49,7 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 			statuses, _, _ = a.decide(rep, a.opts.Clock.Now())
 		}
 	}
-	keep := map[string]bool{}
+	keep := make(map[string]bool, len(rep.Certificates))
 	for _, c := range rep.Certificates {
 		keep[c.Name] = true
 	}
@@ -110,7 +110,7 @@ func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 // in the local transaction and through the cluster.
 func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*api.RenewalStatus, []*inventory.Certificate, []*inventory.Certificate) {
 	policy := schedule.Policy{RenewBefore: a.cfg.RenewBeforeDuration}
-	out := map[string]*api.RenewalStatus{}
+	out := make(map[string]*api.RenewalStatus, len(rep.Certificates))
 	var due, dueCSR []*inventory.Certificate
 	for _, c := range rep.Certificates {
 		in := decide.Input{Cert: c, Record: a.state.Get(c.Name), Policy: policy, RenewBefore: a.cfg.RenewBefore, Node: a.node, Now: now}
@@ -219,16 +219,16 @@ func (a *Agent) report(rep *inventory.Report, statuses map[string]*api.RenewalSt
 // build assembles the status document.
 func (a *Agent) build(rep *inventory.Report, statuses map[string]*api.RenewalStatus, reason string, start time.Time) *api.Status {
 	s := &api.Status{Kind: "AgentStatus", APIVersion: rep.APIVersion, ScannedAt: rep.ScannedAt, Root: rep.Root,
-		Authorities: rep.Authorities, KeyPairs: rep.KeyPairs, Problems: rep.Problems}
-	for _, c := range rep.Certificates {
-		cs := &api.CertStatus{Certificate: c}
+		Authorities: rep.Authorities, KeyPairs: rep.KeyPairs, Problems: rep.Problems,
+		Certificates: make([]*api.CertStatus, 0, len(rep.Certificates))}
+	all := make([]api.CertStatus, len(rep.Certificates)) // one allocation for thousands
+	for i, c := range rep.Certificates {
+		cs := &all[i]
+		cs.Certificate = c
 		if rs := statuses[c.Name]; rs != nil {
 			cs.Renewal = *rs
 		}
 		s.Certificates = append(s.Certificates, cs)
-	}
-	if s.Certificates == nil {
-		s.Certificates = []*api.CertStatus{}
 	}
 	s.Daemon = a.healthSnapshot()
 	return s
