@@ -76,6 +76,11 @@ type Options struct {
 	// CSR renews through the cluster (nil: certificates the cluster issues
 	// fail to renew, with the reason).
 	CSR renewal.CSRRenewer
+	// MemoryLimit, when set, is the process's soft memory limit on a node
+	// with few certificates; after each full scan the loop lifts it while
+	// the live heap is more than half of it, so that thousands of
+	// certificates do not keep the GC running (0: the limit is left alone).
+	MemoryLimit int64
 }
 
 // Restarter reloads what uses renewed certificates and compares what is

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"syscall"
@@ -70,7 +71,9 @@ func BenchmarkPassOneChanged10k(b *testing.B) {
 		LoadConfig: func() (*config.Config, error) {
 			return config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nagent: {nodeName: node1}\npaths: [/opt/corpus]\n"))
 		},
-		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent.sock")})
+		StateDir: filepath.Join(dir, "var/lib/certagent"), Socket: filepath.Join(dir, "run/certagent.sock"),
+		MemoryLimit: 24 << 20}) // as `certagent run` sets it
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(24 << 20))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -89,6 +89,9 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 	a.publish(a.build(rep, statuses, reason, start))
 	a.report(rep, statuses)
 	a.nextPass = a.next(statuses)
+	if changed == nil {
+		a.fitMemoryLimit()
+	}
 	if a.opts.Notifier != nil && a.ready {
 		a.opts.Notifier.Status(a.summary())
 	}
