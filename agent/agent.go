@@ -59,7 +59,8 @@ type Options struct {
 	Version   string
 	// Watchdog is the unit's WatchdogSec (0: off); the loop pings at half.
 	Watchdog time.Duration
-	// Debounce waits for more file events before a rescan (default 200ms).
+	// Debounce waits for more file events before a rescan (default
+	// 20ms; at most ten times that in a steady stream of events).
 	Debounce time.Duration
 	// MaxSleep is the longest the loop sleeps before it looks at the wall
 	// clock again (default 1m), so a suspend never hides a deadline long.
@@ -75,6 +76,11 @@ type Options struct {
 	// CSR renews through the cluster (nil: certificates the cluster issues
 	// fail to renew, with the reason).
 	CSR renewal.CSRRenewer
+	// MemoryLimit, when set, is the process's soft memory limit on a node
+	// with few certificates; after each full scan the loop lifts it while
+	// the live heap is more than half of it, so that thousands of
+	// certificates do not keep the GC running (0: the limit is left alone).
+	MemoryLimit int64
 }
 
 // Restarter reloads what uses renewed certificates and compares what is
@@ -116,7 +122,8 @@ type Agent struct {
 	startedAt time.Time
 	node      string
 	nextPass  time.Time // when the loop must run a pass at the latest
-	scanStart time.Time // when the latest pass's scan began
+	scanStart time.Time // when the latest full scan began: it saw every change before
+	cache     *inventory.Cache
 	lastPing  time.Time
 	ready     bool                 // READY=1 was sent
 	logged    map[string]string    // event kind + name -> serial it was logged for
@@ -134,7 +141,8 @@ type Agent struct {
 
 	mu         sync.Mutex // guards status, statusJSON and health
 	status     *api.Status
-	statusJSON []byte
+	statusJSON []byte     // status encoded; nil until asked for
+	encodeMu   sync.Mutex // one encoding of the status at a time
 	health     api.Health
 }
 
@@ -158,7 +166,7 @@ func New(opts Options) (*Agent, error) {
 		opts.Clock = clock.RealClock{}
 	}
 	if opts.Debounce <= 0 {
-		opts.Debounce = 200 * time.Millisecond
+		opts.Debounce = 20 * time.Millisecond
 	}
 	if opts.MaxSleep <= 0 {
 		opts.MaxSleep = time.Minute
@@ -173,7 +181,7 @@ func New(opts Options) (*Agent, error) {
 		opts.Reporter = nopReporter{}
 	}
 	return &Agent{
-		opts: opts, kick: make(chan string, 1), reload: make(chan struct{}, 1), renews: make(chan renewCall),
+		opts: opts, cache: inventory.NewCache(), kick: make(chan string, 1), reload: make(chan struct{}, 1), renews: make(chan renewCall),
 		logged: map[string]string{}, mismatch: map[string]time.Time{}, csrJobs: map[string]string{},
 		csrWaiters: map[string][]chan renewal.Result{}, csrDone: make(chan renewal.Result), csrPending: make(chan csrUpdate),
 	}, nil
@@ -212,11 +220,30 @@ func (a *Agent) Renew(ctx context.Context, req api.RenewRequest) (*renewal.Outco
 	}
 }
 
-// StatusJSON returns the latest status document.
+// StatusJSON returns the latest status document, encoded on the first
+// request after each pass: with thousands of certificates the encoding
+// costs more than a pass, and most passes are never asked for.
 func (a *Agent) StatusJSON() []byte {
+	a.encodeMu.Lock()
+	defer a.encodeMu.Unlock()
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.statusJSON
+	s, data := a.status, a.statusJSON
+	a.mu.Unlock()
+	if data != nil || s == nil {
+		return data
+	}
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		a.opts.Log.WithField("REASON", err.Error()).Error("status encoding failed")
+		return nil
+	}
+	data = append(data, '\n')
+	a.mu.Lock()
+	if a.status == s {
+		a.statusJSON = data
+	}
+	a.mu.Unlock()
+	return data
 }
 
 // Run runs the agent until ctx is done: the first full scan, then
@@ -259,7 +286,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Before the first scan is published: finish or undo what a crash left,
 	// so no pair stays mismatched until the next renewal falls due.
 	a.repairAtStart(ctx)
-	a.pass(ctx, "start")
+	// Watch what the config names before the first scan, so that a change
+	// during it is not missed.
+	a.watch.Set(a.watchDirs(&inventory.Report{}))
+	a.pass(ctx, "start", nil)
 	if a.opts.Notifier != nil {
 		a.opts.Notifier.Ready(a.summary())
 	}
@@ -284,35 +314,46 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.opts.Notifier.Stopping()
 			}
 			a.opts.Log.Info("certagent stopping")
-			return a.state.Save()
+			return a.state.Flush()
 		case <-a.watch.C:
-			// Changes received before the latest scan began are in it
-			// already (the agent's own renewal, scanned again right
-			// after): no pass for them.
-			if !a.watch.LastEvent().Before(a.scanStart) {
-				a.pass(ctx, "change on disk")
-			}
+			a.changed(ctx)
 		case reason := <-a.kick:
-			a.pass(ctx, reason)
+			a.pass(ctx, reason, nil)
 		case <-a.reload:
 			a.reloadConfig()
-			a.pass(ctx, "reload")
+			a.pass(ctx, "reload", nil)
 		case c := <-a.renews:
 			a.renewRequested(ctx, c)
-			a.pass(ctx, "renew request")
+			a.pass(ctx, "renew request", nil)
 		case u := <-a.csrPending:
 			a.csrWaiting(u)
-			a.pass(ctx, "CSR created")
+			a.pass(ctx, "CSR created", nil)
 		case r := <-a.csrDone:
 			a.csrFinished(ctx, r)
-			a.pass(ctx, "CSR finished")
+			a.pass(ctx, "CSR finished", nil)
 		case <-timer.C():
 			if !a.opts.Clock.Now().Before(a.nextPass) {
-				a.pass(ctx, "timer")
+				a.pass(ctx, "timer", nil)
 			}
 		}
 		timer.Stop()
 		a.ping()
+	}
+}
+
+// changed runs a pass for the changes on disk the watcher reported: a
+// scan of the changed paths alone, or of everything when the watcher
+// cannot say which (an overflow, a watch that moved). Changes received
+// before the latest full scan began are in it already (the agent's own
+// renewal, scanned again right after): no pass for them.
+func (a *Agent) changed(ctx context.Context) {
+	ch := a.watch.Take(a.scanStart)
+	switch {
+	case ch.Empty():
+	case ch.All:
+		a.pass(ctx, "change on disk", nil)
+	default:
+		a.pass(ctx, "change on disk", &inventory.Changed{Paths: ch.Paths, Watched: ch.Watched})
 	}
 }
 
@@ -360,13 +401,17 @@ func (a *Agent) watchDirs(rep *inventory.Report) []string {
 			add(path.Dir(p))
 		}
 	}
+	nodeDirs := map[string]bool{} // thousands of certificates share a few directories
 	for _, list := range [][]*inventory.Certificate{rep.Certificates, rep.Authorities} {
 		for _, c := range list {
-			add(path.Dir(c.Path))
+			nodeDirs[path.Dir(c.Path)] = true
 			if c.ResolvedPath != "" {
-				add(path.Dir(c.ResolvedPath))
+				nodeDirs[path.Dir(c.ResolvedPath)] = true
 			}
 		}
+	}
+	for d := range nodeDirs {
+		add(d)
 	}
 	out := make([]string, 0, len(set))
 	for d := range set {
@@ -376,15 +421,11 @@ func (a *Agent) watchDirs(rep *inventory.Report) []string {
 	return out
 }
 
-// publish stores a new status document for the API.
+// publish stores a new status document for the API (which encodes it
+// when asked). s is not changed afterwards.
 func (a *Agent) publish(s *api.Status) {
-	data, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		a.opts.Log.WithField("REASON", err.Error()).Error("status encoding failed")
-		return
-	}
 	a.mu.Lock()
-	a.status, a.statusJSON = s, append(data, '\n')
+	a.status, a.statusJSON = s, nil
 	a.mu.Unlock()
 }
 

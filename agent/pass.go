@@ -20,11 +20,15 @@ import (
 )
 
 // pass is one look at the node: scan, decide, renew what is due, publish.
-// Every decision is recomputed from the wall clock.
-func (a *Agent) pass(ctx context.Context, reason string) {
+// Every decision is recomputed from the wall clock. changed, when set,
+// narrows the scan to what the watcher saw change; nil looks at every
+// file (the cache still spares reading the unchanged ones).
+func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Changed) {
 	start := a.opts.Clock.Now()
-	a.scanStart = start
-	rep, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: start})
+	if changed == nil {
+		a.scanStart = start
+	}
+	rep, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: start, Cache: a.cache, Changed: changed})
 	if err != nil {
 		return // cancelled
 	}
@@ -38,19 +42,23 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 		a.publish(a.build(rep, statuses, reason, start)) // status shows "renewing" meanwhile
 		a.renewDue(ctx, due)
 		again := a.opts.Clock.Now()
-		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: again}); err == nil {
+		if rep2, err := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: again, Cache: a.cache}); err == nil {
 			a.scanStart = again // it sees the renewal's own writes
 			rep = rep2
 			a.opts.Metrics.Scanned(rep, 0)
 			statuses, _, _ = a.decide(rep, a.opts.Clock.Now())
 		}
 	}
-	keep := map[string]bool{}
+	keep := make(map[string]bool, len(rep.Certificates))
 	for _, c := range rep.Certificates {
 		keep[c.Name] = true
 	}
 	a.state.Forget(keep)
-	if err := a.state.Save(); err != nil {
+	save := a.state.Save
+	if changed == nil {
+		save = a.state.Flush
+	}
+	if err := save(); err != nil {
 		a.opts.Log.WithField("REASON", err.Error()).Error("saving state failed")
 	}
 	if a.opts.Restarter != nil {
@@ -81,6 +89,9 @@ func (a *Agent) pass(ctx context.Context, reason string) {
 	a.publish(a.build(rep, statuses, reason, start))
 	a.report(rep, statuses)
 	a.nextPass = a.next(statuses)
+	if changed == nil {
+		a.fitMemoryLimit()
+	}
 	if a.opts.Notifier != nil && a.ready {
 		a.opts.Notifier.Status(a.summary())
 	}
@@ -102,7 +113,7 @@ func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 // in the local transaction and through the cluster.
 func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*api.RenewalStatus, []*inventory.Certificate, []*inventory.Certificate) {
 	policy := schedule.Policy{RenewBefore: a.cfg.RenewBeforeDuration}
-	out := map[string]*api.RenewalStatus{}
+	out := make(map[string]*api.RenewalStatus, len(rep.Certificates))
 	var due, dueCSR []*inventory.Certificate
 	for _, c := range rep.Certificates {
 		in := decide.Input{Cert: c, Record: a.state.Get(c.Name), Policy: policy, RenewBefore: a.cfg.RenewBefore, Node: a.node, Now: now}
@@ -211,16 +222,16 @@ func (a *Agent) report(rep *inventory.Report, statuses map[string]*api.RenewalSt
 // build assembles the status document.
 func (a *Agent) build(rep *inventory.Report, statuses map[string]*api.RenewalStatus, reason string, start time.Time) *api.Status {
 	s := &api.Status{Kind: "AgentStatus", APIVersion: rep.APIVersion, ScannedAt: rep.ScannedAt, Root: rep.Root,
-		Authorities: rep.Authorities, KeyPairs: rep.KeyPairs, Problems: rep.Problems}
-	for _, c := range rep.Certificates {
-		cs := &api.CertStatus{Certificate: c}
+		Authorities: rep.Authorities, KeyPairs: rep.KeyPairs, Problems: rep.Problems,
+		Certificates: make([]*api.CertStatus, 0, len(rep.Certificates))}
+	all := make([]api.CertStatus, len(rep.Certificates)) // one allocation for thousands
+	for i, c := range rep.Certificates {
+		cs := &all[i]
+		cs.Certificate = c
 		if rs := statuses[c.Name]; rs != nil {
 			cs.Renewal = *rs
 		}
 		s.Certificates = append(s.Certificates, cs)
-	}
-	if s.Certificates == nil {
-		s.Certificates = []*api.CertStatus{}
 	}
 	s.Daemon = a.healthSnapshot()
 	return s

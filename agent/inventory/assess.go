@@ -35,8 +35,8 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 		}
 		return all[i].order < all[j].order
 	})
-	byID := map[string]*found{}
-	byPath := map[string]*found{}
+	byID := make(map[string]*found, len(all))
+	byPath := make(map[string]*found, len(all))
 	var kept []*found
 	for _, fd := range all {
 		prev, ok := byID[fd.identity]

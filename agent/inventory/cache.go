@@ -41,6 +41,7 @@ type Cache struct {
 	gen      uint64               // scan generation; guarded by mu
 	files    map[candidate]*entry // guarded by mu
 	verified map[verifyKey]*verdict
+	listings map[string]*listing // directory listings, by node path; guarded by mu
 	now      func() time.Time
 
 	reads, verifications atomic.Uint64
@@ -70,7 +71,7 @@ type verdict struct {
 
 // NewCache returns an empty cache.
 func NewCache() *Cache {
-	return &Cache{files: map[candidate]*entry{}, verified: map[verifyKey]*verdict{}, now: time.Now}
+	return &Cache{files: map[candidate]*entry{}, verified: map[verifyKey]*verdict{}, listings: map[string]*listing{}, now: time.Now}
 }
 
 // CacheStats counts what a cache holds and what scans with it did.
@@ -96,7 +97,7 @@ func (c *Cache) begin(root *pki.Root, limit int64) uint64 {
 	defer c.mu.Unlock()
 	if c.root != root.Dir() || c.limit != limit {
 		c.root, c.limit = root.Dir(), limit
-		c.files, c.verified = map[candidate]*entry{}, map[verifyKey]*verdict{}
+		c.files, c.verified, c.listings = map[candidate]*entry{}, map[verifyKey]*verdict{}, map[string]*listing{}
 	}
 	c.gen++
 	return c.gen
@@ -116,6 +117,11 @@ func (c *Cache) sweep(gen uint64) {
 			delete(c.verified, k)
 		}
 	}
+	for k, l := range c.listings {
+		if l.gen < gen {
+			delete(c.listings, k)
+		}
+	}
 }
 
 // readCached returns candidate c's reading: the cached one when nothing it
@@ -128,7 +134,7 @@ func (s *scanner) readCached(c candidate, order int) *result {
 	cache.mu.Lock()
 	e := cache.files[c]
 	cache.mu.Unlock()
-	if e != nil && s.unchanged(e.deps) {
+	if e != nil && (s.trusted(e.deps) || s.unchanged(e.deps)) {
 		cache.mu.Lock()
 		e.gen = max(e.gen, s.gen)
 		cache.mu.Unlock()

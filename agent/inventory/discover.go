@@ -165,6 +165,9 @@ func (s *scanner) expand(p string) ([]candidate, []Problem) {
 // exts. A directory that does not exist yields nothing; other listing
 // errors go to onErr when it is set.
 func (s *scanner) listDir(dir string, exts []string, onErr func(error)) []candidate {
+	if cs, ok := s.cachedListing(dir, exts); ok {
+		return cs
+	}
 	resolved, err := s.root.Resolve(dir)
 	if err != nil {
 		if onErr != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -185,28 +188,35 @@ func (s *scanner) listDir(dir string, exts []string, onErr func(error)) []candid
 	}
 	var cs []candidate
 	for _, e := range entries {
-		name := e.Name()
-		if e.IsDir() || !hasExt(name, exts) || strings.HasPrefix(name, ".") {
-			continue
-		}
-		c := candidate{path: path.Join(dir, name)}
 		// The listing already says whether "<stem>.key" exists: no need
 		// to look for it file by file.
-		if key := sibling(name); names[key] {
-			c.keyPath = path.Join(dir, key)
+		if c, ok := listed(dir, resolved, e.Name(), e.Type(), names[sibling(e.Name())], exts); ok {
+			cs = append(cs, c)
 		}
-		if e.Type().IsRegular() {
-			c.resolved = c.path // one string for both when no link is on the way
-			if resolved != path.Clean(dir) {
-				c.resolved = path.Join(resolved, name)
-			}
-		}
-		if hasExt(name, []string{".conf", ".kubeconfig"}) {
-			c.kubeconfig = true
-		}
-		cs = append(cs, c)
 	}
+	s.keepListing(dir, resolved, exts, cs)
 	return cs
+}
+
+// listed is the candidate for an entry of a listed directory, if it is one.
+func listed(dir, resolved, name string, typ fs.FileMode, keyHere bool, exts []string) (candidate, bool) {
+	if typ.IsDir() || !hasExt(name, exts) || strings.HasPrefix(name, ".") {
+		return candidate{}, false
+	}
+	c := candidate{path: path.Join(dir, name)}
+	if keyHere {
+		c.keyPath = path.Join(dir, sibling(name))
+	}
+	if typ.IsRegular() {
+		c.resolved = c.path // one string for both when no link is on the way
+		if resolved != path.Clean(dir) {
+			c.resolved = path.Join(resolved, name)
+		}
+	}
+	if hasExt(name, []string{".conf", ".kubeconfig"}) {
+		c.kubeconfig = true
+	}
+	return c, true
 }
 
 func hasExt(name string, exts []string) bool {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"path"
-	"slices"
 	"strings"
 )
 
@@ -40,21 +39,19 @@ type verdictOf struct {
 // the well-known CA files, then files named like a CA. The order only
 // decides how early phase 1 knows the CAs, never a result.
 func processingOrder(cands []candidate) []int {
-	order := make([]int, len(cands))
-	rank := func(c candidate) int {
+	order := make([]int, 0, len(cands))
+	var named, rest []int // named like a CA; the others
+	for i, c := range cands {
 		switch base := strings.ToLower(path.Base(c.path)); {
 		case c.ca:
-			return 0
+			order = append(order, i)
 		case strings.Contains(base, "ca"):
-			return 1
+			named = append(named, i)
+		default:
+			rest = append(rest, i)
 		}
-		return 2
 	}
-	for i := range order {
-		order[i] = i
-	}
-	slices.SortStableFunc(order, func(i, j int) int { return rank(cands[i]) - rank(cands[j]) })
-	return order
+	return append(append(order, named...), rest...)
 }
 
 // authoritiesOf makes the authorities a reading holds: its CA

@@ -33,6 +33,10 @@ type Options struct {
 	// are not read again, and signatures already checked are not checked
 	// again. nil reads and checks everything.
 	Cache *Cache
+	// Changed, with a Cache, says what changed since the previous scan
+	// with it (a file watcher's report): the files it holds elsewhere are
+	// not looked at. nil looks at every file.
+	Changed *Changed
 }
 
 // scanner holds one scan's inputs. authorities is written only between
@@ -42,7 +46,8 @@ type scanner struct {
 	cfg         *config.Config
 	now         time.Time
 	cache       *Cache
-	gen         uint64 // the cache's generation for this scan
+	gen         uint64   // the cache's generation for this scan
+	changes     *changes // what changed since the previous scan; nil: look at everything
 	authorities []*authority
 	names       sync.Map // string(RawIssuer) -> *issuerInfo
 	cands       []candidate
@@ -134,6 +139,7 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	if opts.Cache != nil {
 		s.cache = opts.Cache
 		s.gen = s.cache.begin(s.root, s.root.MaxFileSize)
+		s.changes = s.nodeChanges(opts.Changed)
 	}
 	cands, problems := s.discover()
 	// A renewal that a crash interrupted may have left a pair mismatched

@@ -47,6 +47,8 @@ type Store struct {
 	path  string
 	mu    sync.Mutex
 	certs map[string]Cert
+	dirty bool // certs differ from the file in what must survive a crash
+	lazy  bool // certs differ from the file in what may wait (see Put)
 }
 
 // Open loads the state in dir. A missing file is a fresh start; a corrupt
@@ -56,7 +58,7 @@ func Open(dir string, now time.Time) (s *Store, warning, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("state directory: %w", err)
 	}
-	s = &Store{path: filepath.Join(dir, FileName), certs: map[string]Cert{}}
+	s = &Store{path: filepath.Join(dir, FileName), certs: map[string]Cert{}, dirty: true}
 	data, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s, nil, nil
@@ -76,6 +78,7 @@ func Open(dir string, now time.Time) (s *Store, warning, err error) {
 	if f.Certificates != nil {
 		s.certs = f.Certificates
 	}
+	s.dirty = false
 	return s, nil, nil
 }
 
@@ -90,7 +93,19 @@ func (s *Store) Get(name string) Cert {
 func (s *Store) Put(name string, c Cert) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	old, ok := s.certs[name]
+	if ok && old == c {
+		return
+	}
 	s.certs[name] = c
+	if old == (Cert{Serial: old.Serial}) && c == (Cert{Serial: c.Serial}) {
+		// A bare serial, lost in a crash, is learnt again at the next
+		// scan: no write for it alone (thousands of certificates on a
+		// node that changes them often).
+		s.lazy = true
+	} else {
+		s.dirty = true
+	}
 }
 
 // Forget drops records of certificates that are gone.
@@ -100,6 +115,7 @@ func (s *Store) Forget(keep map[string]bool) {
 	for n := range s.certs {
 		if !keep[n] {
 			delete(s.certs, n)
+			s.lazy = true // a stale record is forgotten again at the next pass
 		}
 	}
 }
@@ -107,15 +123,30 @@ func (s *Store) Forget(keep map[string]bool) {
 // Dir returns the state directory.
 func (s *Store) Dir() string { return filepath.Dir(s.path) }
 
-// Save writes the state atomically and durably.
-func (s *Store) Save() error {
+// Save writes the state atomically and durably when what must survive a
+// crash changed since it was read or last written.
+func (s *Store) Save() error { return s.save(false) }
+
+// Flush writes the state when anything changed (at a full scan and at
+// shutdown).
+func (s *Store) Flush() error { return s.save(true) }
+
+func (s *Store) save(all bool) error {
 	s.mu.Lock()
-	data, err := json.MarshalIndent(file{Version: 1, Certificates: s.certs}, "", "  ")
-	s.mu.Unlock()
-	if err != nil {
-		return err
+	if !s.dirty && (!all || !s.lazy) {
+		s.mu.Unlock()
+		return nil
 	}
-	if err := renameio.WriteFile(s.path, data, 0o600, renameio.WithTempDir(filepath.Dir(s.path))); err != nil {
+	data, err := json.MarshalIndent(file{Version: 1, Certificates: s.certs}, "", "  ")
+	s.dirty, s.lazy = false, false
+	s.mu.Unlock()
+	if err == nil {
+		err = renameio.WriteFile(s.path, data, 0o600, renameio.WithTempDir(filepath.Dir(s.path)))
+	}
+	if err != nil {
+		s.mu.Lock()
+		s.dirty = true // try again next time
+		s.mu.Unlock()
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil

@@ -43,3 +43,41 @@ func TestRoundTripAndCorruption(t *testing.T) {
 		}
 	}
 }
+
+// TestSaveWritesWhatMustSurvive: a record that holds only a serial waits
+// for Flush (a crash loses nothing a scan does not learn again); anything
+// more is written by Save.
+func TestSaveWritesWhatMustSurvive(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	s, _, err := Open(dir, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(); err != nil { // a fresh state is written once
+		t.Fatal(err)
+	}
+	onDisk := func() Cert {
+		t.Helper()
+		s2, _, err := Open(dir, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s2.Get("leaf")
+	}
+	s.Put("leaf", Cert{Serial: "01"})
+	if err := s.Save(); err != nil || onDisk().Serial != "" {
+		t.Fatalf("a bare serial was written by Save: %v %+v", err, onDisk())
+	}
+	if err := s.Flush(); err != nil || onDisk().Serial != "01" {
+		t.Fatalf("Flush: %v %+v", err, onDisk())
+	}
+	s.Put("leaf", Cert{Serial: "01", Failures: 1, LastError: "boom"})
+	if err := s.Save(); err != nil || onDisk().Failures != 1 {
+		t.Fatalf("a failure was not written by Save: %v %+v", err, onDisk())
+	}
+	s.Put("leaf", Cert{Serial: "02"}) // renewed: the failure is cleared
+	if err := s.Save(); err != nil || onDisk().Failures != 0 {
+		t.Fatalf("a cleared failure was not written by Save: %v %+v", err, onDisk())
+	}
+}

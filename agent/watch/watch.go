@@ -2,7 +2,8 @@
 // watches directories, not files, because atomic renames and the kubelet's
 // symlink swaps replace inodes; a directory that does not exist yet is
 // waited for by watching its nearest existing ancestor. Bursts of events
-// are debounced into one notification.
+// are debounced into one notification, and the watcher remembers which
+// paths changed (Take), so that the agent can rescan only those.
 package watch
 
 import (
@@ -33,6 +34,8 @@ type Watcher struct {
 	watched map[string]bool // host directories with a watch
 	errs    []string        // recent watch errors, newest last
 	last    time.Time       // when the latest event was received
+	pending map[string]pendingPath
+	all     time.Time // when something not pinned to a path changed (zero: nothing)
 	done    chan struct{}
 
 	// observed, when set (tests only), is called from the loop after each
@@ -40,8 +43,18 @@ type Watcher struct {
 	observed func(fsnotify.Event)
 }
 
-// New starts a watcher. Debounce is how long it waits after an event for
-// more before it signals.
+// pendingPath is a changed path not taken yet.
+type pendingPath struct {
+	at      time.Time
+	listing bool // created, removed or renamed: its directory's listing changed
+}
+
+// maxPending: more changed paths than this since the last Take are
+// rescanned as a whole.
+const maxPending = 1024
+
+// New starts a watcher. It signals once no event came for debounce, or
+// at the latest 10 × debounce after the first event of a burst.
 func New(clk clock.WithTicker, debounce time.Duration) (*Watcher, error) {
 	return newWatcher(clk, debounce, nil)
 }
@@ -54,7 +67,7 @@ func newWatcher(clk clock.WithTicker, debounce time.Duration, observed func(fsno
 		return nil, err
 	}
 	c := make(chan struct{}, 1)
-	w := &Watcher{C: c, c: c, fs: fw, clock: clk, debounce: debounce, watched: map[string]bool{}, done: make(chan struct{}), observed: observed}
+	w := &Watcher{C: c, c: c, fs: fw, clock: clk, debounce: debounce, watched: map[string]bool{}, pending: map[string]pendingPath{}, done: make(chan struct{}), observed: observed}
 	go w.loop()
 	return w, nil
 }
@@ -71,7 +84,47 @@ func (w *Watcher) Set(dirs []string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.want = append([]string(nil), dirs...)
-	w.syncLocked()
+	if w.syncLocked() {
+		// What changed in a directory before its watch began sent no
+		// event: the next rescan cannot trust the paths alone.
+		w.all = w.clock.Now()
+	}
+}
+
+// Changes are what changed on disk since the previous Take.
+type Changes struct {
+	// All: something changed that no path pins down (the kernel's event
+	// queue overflowed, a watch failed, a watched directory appeared or
+	// went away, a directory began to be watched): rescan everything.
+	All bool
+	// Paths are the host paths the events named; true when the path was
+	// created, removed or renamed (its directory's listing changed).
+	Paths map[string]bool
+	// Watched are the host directories watched, each of its own (not
+	// through an ancestor): a change below one of them is in Paths.
+	Watched map[string]bool
+}
+
+// Empty reports whether nothing changed.
+func (c Changes) Empty() bool { return !c.All && len(c.Paths) == 0 }
+
+// Take returns the changes received since the previous Take and forgets
+// them. Changes received before since (the start of a full scan, which
+// saw them) are dropped.
+func (w *Watcher) Take(since time.Time) Changes {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c := Changes{All: !w.all.IsZero() && !w.all.Before(since), Paths: map[string]bool{}, Watched: make(map[string]bool, len(w.watched))}
+	for p, e := range w.pending {
+		if !e.at.Before(since) {
+			c.Paths[p] = e.listing
+		}
+	}
+	for d := range w.watched {
+		c.Watched[d] = true
+	}
+	w.pending, w.all = map[string]pendingPath{}, time.Time{}
+	return c
 }
 
 // LastEvent is when the latest file event was received (zero: none yet).
@@ -104,10 +157,14 @@ func (w *Watcher) Watched() []string {
 // syncLocked adds and removes watches so that every wanted directory, or
 // its nearest existing ancestor, is watched. A directory created between
 // looking and adding the watch on its parent sends no event, so it looks
-// again until nothing changes. w.mu is held.
-func (w *Watcher) syncLocked() {
+// again until nothing changes. It reports whether it added a watch.
+// w.mu is held.
+func (w *Watcher) syncLocked() bool {
+	added := false
 	for i := 0; i < 16 && w.syncOnceLocked(); i++ {
+		added = true
 	}
+	return added
 }
 
 // syncOnceLocked does one round and reports whether it added a watch.
@@ -157,6 +214,18 @@ func (w *Watcher) noteLocked(err error) {
 func (w *Watcher) loop() {
 	var timer clock.Timer
 	var fire <-chan time.Time
+	var first time.Time // the first event of the burst being debounced
+	arm := func() {
+		now := w.clock.Now()
+		if timer == nil {
+			first = now
+		} else {
+			timer.Stop()
+		}
+		wait := min(w.debounce, max(first.Add(10*w.debounce).Sub(now), 0))
+		timer = w.clock.NewTimer(wait)
+		fire = timer.C()
+	}
 	for {
 		select {
 		case <-w.done:
@@ -165,21 +234,8 @@ func (w *Watcher) loop() {
 			if !ok {
 				return
 			}
-			// A directory appeared or went away: watches may have to move
-			// (down into a new directory, up from a removed one).
-			w.mu.Lock()
-			w.last = w.clock.Now()
-			if ev.Has(fsnotify.Create) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-				if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
-					delete(w.watched, ev.Name)
-				}
-				w.syncLocked()
-			}
-			w.mu.Unlock()
-			if timer == nil {
-				timer = w.clock.NewTimer(w.debounce)
-				fire = timer.C()
-			}
+			w.note(ev)
+			arm()
 			if w.observed != nil {
 				w.observed(ev)
 			}
@@ -189,7 +245,9 @@ func (w *Watcher) loop() {
 			}
 			w.mu.Lock()
 			w.noteLocked(err)
+			w.all = w.clock.Now() // an overflow lost events: rescan everything
 			w.mu.Unlock()
+			arm()
 		case <-fire:
 			timer, fire = nil, nil
 			select {
@@ -198,4 +256,29 @@ func (w *Watcher) loop() {
 			}
 		}
 	}
+}
+
+// note records an event: the path it names, or a change of the watches.
+func (w *Watcher) note(ev fsnotify.Event) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := w.clock.Now()
+	w.last = now
+	listing := ev.Has(fsnotify.Create) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)
+	moved := false
+	// A directory appeared or went away: watches may have to move
+	// (down into a new directory, up from a removed one).
+	if listing {
+		if (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) && w.watched[ev.Name] {
+			delete(w.watched, ev.Name)
+			moved = true
+		}
+		moved = w.syncLocked() || moved
+	}
+	if moved || len(w.pending) >= maxPending {
+		w.all = now
+		return
+	}
+	p := w.pending[ev.Name]
+	w.pending[ev.Name] = pendingPath{at: now, listing: p.listing || listing}
 }

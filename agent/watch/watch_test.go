@@ -229,3 +229,49 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestWatcherTake: the watcher says which paths changed, and whether
+// their directory's listing did; changes before a full scan began are
+// dropped; a watched directory that appears is a change of everything.
+func TestWatcherTake(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "pki")
+	late := filepath.Join(root, "late")
+	must(t, os.MkdirAll(dir, 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "a.crt"), []byte("a"), 0o644))
+	h := newHarness(t, root)
+	h.set(dir, late)
+	h.settle()
+	h.w.Take(time.Time{}) // the watches just added, and the sentinel
+
+	f, err := os.OpenFile(filepath.Join(dir, "a.crt"), os.O_WRONLY, 0)
+	must(t, err)
+	f.Write([]byte("b"))
+	f.Close()
+	must(t, os.WriteFile(filepath.Join(dir, "b.crt"), []byte("b"), 0o644))
+	h.settle()
+	c := h.w.Take(time.Time{})
+	if c.All || c.Paths[filepath.Join(dir, "a.crt")] || !c.Paths[filepath.Join(dir, "b.crt")] {
+		t.Errorf("a written in place, b created: %+v", c)
+	}
+	if _, ok := c.Paths[filepath.Join(dir, "a.crt")]; !ok || !c.Watched[dir] {
+		t.Errorf("a.crt not reported, or %s not watched: %+v", dir, c)
+	}
+	if c = h.w.Take(time.Time{}); !c.Empty() {
+		t.Errorf("taken twice: %+v", c)
+	}
+
+	must(t, os.WriteFile(filepath.Join(dir, "c.crt"), []byte("c"), 0o644))
+	h.settle()
+	h.clk.Step(time.Second)
+	if c = h.w.Take(h.clk.Now()); !c.Empty() {
+		t.Errorf("a change before the full scan began is in it: %+v", c)
+	}
+
+	must(t, os.MkdirAll(late, 0o755))
+	h.settle()
+	h.expectWatched(late)
+	if c = h.w.Take(time.Time{}); !c.All {
+		t.Errorf("a watched directory appeared: %+v", c)
+	}
+}

@@ -121,6 +121,9 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 		CSR:       csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root), Hooks: testHooks()},
 		Hooks:     testHooks(),
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		opts.MemoryLimit = softMemoryLimit
+	}
 	if metricsAddr != "" {
 		m := metrics.New()
 		m.SetVersion(version)

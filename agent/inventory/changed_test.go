@@ -1,0 +1,72 @@
+package inventory
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/certagent/certagent/rotate/pki"
+	"github.com/certagent/certagent/rotate/pki/pkitest"
+)
+
+// TestChangedScanMatchesFullScan: a scan narrowed to the changed paths
+// reports what a cold full scan reports, after each kind of change: a new
+// certificate, a key appearing beside one, a file removed, a CA replaced
+// by another of the same name (its leaves' issuer is found again by
+// signature), a kubeconfig's referenced file swapped by a symlink.
+func TestChangedScanMatchesFullScan(t *testing.T) {
+	dir, _ := layout(t, pkitest.Layout{KubeletConfReference: true})
+	c := filepath.Join(dir, "opt/c")
+	ca := newCA(t, "extra-ca")
+	must(t, pkitest.WriteCorpus(c, ca, 5, now))
+	must(t, os.WriteFile(filepath.Join(c, "ca.crt"), pkitest.CertPEM(ca.Cert), 0o644))
+	root, _ := pki.NewRoot(dir)
+	cfg := mustConfig(t, "paths: [/opt/c]")
+	cache := settledCache()
+	scan := func(ch *Changed) string {
+		t.Helper()
+		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now, Cache: cache, Changed: ch})
+		must(t, err)
+		b, _ := json.Marshal(rep)
+		return string(b)
+	}
+	scan(nil)
+	watched := map[string]bool{c: true, filepath.Join(dir, "etc/kubernetes"): true, filepath.Join(dir, "etc/kubernetes/pki"): true,
+		filepath.Join(dir, "etc/kubernetes/pki/etcd"): true, filepath.Join(dir, "var/lib/kubelet/pki"): true}
+	kp := filepath.Join(dir, "var/lib/kubelet/pki")
+	other := sameNamedCA(t, ca)
+	leaf, key, err := other.Issue(pkitest.Spec{CommonName: "new", NotBefore: now.Add(-1e9), NotAfter: now.Add(1e15)})
+	must(t, err)
+	steps := []struct {
+		what    string
+		change  func()
+		changed map[string]bool
+	}{
+		{"a new certificate", func() { must(t, os.WriteFile(filepath.Join(c, "new.pem"), pkitest.CertPEM(leaf), 0o644)) },
+			map[string]bool{filepath.Join(c, "new.pem"): true}},
+		{"its key appearing", func() { must(t, os.WriteFile(filepath.Join(c, "new.key"), pkitest.KeyPEM(key), 0o600)) },
+			map[string]bool{filepath.Join(c, "new.key"): true}},
+		{"a file removed", func() { must(t, os.Remove(filepath.Join(c, "cert-00002.pem"))) },
+			map[string]bool{filepath.Join(c, "cert-00002.pem"): true}},
+		{"the CA replaced by one of the same name", func() {
+			must(t, os.WriteFile(filepath.Join(c, "ca.crt"), pkitest.CertPEM(other.Cert), 0o644))
+		}, map[string]bool{filepath.Join(c, "ca.crt"): false}},
+		{"the kubelet's symlink swapped", func() {
+			must(t, os.WriteFile(filepath.Join(kp, "kubelet-client-2099.pem"), append(pkitest.CertPEM(leaf), pkitest.KeyPEM(key)...), 0o600))
+			must(t, os.Symlink(filepath.Join("/var/lib/kubelet/pki", "kubelet-client-2099.pem"), filepath.Join(kp, ".tmp")))
+			must(t, os.Rename(filepath.Join(kp, ".tmp"), filepath.Join(kp, "kubelet-client-current.pem")))
+		}, map[string]bool{filepath.Join(kp, "kubelet-client-2099.pem"): true, filepath.Join(kp, ".tmp"): true, filepath.Join(kp, "kubelet-client-current.pem"): true}},
+	}
+	for _, st := range steps {
+		st.change()
+		got := scan(&Changed{Paths: st.changed, Watched: watched})
+		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now})
+		must(t, err)
+		want, _ := json.Marshal(rep)
+		if got != string(want) {
+			t.Errorf("%s: the narrowed scan differs from a full one:\n got %s\nwant %s", st.what, got, want)
+		}
+	}
+}
