@@ -303,13 +303,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		if wd := a.opts.Watchdog / 2; wd > 0 && wait > wd {
 			wait = wd
 		}
-		if wait < 0 {
-			wait = 0
-		}
-		timer := a.opts.Clock.NewTimer(wait)
+		stopTimer, fire := a.timer(wait)
 		select {
 		case <-ctx.Done():
-			timer.Stop()
+			stopTimer()
 			if a.opts.Notifier != nil {
 				a.opts.Notifier.Stopping()
 			}
@@ -331,12 +328,12 @@ func (a *Agent) Run(ctx context.Context) error {
 		case r := <-a.csrDone:
 			a.csrFinished(ctx, r)
 			a.pass(ctx, "CSR finished", nil)
-		case <-timer.C():
+		case <-fire:
 			if !a.opts.Clock.Now().Before(a.nextPass) {
 				a.pass(ctx, "timer", nil)
 			}
 		}
-		timer.Stop()
+		stopTimer()
 		a.ping()
 	}
 }
@@ -355,6 +352,19 @@ func (a *Agent) changed(ctx context.Context) {
 	default:
 		a.pass(ctx, "change on disk", &inventory.Changed{Paths: ch.Paths, Watched: ch.Watched})
 	}
+}
+
+// timer arms the loop's wake-up after wait. A deadline already gone (the
+// pass took longer than the time left) fires at once rather than through a
+// timer set in the past, which a clock need not fire until it moves again.
+func (a *Agent) timer(wait time.Duration) (stop func() bool, fire <-chan time.Time) {
+	if wait > 0 {
+		t := a.opts.Clock.NewTimer(wait)
+		return t.Stop, t.C()
+	}
+	now := make(chan time.Time, 1)
+	now <- a.opts.Clock.Now()
+	return func() bool { return false }, now
 }
 
 // ping feeds the watchdog; it runs only from the loop, so a stuck loop
