@@ -1,0 +1,47 @@
+package coord
+
+import (
+	"context"
+
+	"github.com/sirupsen/logrus"
+)
+
+// single says whether this node's control plane is the only one: etcd
+// has one voting member, or, when etcd cannot be asked, no other
+// kube-apiserver is known. Then nobody must take turns with it.
+func (c *Coordinator) single(ctx context.Context) bool {
+	if c.Etcd != nil {
+		if m, err := c.Etcd.Members(ctx); err == nil {
+			return m.Voting <= 1
+		}
+	}
+	if c.APIServers != nil {
+		if p, err := c.APIServers.Peers(ctx); err == nil {
+			return p.Others == 0
+		}
+	}
+	return false
+}
+
+// safe says whether restarting component now keeps the cluster up, and
+// why. A check that cannot be asked does not block: the Lease already
+// keeps restarts one at a time, and the reason is logged.
+func (c *Coordinator) safe(ctx context.Context, component string) (bool, string) {
+	switch {
+	case component == "etcd" && c.Etcd != nil:
+		m, err := c.Etcd.Members(ctx)
+		if err != nil {
+			c.Log.WithFields(logrus.Fields{"COMPONENT": component, "REASON": err.Error()}).Warning("cannot ask etcd for its members: restarting without the quorum check")
+			return true, "etcd cannot be asked: " + err.Error()
+		}
+		return EtcdSafe(m)
+	case component == "kube-apiserver" && c.APIServers != nil:
+		p, err := c.APIServers.Peers(ctx)
+		if err != nil {
+			c.Log.WithFields(logrus.Fields{"COMPONENT": component, "REASON": err.Error()}).Warning("cannot find the other kube-apiservers: restarting without the check")
+			return true, "kube-apiservers cannot be listed: " + err.Error()
+		}
+		return APIServerSafe(p)
+	}
+	return true, "no check for " + component
+}
