@@ -8,8 +8,12 @@ import (
 
 // single says whether this node's control plane is the only one: etcd
 // has one voting member, or, when etcd cannot be asked, no other
-// kube-apiserver is known. Then nobody must take turns with it.
+// kube-apiserver is known, or there is nothing to ask (no etcd client
+// certificate, no kubeconfig). Then nobody must take turns with it.
 func (c *Coordinator) single(ctx context.Context) bool {
+	if c.Etcd == nil && c.APIServers == nil {
+		return true // nothing tells of other nodes: none to take turns with
+	}
 	if c.Etcd != nil {
 		if m, err := c.Etcd.Members(ctx); err == nil {
 			return m.Voting <= 1

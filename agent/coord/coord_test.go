@@ -222,6 +222,7 @@ func TestCoordinatorSingleNode(t *testing.T) {
 	}{
 		{"one etcd member", &fakeEtcd{m: Members{1, 0, true}}, nil},
 		{"external etcd, one apiserver", &fakeEtcd{err: errors.New("no")}, &fakeAPI{p: Peers{0, 0, true}}},
+		{"nothing to ask", nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			lock := &fakeLock{me: "node-a", err: errors.New("API down")}
