@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -48,4 +49,37 @@ func (c *Coordinator) safe(ctx context.Context, component string) (bool, string)
 		return APIServerSafe(p)
 	}
 	return true, "no check for " + component
+}
+
+// settle waits, before the Lease goes to another node, until this node's
+// restarted component is healthy again (etcd's member answers /health,
+// the kube-apiserver /readyz), for at most Settle: the restart's own
+// check only proved the new certificate served.
+func (c *Coordinator) settle(ctx context.Context, component string) {
+	healthy := func() bool {
+		switch {
+		case component == "etcd" && c.Etcd != nil:
+			m, err := c.Etcd.Members(ctx)
+			return err == nil && m.SelfHealthy
+		case component == "kube-apiserver" && c.APIServers != nil:
+			p, err := c.APIServers.Peers(ctx)
+			return err == nil && p.SelfReady
+		}
+		return true
+	}
+	limit := c.Settle
+	if limit <= 0 {
+		limit = 2 * time.Minute
+	}
+	deadline := c.Clock.Now().Add(limit)
+	for !healthy() {
+		if c.Clock.Now().After(deadline) || ctx.Err() != nil {
+			c.Log.WithFields(logrus.Fields{"COMPONENT": component, "REASON": "not healthy after " + limit.String()}).Warning("giving the restart Lease up before the component is healthy")
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-c.Clock.After(c.retry()):
+		}
+	}
 }

@@ -9,7 +9,8 @@ package coord
 
 import (
 	"context"
-	"hash/fnv"
+	"crypto/sha256"
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -28,9 +29,10 @@ func Delay(node string, window time.Duration) time.Duration {
 	if window <= 0 {
 		return 0
 	}
-	h := fnv.New64a()
-	h.Write([]byte(node))
-	return time.Duration(h.Sum64() % uint64(window))
+	// SHA-256, not FNV: names that differ in one character (cp-1, cp-2)
+	// must land far apart, not in neighbouring spots.
+	sum := sha256.Sum256([]byte(node))
+	return time.Duration(binary.BigEndian.Uint64(sum[:8]) % uint64(window))
 }
 
 // Coordinator decides when this node may restart a control-plane
@@ -44,8 +46,9 @@ type Coordinator struct {
 	Log        *logrus.Logger
 	// Retry is the pause between two tries (default 2s); Renew how often
 	// a held Lease is renewed (default 5s); Window bounds the delay when
-	// no Lease can be had.
-	Retry, Renew, Window time.Duration
+	// no Lease can be had; Settle bounds the wait, after a restart, for
+	// the component's health before the Lease goes (default 2m).
+	Retry, Renew, Window, Settle time.Duration
 
 	mu     sync.Mutex // guards status
 	status *api.CoordinationStatus
@@ -82,6 +85,7 @@ func (c *Coordinator) Acquire(ctx context.Context, component string, ping func()
 	}
 	delayed := false
 	var logged string
+	start := c.Clock.Now()
 	for {
 		h, held, err := c.Lock.TryAcquire(ctx)
 		switch {
@@ -106,7 +110,7 @@ func (c *Coordinator) Acquire(ctx context.Context, component string, ping func()
 			stop := c.keep(ctx)
 			ok, why := c.safe(ctx, component)
 			if ok {
-				return c.holding(ctx, component, h, why, stop), nil
+				return c.holding(ctx, component, h, why, c.Clock.Since(start), stop), nil
 			}
 			stop()
 			c.release(ctx)
@@ -121,12 +125,13 @@ func (c *Coordinator) Acquire(ctx context.Context, component string, ping func()
 
 // holding records and logs that this node holds the Lease, and returns
 // the release.
-func (c *Coordinator) holding(ctx context.Context, component string, h Holder, why string, stop func()) func() {
+func (c *Coordinator) holding(ctx context.Context, component string, h Holder, why string, waited time.Duration, stop func()) func() {
 	since := h.Since.UTC()
 	c.set(&api.CoordinationStatus{Component: component, State: "holding", Holder: c.Node, HolderSince: &since, Reason: why, Since: c.Clock.Now().UTC()})
-	c.Log.WithFields(logrus.Fields{"MESSAGE_ID": logfields.MsgCoordAcquired, "COMPONENT": component, "NODE": c.Node, "REASON": why}).
-		Info("took the restart Lease")
+	c.Log.WithFields(logrus.Fields{"MESSAGE_ID": logfields.MsgCoordAcquired, "COMPONENT": component, "NODE": c.Node, "REASON": why,
+		"WAITED": waited.Round(time.Millisecond).String()}).Info("took the restart Lease")
 	return func() {
+		c.settle(ctx, component)
 		stop()
 		c.release(ctx)
 		c.set(nil)
