@@ -47,8 +47,10 @@ type Coordinator struct {
 	// Retry is the pause between two tries (default 2s); Renew how often
 	// a held Lease is renewed (default 5s); Window bounds the delay when
 	// no Lease can be had; Settle bounds the wait, after a restart, for
-	// the component's health before the Lease goes (default 2m).
-	Retry, Renew, Window, Settle time.Duration
+	// the component's health before the Lease goes (default 2m);
+	// DownAfter is how long the Lock must keep failing before the API
+	// counts as down, before and after the delay (0: at the first failure).
+	Retry, Renew, Window, Settle, DownAfter time.Duration
 
 	mu     sync.Mutex // guards status
 	status *api.CoordinationStatus
@@ -85,15 +87,25 @@ func (c *Coordinator) Acquire(ctx context.Context, component string, ping func()
 	}
 	delayed := false
 	var logged string
+	var failingSince time.Time // when the Lock began failing (zero: it answers)
 	start := c.Clock.Now()
 	for {
 		h, held, err := c.Lock.TryAcquire(ctx)
+		if err == nil {
+			failingSince = time.Time{}
+		} else if failingSince.IsZero() {
+			failingSince = c.Clock.Now()
+		}
 		switch {
+		case err != nil && c.Clock.Since(failingSince) < c.DownAfter:
+			// One API server restarting (maybe the holder's) is not the
+			// API down: wait for the failures to last.
+			logged = c.waiting(component, Holder{}, "restart Lease: "+err.Error(), logged)
 		case err != nil && !delayed:
 			if err := c.apiDown(ctx, component, err, ping); err != nil {
 				return nil, err
 			}
-			delayed = true
+			delayed, failingSince = true, time.Time{}
 			continue
 		case err != nil:
 			ok, why := c.safe(ctx, component)

@@ -81,7 +81,7 @@ func (g *restartGate) coordinator(cfg *config.Config) *coord.Coordinator {
 	co := cfg.Coordination
 	c := &coord.Coordinator{Node: nodeName(cfg), Clock: clock.RealClock{}, Log: g.log,
 		Retry: co.RetryIntervalDuration, Renew: co.LeaseDurationDuration / 3, Window: co.APIDownWindowDuration,
-		Settle: cfg.Restart.TimeoutDuration}
+		Settle: cfg.Restart.TimeoutDuration, DownAfter: co.LeaseDurationDuration}
 	cs, roots, err := kubeclient.New(g.root, co.Kubeconfig, &g.requests)
 	if err != nil {
 		c.Lock = failLock{err}

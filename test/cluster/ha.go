@@ -145,13 +145,20 @@ func (h *HA) PID(name string) int { return h.c.PID(name) }
 
 // EtcdHealthy asks node i's member /health with its healthcheck client.
 func (h *HA) EtcdHealthy(ctx context.Context, i int) bool {
+	_, ok := h.EtcdHealth(ctx, i)
+	return ok
+}
+
+// EtcdHealth says whether node i's member answers /health at all, and
+// whether it says healthy (not so while the members elect a leader).
+func (h *HA) EtcdHealth(ctx context.Context, i int) (answers, healthy bool) {
 	n := h.Nodes[i]
 	pair, err := tls.LoadX509KeyPair(n.pki("etcd/healthcheck-client.crt"), n.pki("etcd/healthcheck-client.key"))
 	if err != nil {
-		return false
+		return false, false
 	}
 	body, ok := get(ctx, "https://"+n.EtcdAddr()+"/health", &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}})
-	return ok && strings.Contains(body, `"health":"true"`)
+	return strings.Contains(body, `"health"`), ok && strings.Contains(body, `"health":"true"`)
 }
 
 // APIReady asks node i's kube-apiserver /readyz.

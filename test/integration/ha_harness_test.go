@@ -193,21 +193,28 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *timel
 }
 
 // pollHA checks, every 100 ms, that etcd keeps quorum (2 of 3 members
-// healthy) and, while checkAPI is set, that a kube-apiserver is ready.
+// up) and has a healthy member (a leader election after a restart may
+// take a few seconds; longer is a breach), and, while checkAPI is set,
+// that a kube-apiserver is ready.
 func pollHA(ctx context.Context, h *cluster.HA, tl *timeline) {
 	go func() {
+		lastHealthy := time.Now()
 		for ctx.Err() == nil {
-			var healthy, ready int
+			var up, healthy, ready int
 			var wg sync.WaitGroup
 			var mu sync.Mutex
 			for i := range h.Nodes {
 				wg.Add(2)
 				go func() {
 					defer wg.Done()
-					if h.EtcdHealthy(ctx, i) {
-						mu.Lock()
+					answers, ok := h.EtcdHealth(ctx, i)
+					mu.Lock()
+					defer mu.Unlock()
+					if answers {
+						up++
+					}
+					if ok {
 						healthy++
-						mu.Unlock()
 					}
 				}()
 				go func() {
@@ -225,12 +232,19 @@ func pollHA(ctx context.Context, h *cluster.HA, tl *timeline) {
 			}
 			tl.mu.Lock()
 			tl.polls++
-			now := time.Now().Format("15:04:05.000")
-			if healthy < 2 {
-				tl.breaches = append(tl.breaches, fmt.Sprintf("%s: %d etcd members healthy", now, healthy))
+			now := time.Now()
+			if healthy > 0 {
+				lastHealthy = now
+			}
+			at := now.Format("15:04:05.000")
+			if up < 2 {
+				tl.breaches = append(tl.breaches, fmt.Sprintf("%s: %d etcd members up", at, up))
+			}
+			if now.Sub(lastHealthy) > 5*time.Second {
+				tl.breaches = append(tl.breaches, fmt.Sprintf("%s: no etcd member healthy since %s", at, lastHealthy.Format("15:04:05.000")))
 			}
 			if tl.checkAPI && ready < 1 {
-				tl.breaches = append(tl.breaches, fmt.Sprintf("%s: no kube-apiserver ready", now))
+				tl.breaches = append(tl.breaches, fmt.Sprintf("%s: no kube-apiserver ready", at))
 			}
 			tl.mu.Unlock()
 			time.Sleep(100 * time.Millisecond)

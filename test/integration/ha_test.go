@@ -152,8 +152,40 @@ func haFigures(ds []*daemon) (time.Duration, int) {
 	return longest, total
 }
 
+// waitRecorded waits until the stand-in kubelets recorded n restarts.
+func (hc *haCluster) waitRecorded(t *testing.T, n int) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		hc.tl.mu.Lock()
+		got := len(hc.tl.restarts)
+		hc.tl.mu.Unlock()
+		if got >= n {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// coordLog is what the daemons logged of their turns, for failures.
+func (hc *haCluster) coordLog() string {
+	var out []string
+	for i, d := range hc.daemons {
+		for _, l := range strings.Split(d.log(), "\n") {
+			if strings.Contains(l, "Lease") || strings.Contains(l, "turn") || strings.Contains(l, "restart") {
+				out = append(out, haNames[i]+": "+l)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func (hc *haCluster) check(t *testing.T, wantRestarts int) {
 	t.Helper()
+	defer func() {
+		if t.Failed() {
+			t.Log(hc.coordLog())
+		}
+	}()
 	hc.tl.mu.Lock()
 	n, breaches, polls := len(hc.tl.restarts), hc.tl.breaches, hc.tl.polls
 	hc.tl.mu.Unlock()
@@ -188,7 +220,7 @@ func TestHAControlPlaneTakesTurns(t *testing.T) {
 	}
 	waitRestarts(t, hc.daemons, 1, 5*time.Minute, "etcd", "kube-apiserver")
 	took := time.Since(start)
-	time.Sleep(time.Second) // the last restart's end is recorded on health
+	hc.waitRecorded(t, 6) // the last restart's end is recorded on health
 	hc.check(t, 6)
 	longest, requests := haFigures(hc.daemons)
 	t.Logf("three nodes renewed and restarted etcd and kube-apiserver in turn in %s; longest wait for the Lease %s; %d API requests on coordination",
