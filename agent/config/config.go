@@ -227,7 +227,10 @@ type Coordination struct {
 	// APIDownWindow bounds the per-node delay before a local restart when
 	// no Lease can be had (default 10m).
 	APIDownWindow string `json:"apiDownWindow,omitempty"`
-	// Kubeconfig is the credential for the Lease (default kubelet.kubeconfig).
+	// Kubeconfig is the credential for the Lease (default
+	// <kubernetesDir>/controller-manager.conf: kubeadm's NodeRestriction
+	// admission refuses a node's own credential any Lease outside
+	// kube-node-lease).
 	Kubeconfig string `json:"kubeconfig,omitempty"`
 	// APIServers lists the kube-apiservers (host:port) to check before
 	// restarting this node's; default: the `kubernetes` EndpointSlice.
@@ -362,7 +365,7 @@ func (c *Config) setDefaults() {
 		co.LeaseNamespace = "kube-system"
 	}
 	if co.Kubeconfig == "" {
-		co.Kubeconfig = k.Kubeconfig
+		co.Kubeconfig = path.Join(c.KubernetesDir, "controller-manager.conf")
 	}
 	a := &c.Agent
 	if a.StateDir == "" {

@@ -57,7 +57,7 @@ func TestDefaultsAndDurations(t *testing.T) {
 	}
 	co := c.Coordination
 	if !co.On() || co.LeaseName != "certagent-restart" || co.LeaseNamespace != "kube-system" || co.LeaseDurationDuration != 30*time.Second ||
-		co.RetryIntervalDuration != 2*time.Second || co.APIDownWindowDuration != 10*time.Minute || co.Kubeconfig != "/srv/k8s/kubelet.conf" {
+		co.RetryIntervalDuration != 2*time.Second || co.APIDownWindowDuration != 10*time.Minute || co.Kubeconfig != "/srv/k8s/controller-manager.conf" {
 		t.Fatalf("coordination defaults: %+v", co)
 	}
 	if c, err = Parse([]byte(head + "coordination: {enabled: false, leaseName: x, leaseDuration: 1m}\n")); err != nil || c.Coordination.On() ||

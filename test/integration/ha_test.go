@@ -63,7 +63,7 @@ func startHACluster(t *testing.T, ctx context.Context) *haCluster {
 		apis = append(apis, `"`+n.APIAddr()+`"`)
 	}
 	for i, n := range h.Nodes {
-		pointAt(t, filepath.Join(n.Root, "etc/kubernetes/kubelet.conf"), h.LB)
+		pointAt(t, filepath.Join(n.Root, "etc/kubernetes/controller-manager.conf"), h.LB)
 		manifests := filepath.Join(n.Root, "etc/kubernetes/manifests")
 		os.MkdirAll(manifests, 0o755)
 		for _, m := range []string{"etcd.yaml", "kube-apiserver.yaml"} {
@@ -231,10 +231,14 @@ func TestHAControlPlaneTakesTurns(t *testing.T) {
 	if t.Failed() {
 		return
 	}
-	t.Run("holder killed", hc.holderKilled)
+	var victim int
+	t.Run("holder killed", func(t *testing.T) { victim = hc.holderKilled(t) })
 	if t.Failed() {
 		return
 	}
+	// The killed node's agent comes back for the next part (started by
+	// the parent test: a subtest's cleanup would stop it).
+	hc.daemons[victim] = startDaemon(t, certagentBin, hc.roots[victim], nil, "--no-restart=false")
 	t.Run("API down", hc.apiDown)
 }
 
@@ -269,8 +273,8 @@ func (hc *haCluster) holder(t *testing.T) string {
 
 // holderKilled: the node holding the Lease dies (SIGKILL, its manifest
 // put back as its restarted agent or an operator would); the others take
-// the Lease only after it expired.
-func (hc *haCluster) holderKilled(t *testing.T) {
+// the Lease only after it expired. It returns the killed node.
+func (hc *haCluster) holderKilled(t *testing.T) int {
 	renewed := make(chan []string, 1)
 	go func() { renewed <- renewAll(t, hc.roots, "etcd-server") }()
 	defer func() { <-renewed }() // the victim's fails: its daemon is killed
@@ -316,8 +320,7 @@ func (hc *haCluster) holderKilled(t *testing.T) {
 	}
 	t.Logf("%s killed holding the Lease; the others restarted etcd in turn after it expired", haNames[victim])
 	hc.check(t, 8)
-	// The node's agent comes back for the next part.
-	hc.daemons[victim] = startDaemon(t, certagentBin, hc.roots[victim], nil, "--no-restart=false")
+	return victim
 }
 
 var timeRE = regexp.MustCompile(`time="([^"]+)"`)
