@@ -121,12 +121,11 @@ type interval struct {
 
 // timeline collects restarts and invariant breaches.
 type timeline struct {
-	mu        sync.Mutex
-	restarts  []interval
-	breaches  []string
-	polls     int
-	checkAPI  bool
-	startedAt time.Time
+	mu       sync.Mutex
+	restarts []interval
+	breaches []string
+	polls    int
+	checkAPI bool
 }
 
 func (tl *timeline) add(iv interval) {

@@ -263,25 +263,35 @@ func renewAll(t *testing.T, roots []string, names ...string) []string {
 	return failed
 }
 
-func (hc *haCluster) holder(t *testing.T) string {
+// holder says who holds the restart Lease, and since when.
+func (hc *haCluster) holder(t *testing.T) (string, time.Time) {
 	l, err := hc.admin.CoordinationV1().Leases("kube-system").Get(context.Background(), "certagent-restart", metav1.GetOptions{})
-	if err != nil || l.Spec.HolderIdentity == nil {
-		return ""
+	if err != nil || l.Spec.HolderIdentity == nil || l.Spec.AcquireTime == nil {
+		return "", time.Time{}
 	}
-	return *l.Spec.HolderIdentity
+	return *l.Spec.HolderIdentity, l.Spec.AcquireTime.Time
 }
 
 // holderKilled: the node holding the Lease dies (SIGKILL, its manifest
 // put back as its restarted agent or an operator would); the others take
 // the Lease only after it expired. It returns the killed node.
 func (hc *haCluster) holderKilled(t *testing.T) int {
+	// The last turn of the first part ends (the Lease is released) ...
+	deadline := time.Now().Add(time.Minute)
+	for h, _ := hc.holder(t); h != ""; h, _ = hc.holder(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s keeps the Lease", h)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// ... before this part's renewals begin.
+	asked := time.Now().Add(-time.Second) // acquireTime has whole seconds
 	renewed := make(chan []string, 1)
 	go func() { renewed <- renewAll(t, hc.roots, "etcd-server") }()
 	defer func() { <-renewed }() // the victim's fails: its daemon is killed
 	var victim int
-	deadline := time.Now().Add(2 * time.Minute)
 	for victim = -1; victim < 0; {
-		if h := hc.holder(t); h != "" {
+		if h, since := hc.holder(t); h != "" && !since.Before(asked) {
 			for i, n := range haNames {
 				if n == h {
 					victim = i
