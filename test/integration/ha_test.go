@@ -329,6 +329,7 @@ func (hc *haCluster) holderKilled(t *testing.T) int {
 		}
 	}
 	t.Logf("%s killed holding the Lease; the others restarted etcd in turn after it expired", haNames[victim])
+	hc.waitRecorded(t, 8)
 	hc.check(t, 8)
 	return victim
 }
@@ -384,5 +385,6 @@ func (hc *haCluster) apiDown(t *testing.T) {
 		}
 		t.Logf("%s: API-down delay %s", haNames[i], want)
 	}
+	hc.waitRecorded(t, before+3)
 	hc.check(t, before+3)
 }
