@@ -370,6 +370,7 @@ func (a *Agent) timer(wait time.Duration) (stop func() bool, fire <-chan time.Ti
 // ping feeds the watchdog; it runs only from the loop, so a stuck loop
 // stops the pings and systemd restarts the agent.
 func (a *Agent) ping() {
+	a.publishCoordination()
 	if a.opts.Watchdog <= 0 || a.opts.Notifier == nil {
 		return
 	}
@@ -449,7 +450,44 @@ func (a *Agent) healthSnapshot() api.Health {
 	h.WatchErrors = a.watch.Errors()
 	h.NoRestart = a.cfg.Agent.NoRestart
 	h.ReportError = a.opts.Reporter.Err()
+	h.Coordination = a.coordination()
 	return h
+}
+
+// coordinationSource is a Restarter that says what a control-plane
+// restart waits for (restart.Restarter).
+type coordinationSource interface {
+	Coordination() *api.CoordinationStatus
+}
+
+func (a *Agent) coordination() *api.CoordinationStatus {
+	if c, ok := a.opts.Restarter.(coordinationSource); ok {
+		return c.Coordination()
+	}
+	return nil
+}
+
+// publishCoordination republishes the status document when what a
+// restart waits for changed: while a restart waits its turn, the loop runs
+// no pass, and status must still say who holds the restart Lease.
+func (a *Agent) publishCoordination() {
+	now := a.coordination()
+	a.mu.Lock()
+	s := a.status
+	a.mu.Unlock()
+	if s == nil || sameCoordination(s.Daemon.Coordination, now) {
+		return
+	}
+	cp := *s
+	cp.Daemon.Coordination = now
+	a.publish(&cp)
+}
+
+func sameCoordination(a, b *api.CoordinationStatus) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Component == b.Component && a.State == b.State && a.Holder == b.Holder && a.Reason == b.Reason && a.Since.Equal(b.Since)
 }
 
 // summary is the one-line STATUS= text.

@@ -85,6 +85,9 @@ type Health struct {
 	// Components: per component, the last restart and whether what it
 	// serves matches the disk.
 	Components []ComponentStatus `json:"components,omitempty"`
+	// Coordination, while a control-plane restart waits for its turn or
+	// holds the cluster's restart Lease, says who holds it and why.
+	Coordination *CoordinationStatus `json:"coordination,omitempty"`
 }
 
 // ComponentStatus is what `status` shows per component.
@@ -93,6 +96,25 @@ type ComponentStatus struct {
 	LastRestart *time.Time     `json:"lastRestart,omitempty"`
 	LastResult  string         `json:"lastResult,omitempty"`
 	Served      []ServedStatus `json:"served,omitempty"`
+}
+
+// CoordinationStatus is a control-plane restart waiting for, or holding,
+// the cluster-wide restart Lease.
+type CoordinationStatus struct {
+	// Component is the static pod to restart.
+	Component string `json:"component"`
+	// State is "waiting" (another node holds the Lease, or a check says
+	// not yet), "holding" (this node restarts now) or "api-down-delay"
+	// (no Lease can be had: a per-node delay before a local restart).
+	State string `json:"state"`
+	// Holder and HolderSince: the Lease's holder and its acquireTime.
+	Holder      string     `json:"holder,omitempty"`
+	HolderSince *time.Time `json:"holderSince,omitempty"`
+	// Reason says why it waits.
+	Reason string `json:"reason,omitempty"`
+	// Since is when this state began; Until, for the delay, when it ends.
+	Since time.Time  `json:"since"`
+	Until *time.Time `json:"until,omitempty"`
 }
 
 // ServedStatus compares what an endpoint serves with the disk.
@@ -168,6 +190,9 @@ func (s *Status) WriteTable(w io.Writer, now time.Time) error {
 		}
 		fmt.Fprintln(w, line)
 	}
+	if c := d.Coordination; c != nil {
+		fmt.Fprintln(w, c.line(now))
+	}
 	for _, e := range d.WatchErrors {
 		fmt.Fprintf(w, "watch error: %s\n", e)
 	}
@@ -199,4 +224,22 @@ func firstWord(s string) string {
 		}
 	}
 	return s
+}
+
+// line is the coordination's line in the table.
+func (c *CoordinationStatus) line(now time.Time) string {
+	out := fmt.Sprintf("restart lock: %s %s for %s", c.Component, c.State, inventory.Human(now.Sub(c.Since)))
+	if c.Holder != "" {
+		out += "; Lease held by " + c.Holder
+		if c.HolderSince != nil {
+			out += " since " + c.HolderSince.Local().Format("2006-01-02 15:04:05")
+		}
+	}
+	if c.Until != nil {
+		out += "; until " + c.Until.Local().Format("2006-01-02 15:04:05")
+	}
+	if c.Reason != "" {
+		out += ": " + c.Reason
+	}
+	return out
 }

@@ -46,3 +46,30 @@ func TestStatusBeforeFirstScan(t *testing.T) {
 }
 
 func ptr(t time.Time) *time.Time { return &t }
+
+// TestStatusCoordination: a restart waiting its turn shows, in the table
+// and in daemon.coordination, who holds the restart Lease and since when.
+func TestStatusCoordination(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	since := now.Add(-2 * time.Minute)
+	s := &Status{Daemon: Health{StartedAt: now.Add(-time.Hour), Coordination: &CoordinationStatus{
+		Component: "etcd", State: "waiting", Holder: "cp-2", HolderSince: &since, Reason: "another node holds the restart Lease", Since: now.Add(-time.Minute)}}}
+	var b bytes.Buffer
+	if err := s.WriteTable(&b, now); err != nil {
+		t.Fatal(err)
+	}
+	want := "restart lock: etcd waiting for 60s; Lease held by cp-2 since " + since.Local().Format("2006-01-02 15:04:05") + ": another node holds"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("table:\n%s\nwant %q", b.String(), want)
+	}
+	data, _ := json.Marshal(s)
+	for _, f := range []string{`"coordination":{"component":"etcd","state":"waiting","holder":"cp-2","holderSince":"2029-12-31T23:58:00Z"`} {
+		if !strings.Contains(string(data), f) {
+			t.Errorf("JSON lacks %s:\n%s", f, data)
+		}
+	}
+	s.Daemon.Coordination = nil
+	if data, _ = json.Marshal(s); strings.Contains(string(data), "coordination") {
+		t.Errorf("coordination in the JSON while nothing waits:\n%s", data)
+	}
+}

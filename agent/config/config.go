@@ -69,6 +69,8 @@ type Config struct {
 	Certificates []CSRCertificate `json:"certificates,omitempty"`
 	// Restart says how to reload what uses a renewed certificate.
 	Restart Restart `json:"restart,omitempty"`
+	// Coordination makes control-plane nodes take turns restarting.
+	Coordination Coordination `json:"coordination,omitempty"`
 
 	// RenewBeforeDuration is RenewBefore parsed; 0 when unset.
 	RenewBeforeDuration time.Duration `json:"-"`
@@ -206,6 +208,40 @@ type Restart struct {
 	FileCheckDuration, TimeoutDuration, StaleAfterDuration time.Duration `json:"-"`
 }
 
+// Coordination configures how control-plane nodes of one cluster take
+// turns restarting their static pods (README, Highly available control
+// planes).
+type Coordination struct {
+	// Enabled turns the coordination on (default true; single-node control
+	// planes never wait either way).
+	Enabled *bool `json:"enabled,omitempty"`
+	// LeaseName and LeaseNamespace name the restart Lease (default
+	// certagent-restart in kube-system).
+	LeaseName      string `json:"leaseName,omitempty"`
+	LeaseNamespace string `json:"leaseNamespace,omitempty"`
+	// LeaseDuration: a holder that stops renewing loses the Lease after
+	// this long (default 30s; renewed every third of it).
+	LeaseDuration string `json:"leaseDuration,omitempty"`
+	// RetryInterval is the pause between two tries while waiting (default 2s).
+	RetryInterval string `json:"retryInterval,omitempty"`
+	// APIDownWindow bounds the per-node delay before a local restart when
+	// no Lease can be had (default 10m).
+	APIDownWindow string `json:"apiDownWindow,omitempty"`
+	// Kubeconfig is the credential for the Lease (default
+	// <kubernetesDir>/controller-manager.conf: kubeadm's NodeRestriction
+	// admission refuses a node's own credential any Lease outside
+	// kube-node-lease).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// APIServers lists the kube-apiservers (host:port) to check before
+	// restarting this node's; default: the `kubernetes` EndpointSlice.
+	APIServers []string `json:"apiServers,omitempty"`
+
+	LeaseDurationDuration, RetryIntervalDuration, APIDownWindowDuration time.Duration `json:"-"`
+}
+
+// On says whether coordination is enabled.
+func (c Coordination) On() bool { return c.Enabled == nil || *c.Enabled }
+
 // UnitMapping ties certificates to a systemd unit that uses them.
 type UnitMapping struct {
 	Unit         string   `json:"unit"`
@@ -321,6 +357,16 @@ func (c *Config) setDefaults() {
 			r.Endpoints[k] = v
 		}
 	}
+	co := &c.Coordination
+	if co.LeaseName == "" {
+		co.LeaseName = "certagent-restart"
+	}
+	if co.LeaseNamespace == "" {
+		co.LeaseNamespace = "kube-system"
+	}
+	if co.Kubeconfig == "" {
+		co.Kubeconfig = path.Join(c.KubernetesDir, "controller-manager.conf")
+	}
 	a := &c.Agent
 	if a.StateDir == "" {
 		a.StateDir = "/var/lib/certagent"
@@ -356,6 +402,9 @@ func (c *Config) durations() []durationField {
 		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration, Bounds{time.Millisecond, time.Hour}, 20 * time.Second},
 		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration, Bounds{time.Millisecond, time.Hour}, 2 * time.Minute},
 		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration, Bounds{time.Millisecond, day}, 2 * time.Minute},
+		{"coordination.leaseDuration", c.Coordination.LeaseDuration, &c.Coordination.LeaseDurationDuration, Bounds{time.Second, time.Hour}, 30 * time.Second},
+		{"coordination.retryInterval", c.Coordination.RetryInterval, &c.Coordination.RetryIntervalDuration, Bounds{10 * time.Millisecond, time.Hour}, 2 * time.Second},
+		{"coordination.apiDownWindow", c.Coordination.APIDownWindow, &c.Coordination.APIDownWindowDuration, Bounds{time.Second, day}, 10 * time.Minute},
 	}
 }
 

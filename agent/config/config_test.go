@@ -55,6 +55,15 @@ func TestDefaultsAndDurations(t *testing.T) {
 	if c.PKIDir != "/srv/k8s/pki" || c.KubeletPKIDir != "/var/lib/kubelet/pki" || c.RenewBeforeDuration != 30*24*time.Hour {
 		t.Fatalf("defaults: %+v", c)
 	}
+	co := c.Coordination
+	if !co.On() || co.LeaseName != "certagent-restart" || co.LeaseNamespace != "kube-system" || co.LeaseDurationDuration != 30*time.Second ||
+		co.RetryIntervalDuration != 2*time.Second || co.APIDownWindowDuration != 10*time.Minute || co.Kubeconfig != "/srv/k8s/controller-manager.conf" {
+		t.Fatalf("coordination defaults: %+v", co)
+	}
+	if c, err = Parse([]byte(head + "coordination: {enabled: false, leaseName: x, leaseDuration: 1m}\n")); err != nil || c.Coordination.On() ||
+		c.Coordination.LeaseName != "x" || c.Coordination.LeaseDurationDuration != time.Minute {
+		t.Fatalf("coordination: %+v %v", c.Coordination, err)
+	}
 	if d, err := ParseDuration("36h"); err != nil || d != 36*time.Hour {
 		t.Fatalf("36h = %v %v", d, err)
 	}
@@ -108,6 +117,9 @@ func TestDurationsInRange(t *testing.T) {
 		{name: "CSR wait huge", key: "kubelet.clientCSRTimeout", val: "100y", err: "kubelet.clientCSRTimeout: must be at most 1d"},
 		{name: "fileCheckFrequency times 1.5 overflows", key: "restart.fileCheckFrequency", val: "200y", err: "restart.fileCheckFrequency: must be at most 1h"},
 		{name: "restart timeout huge", key: "restart.timeout", val: "2562047h", err: "restart.timeout: must be at most 1h"},
+		{name: "lease of a day", key: "coordination.leaseDuration", val: "1d", err: "coordination.leaseDuration: must be at most 1h"},
+		{name: "lease under a second", key: "coordination.leaseDuration", val: "500ms", err: "coordination.leaseDuration: must be at least 1s"},
+		{name: "API-down window of a year", key: "coordination.apiDownWindow", val: "1y", err: "coordination.apiDownWindow: must be at most 1d"},
 		{name: "negative", key: "renewBefore", val: "-5h", err: "renewBefore: must be positive"},
 		{name: "negative days", key: "renewBefore", val: "-30d", err: "renewBefore: must be positive"},
 		{name: "zero", key: "renewBefore", val: "0", err: "renewBefore: must be positive"},

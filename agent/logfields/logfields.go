@@ -25,6 +25,11 @@ const (
 	MsgStale            = "832b505158f0444da9abca70171bf44d"
 	MsgRepaired         = "0f2e7c7b9d8a4c1f9a55e1d3c6b2a4e7"
 	MsgLeftAlone        = "9b1d44c2e6f34a7d8c0e5f21a3b7d6c8"
+	// Coordination of control-plane restarts between nodes.
+	MsgCoordWaiting  = "3c4e8f0a6b2d4e1f9a7c5b3d1e0f2a48"
+	MsgCoordAcquired = "7d2a9c4e1b6f4a3d8e0c2b5f7a9d1c36"
+	MsgCoordAPIDown  = "e5b1f3a7c9d24b6e8f0a2c4d6e8b0f13"
+	MsgCoordLocal    = "a8c6e4b2d0f84e1a9c7b5d3f1e2a4c69"
 )
 
 // Cert returns the journal fields of a certificate event. Nothing here

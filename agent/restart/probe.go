@@ -3,6 +3,7 @@ package restart
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -93,4 +94,45 @@ func servedSerial(ctx context.Context, addr string, client clientPair) (string, 
 		return "", fmt.Errorf("%s presented no certificate", addr)
 	}
 	return strings.ToUpper(certs[0].SerialNumber.Text(16)), nil
+}
+
+// EtcdClientTLS is how the coordination asks etcd for its members: it
+// presents the healthcheck client pair and accepts a server whose chain
+// leads to etcd's CA (<pkiDir>/etcd/ca.crt), judged at a moment inside the
+// server certificate's validity: an expired etcd certificate is what the
+// restart is about to fix, so it must not stop the check. Both files are
+// read through the confined root.
+func (r *Restarter) EtcdClientTLS(cfg *config.Config) (*tls.Config, error) {
+	client := r.clientCert(cfg, etcdProbeClient)
+	if client.err != nil {
+		return nil, client.err
+	}
+	if client.cert == nil {
+		return nil, fmt.Errorf("no etcd client certificate")
+	}
+	ca, err := r.Root.ReadFile(path.Join(cfg.PKIDir, "etcd/ca.crt"))
+	if err != nil {
+		return nil, fmt.Errorf("etcd CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(ca.Data) {
+		return nil, fmt.Errorf("etcd CA %s: no certificate", ca.Path)
+	}
+	pair := client.cert
+	return &tls.Config{
+		InsecureSkipVerify:   true, // verified below, without the clock
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return pair, nil },
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return fmt.Errorf("etcd presented no certificate")
+			}
+			leaf, inter := cs.PeerCertificates[0], x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			_, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
+				CurrentTime: leaf.NotBefore.Add(time.Second), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+			return err
+		},
+	}, nil
 }

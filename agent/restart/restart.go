@@ -96,6 +96,15 @@ func components(cfg *config.Config) []component {
 	return out
 }
 
+// Gate lets this node take its turn, among the control-plane nodes of
+// the cluster, before it restarts a static pod (coord.Coordinator).
+type Gate interface {
+	// Acquire waits for the turn and returns what ends it; an error (ctx
+	// done) means no turn: nothing may be restarted.
+	// cfg is the configuration of the restart.
+	Acquire(ctx context.Context, cfg *config.Config, component string, ping func()) (release func(), err error)
+}
+
 // Restarter restarts components after renewals, one at a time for the
 // whole node, and proves the new certificate is served; when it is not,
 // it rolls the certificate back and restarts again.
@@ -104,6 +113,8 @@ type Restarter struct {
 	Units Units
 	Clock clock.Clock
 	Log   *logrus.Logger
+	// Gate, when set, is passed before every static pod restart.
+	Gate Gate
 
 	mu     sync.Mutex // serialises restarts; guards status
 	status map[string]*api.ComponentStatus
@@ -139,37 +150,56 @@ func (r *Restarter) Restart(ctx context.Context, cfg *config.Config, renewed []R
 		if comp.Unit == "" && !r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest)) {
 			continue // no such static pod on this node
 		}
-		err := r.restartOne(ctx, cfg, comp, current, ping)
-		r.note(comp.Name, err)
-		fields := logrus.Fields{"COMPONENT": comp.Name, "UNIT": comp.Unit}
-		if err == nil {
-			fields["MESSAGE_ID"] = logfields.MsgRestartDone
-			r.Log.WithFields(fields).Info("restarted; the new certificate is served")
-			continue
-		}
-		fields["MESSAGE_ID"], fields["REASON"] = logfields.MsgRestartFailed, err.Error()
-		if errors.Is(err, systemd.ErrNoDBus) {
-			// Nothing was restarted, so nothing showed the new certificate
-			// to be bad: keep it, and let the stale check say what to do.
-			r.Log.WithFields(fields).Error("cannot restart " + comp.Name + ": restart it by hand to load the renewed certificate")
-			continue
-		}
-		r.Log.WithFields(fields).Error("restart with the new certificate failed: rolling back")
-		old := map[string]string{}
-		for _, rn := range mine {
-			if rn.Rollback != nil {
-				if rerr := rn.Rollback(); rerr != nil {
-					err = fmt.Errorf("%v; rollback: %w", err, rerr)
-				}
+		release := func() {}
+		if comp.Unit == "" && r.Gate != nil {
+			rel, err := r.Gate.Acquire(ctx, cfg, comp.Name, ping)
+			if err != nil {
+				// Nothing was restarted: the new certificate stays, and the
+				// stale check points at the component.
+				r.Log.WithFields(logrus.Fields{"MESSAGE_ID": logfields.MsgRestartFailed, "COMPONENT": comp.Name, "REASON": err.Error()}).
+					Error("no turn to restart " + comp.Name + ": not restarted")
+				continue
 			}
-			old[rn.Cert.Name] = rn.Cert.Serial
-			failed[rn.Cert.Name] = fmt.Errorf("rolled back: %s did not come up with it: %w", comp.Name, err)
+			release = rel
 		}
-		if rerr := r.restartOne(ctx, cfg, comp, old, ping); rerr != nil {
-			r.Log.WithFields(logrus.Fields{"MESSAGE_ID": logfields.MsgRestartFailed, "COMPONENT": comp.Name, "REASON": rerr.Error()}).Error("restart after rollback failed too")
-		}
+		r.restartConfirmed(ctx, cfg, comp, mine, current, ping, failed)
+		release()
 	}
 	return failed
+}
+
+// restartConfirmed restarts one component, and on failure rolls its
+// certificates back (recorded in failed) and restarts it again.
+func (r *Restarter) restartConfirmed(ctx context.Context, cfg *config.Config, comp component, mine []Renewed, current map[string]string, ping func(), failed map[string]error) {
+	err := r.restartOne(ctx, cfg, comp, current, ping)
+	r.note(comp.Name, err)
+	fields := logrus.Fields{"COMPONENT": comp.Name, "UNIT": comp.Unit}
+	if err == nil {
+		fields["MESSAGE_ID"] = logfields.MsgRestartDone
+		r.Log.WithFields(fields).Info("restarted; the new certificate is served")
+		return
+	}
+	fields["MESSAGE_ID"], fields["REASON"] = logfields.MsgRestartFailed, err.Error()
+	if errors.Is(err, systemd.ErrNoDBus) {
+		// Nothing was restarted, so nothing showed the new certificate
+		// to be bad: keep it, and let the stale check say what to do.
+		r.Log.WithFields(fields).Error("cannot restart " + comp.Name + ": restart it by hand to load the renewed certificate")
+		return
+	}
+	r.Log.WithFields(fields).Error("restart with the new certificate failed: rolling back")
+	old := map[string]string{}
+	for _, rn := range mine {
+		if rn.Rollback != nil {
+			if rerr := rn.Rollback(); rerr != nil {
+				err = fmt.Errorf("%v; rollback: %w", err, rerr)
+			}
+		}
+		old[rn.Cert.Name] = rn.Cert.Serial
+		failed[rn.Cert.Name] = fmt.Errorf("rolled back: %s did not come up with it: %w", comp.Name, err)
+	}
+	if rerr := r.restartOne(ctx, cfg, comp, old, ping); rerr != nil {
+		r.Log.WithFields(logrus.Fields{"MESSAGE_ID": logfields.MsgRestartFailed, "COMPONENT": comp.Name, "REASON": rerr.Error()}).Error("restart after rollback failed too")
+	}
 }
 
 func (r *Restarter) exists(node string) bool {
@@ -361,4 +391,18 @@ func (r *Restarter) Check(ctx context.Context, cfg *config.Config, rep *inventor
 		}
 	}
 	return out
+}
+
+// coordStatus is a Gate that says what it waits for (coord.Coordinator).
+type coordStatus interface {
+	Status() *api.CoordinationStatus
+}
+
+// Coordination says what a static pod restart waits for (nil: nothing).
+// It does not take the restart lock, so it answers during a restart.
+func (r *Restarter) Coordination() *api.CoordinationStatus {
+	if s, ok := r.Gate.(coordStatus); ok {
+		return s.Status()
+	}
+	return nil
 }

@@ -203,6 +203,7 @@ func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *
 	log := logrus.New()
 	log.SetOutput(errOut)
 	r := &restart.Restarter{Root: root, Units: newUnits(), Clock: clock.RealClock{}, Log: log}
+	r.Gate = &restartGate{root: root, restarter: r, log: log}
 	rolledBack := r.Restart(ctx, cfg, renewed, nil)
 	for _, cs := range r.Results(cfg) {
 		fmt.Fprintf(out, "%-9s %-26s %s\n", "restarted", cs.Name, cs.LastResult)

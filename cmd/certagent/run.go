@@ -113,11 +113,13 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 	if f.metricsSet {
 		metricsAddr = f.metricsAddress
 	}
+	restarter := &restart.Restarter{Root: root, Units: systemd.Units{}, Clock: clock.RealClock{}, Log: log}
+	restarter.Gate = &restartGate{root: root, restarter: restarter, log: log}
 	opts := agent.Options{
 		Root: root, LoadConfig: load, StateDir: stateDir, Socket: socket,
 		Clock: clock.RealClock{}, Log: log, Notifier: testNotifier(systemd.Notifier{}), Version: version,
 		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
-		Restarter: &restart.Restarter{Root: root, Units: systemd.Units{}, Clock: clock.RealClock{}, Log: log},
+		Restarter: restarter,
 		CSR:       csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root), Hooks: testHooks()},
 		Hooks:     testHooks(),
 	}

@@ -146,16 +146,21 @@ func (c *Cluster) startEtcd() error {
 // now: after a renewal this serves the new certificate.
 func (c *Cluster) StartAPIServer(kubeBin string) error {
 	return c.spawn("apiserver", filepath.Join(kubeBin, "kube-apiserver"),
-		fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", c.ports["etcd"]),
-		fmt.Sprintf("--secure-port=%d", c.ports["apiserver"]),
+		append(apiServerArgs(c.pki, c.ports["apiserver"]), fmt.Sprintf("--etcd-servers=http://127.0.0.1:%d", c.ports["etcd"]))...)
+}
+
+// apiServerArgs are the flags of a test kube-apiserver on port, with the
+// PKI pki names, except those for etcd.
+func apiServerArgs(pki func(string) string, port int) []string {
+	return []string{fmt.Sprintf("--secure-port=%d", port),
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
-		"--tls-cert-file="+c.pki("apiserver.crt"), "--tls-private-key-file="+c.pki("apiserver.key"),
-		"--client-ca-file="+c.pki("ca.crt"),
+		"--tls-cert-file=" + pki("apiserver.crt"), "--tls-private-key-file=" + pki("apiserver.key"),
+		"--client-ca-file=" + pki("ca.crt"),
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+c.pki("sa.pub"), "--service-account-signing-key-file="+c.pki("sa.key"),
+		"--service-account-key-file=" + pki("sa.pub"), "--service-account-signing-key-file=" + pki("sa.key"),
 		"--authorization-mode=Node,RBAC", "--service-cluster-ip-range=10.96.0.0/12",
 		"--enable-bootstrap-token-auth", "--enable-admission-plugins=NodeRestriction",
-		"--kubelet-client-certificate="+c.pki("apiserver-kubelet-client.crt"), "--kubelet-client-key="+c.pki("apiserver-kubelet-client.key"))
+		"--kubelet-client-certificate=" + pki("apiserver-kubelet-client.crt"), "--kubelet-client-key=" + pki("apiserver-kubelet-client.key")}
 }
 
 // StopAPIServer kills kube-apiserver at once (to test an unreachable API;

@@ -47,11 +47,18 @@ func kubeadmPKIWith(t testing.TB, validity, algorithm string) string {
 
 // makeKubeadmPKI runs the real kubeadm's certs and kubeconfig phases below root.
 func makeKubeadmPKI(root, validity, algorithm string) error {
+	return makeKubeadmNode(root, validity, algorithm, "node1", "10.0.0.10")
+}
+
+// makeKubeadmNode is makeKubeadmPKI for the node name at address; CAs
+// already below root are kept (kubeadm's way for a joining control plane).
+func makeKubeadmNode(root, validity, algorithm, node, address string) error {
 	cfg := filepath.Join(root, "etc/kubernetes/kubeadm.yaml")
 	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
 		return err
 	}
-	body := []byte(strings.NewReplacer("%VALIDITY%", validity, "%ALGORITHM%", algorithm).Replace(kubeadmConfig))
+	body := []byte(strings.NewReplacer("%VALIDITY%", validity, "%ALGORITHM%", algorithm,
+		"name: node1", "name: "+node, "10.0.0.10", address).Replace(kubeadmConfig))
 	if err := os.WriteFile(cfg, body, 0o600); err != nil {
 		return err
 	}

@@ -65,7 +65,10 @@ func TestStaticPodAPIServer(t *testing.T) {
 	addr := strings.TrimPrefix(c.URL, "https://")
 	cfg := filepath.Join(c.Root, "etc/certagent/config.yaml")
 	os.MkdirAll(filepath.Dir(cfg), 0o755)
-	os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {fileCheckFrequency: 1s, timeout: 90s, endpoints: {kube-apiserver: \""+addr+"\"}}\n"), 0o644)
+	os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {fileCheckFrequency: 1s, timeout: 90s, endpoints: {kube-apiserver: \""+addr+"\"}}\n"+
+		// One control-plane node: its kube-apiserver is the only one (here
+		// its kubeconfigs do not reach it, nor the default etcd address etcd).
+		"coordination: {apiServers: [\""+addr+"\"]}\n"), 0o644)
 	defer os.Remove(cfg)
 	before := servedSerialAt(addr)
 	d := startDaemon(t, certagentBin, c.Root, nil, "--no-restart=false")
