@@ -119,8 +119,8 @@ type interval struct {
 	start, end time.Time
 }
 
-// timeline collects restarts and invariant breaches.
-type timeline struct {
+// restartLog collects restarts and invariant breaches.
+type restartLog struct {
 	mu       sync.Mutex
 	restarts []interval
 	breaches []string
@@ -128,14 +128,14 @@ type timeline struct {
 	checkAPI bool
 }
 
-func (tl *timeline) add(iv interval) {
+func (tl *restartLog) add(iv interval) {
 	tl.mu.Lock()
 	tl.restarts = append(tl.restarts, iv)
 	tl.mu.Unlock()
 }
 
 // overlaps returns every pair of restarts that overlap in time.
-func (tl *timeline) overlaps() []string {
+func (tl *restartLog) overlaps() []string {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	r := append([]interval(nil), tl.restarts...)
@@ -153,7 +153,7 @@ func (tl *timeline) overlaps() []string {
 // runHAStaticPods stands in for each node's kubelet: a component whose
 // manifest leaves the directory is killed, and started again when it
 // comes back; the restart ends when the new process is healthy.
-func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *timeline) {
+func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *restartLog) {
 	for i, n := range h.Nodes {
 		for _, comp := range []string{"etcd", "kube-apiserver"} {
 			go func() {
@@ -195,7 +195,7 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *timel
 // up) and has a healthy member (a leader election after a restart may
 // take a few seconds; longer is a breach), and, while checkAPI is set,
 // that a kube-apiserver is ready.
-func pollHA(ctx context.Context, h *cluster.HA, tl *timeline) {
+func pollHA(ctx context.Context, h *cluster.HA, tl *restartLog) {
 	go func() {
 		lastHealthy := time.Now()
 		for ctx.Err() == nil {

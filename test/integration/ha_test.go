@@ -31,7 +31,7 @@ type haCluster struct {
 	h       *cluster.HA
 	roots   []string
 	admin   kubernetes.Interface
-	tl      *timeline
+	tl      *restartLog
 	daemons []*daemon
 }
 
@@ -83,7 +83,7 @@ coordination: {leaseDuration: %s, retryInterval: 500ms, apiDownWindow: %s, apiSe
 			t.Fatal(err)
 		}
 	}
-	tl := &timeline{checkAPI: true}
+	tl := &restartLog{checkAPI: true}
 	runHAStaticPods(t, ctx, h, tl)
 	pollHA(ctx, h, tl)
 	return &haCluster{h: h, roots: roots, admin: cs, tl: tl}
