@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,7 +12,9 @@ import (
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/logfields"
 	"github.com/certagent/certagent/agent/restart"
+	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
 // gateRestarter holds the loop inside a pass (in Check) until released.
@@ -50,4 +54,44 @@ func TestDeadlinePassedDuringAPass(t *testing.T) {
 	close(g.release)
 
 	h.waitFor("a pass for the deadlines gone by", func(s *api.Status) bool { return s.Daemon.Scans >= scans+2 })
+}
+
+// asideRestarter restarts nothing but restores manifests as the real one.
+type asideRestarter struct {
+	gateRestarter
+	*restart.Restarter
+}
+
+func (a asideRestarter) Restart(ctx context.Context, cfg *config.Config, r []restart.Renewed, ping func()) map[string]error {
+	return a.gateRestarter.Restart(ctx, cfg, r, ping)
+}
+
+func (a asideRestarter) Check(ctx context.Context, cfg *config.Config, rep *inventory.Report, m map[string]time.Time) []api.ComponentStatus {
+	return a.gateRestarter.Check(ctx, cfg, rep, m)
+}
+
+// TestStartPutsBackManifestLeftAside: a daemon killed mid-restart left
+// kube-apiserver.yaml moved aside; the next start puts it back before
+// its first scan.
+func TestStartPutsBackManifestLeftAside(t *testing.T) {
+	clk := testingclock.NewFakeClock(t0)
+	dir := t.TempDir()
+	if _, err := (pkitest.Layout{Now: t0, LeafLifetime: 10 * 24 * time.Hour}).Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	man := filepath.Join(dir, "etc/kubernetes/manifests")
+	os.MkdirAll(man, 0o755)
+	if err := os.WriteFile(filepath.Join(man, ".certagent-kube-apiserver.yaml"), []byte("kind: Pod\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarnessWith(t, dir, clk, "", func(o *Options) {
+		o.Restarter = asideRestarter{Restarter: &restart.Restarter{Root: o.Root}}
+	})
+	defer h.stop()
+	if b, err := os.ReadFile(filepath.Join(man, "kube-apiserver.yaml")); err != nil || string(b) != "kind: Pod\n" {
+		t.Fatalf("kube-apiserver.yaml not put back: %v", err)
+	}
+	if h.events(logfields.MsgRepaired) == 0 {
+		t.Error("no journal entry for the restored manifest")
+	}
 }
