@@ -33,7 +33,6 @@ type Watcher struct {
 	want    []string        // host directories asked for
 	watched map[string]bool // host directories with a watch
 	errs    []string        // recent watch errors, newest last
-	last    time.Time       // when the latest event was received
 	pending map[string]pendingPath
 	all     time.Time // when something not pinned to a path changed (zero: nothing)
 	done    chan struct{}
@@ -125,14 +124,6 @@ func (w *Watcher) Take(since time.Time) Changes {
 	}
 	w.pending, w.all = map[string]pendingPath{}, time.Time{}
 	return c
-}
-
-// LastEvent is when the latest file event was received (zero: none yet).
-// A scan that began after it saw every change signalled so far.
-func (w *Watcher) LastEvent() time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.last
 }
 
 // Errors returns the most recent watch errors.
@@ -263,7 +254,6 @@ func (w *Watcher) note(ev fsnotify.Event) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := w.clock.Now()
-	w.last = now
 	listing := ev.Has(fsnotify.Create) || ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)
 	moved := false
 	// A directory appeared or went away: watches may have to move
