@@ -59,7 +59,6 @@ func (a *Agent) renewDue(ctx context.Context, due []*inventory.Certificate) {
 // is sent when they end, with the lines `certagent renew` prints offline.
 func (a *Agent) renewRequested(ctx context.Context, c renewCall) {
 	now := a.opts.Clock.Now()
-	before, serr := inventory.Scan(ctx, inventory.Options{Root: a.opts.Root, Config: a.cfg, Now: now})
 	out, err := renewal.RenewOnce(c.ctx, a.opts.Root, a.cfg, c.req, renewal.RenewOptions{LockTimeout: time.Minute, Hooks: a.opts.Hooks, Now: now, DeferCSR: true})
 	if err != nil || len(out.CSR) == 0 {
 		c.reply <- renewReply{out, err}
@@ -85,21 +84,11 @@ func (a *Agent) renewRequested(ctx context.Context, c renewCall) {
 			c.reply <- renewReply{out, nil}
 		}()
 	}
-	if err != nil || serr != nil || c.req.DryRun {
+	if err != nil || ctx.Err() != nil || c.req.DryRun {
 		return
 	}
-	// Only certificates that went into the transaction count.
-	known := map[string]bool{}
-	for _, cert := range before.Certificates {
-		known[cert.Name] = true
-	}
-	var results []renewal.Result
-	for _, r := range out.Results {
-		if known[r.Name()] {
-			results = append(results, r)
-		}
-	}
-	a.apply(ctx, results, now)
+	// The results are those of the transaction's own scan: no scan here.
+	a.apply(ctx, out.Results, now)
 }
 
 // apply keeps the results of renewals, whichever way they were made: the
