@@ -8,6 +8,7 @@ package decide
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -92,7 +93,7 @@ func Decide(in Input) Decision {
 	c, st, now := in.Cert, in.Record, in.Now
 	var d Decision
 	if st.Serial != c.Serial {
-		if st.Serial != "" && st.LastResult != "" && !endsWith(st.LastResult, c.Serial) {
+		if st.Serial != "" && st.LastResult != "" && !strings.HasSuffix(st.LastResult, c.Serial) {
 			d.Notices = append(d.Notices, Notice{Kind: "changed", MessageID: logfields.MsgChangedOnDisk, Level: logrus.InfoLevel,
 				Message: "certificate changed on disk", Reason: "serial " + st.Serial + " replaced on disk"})
 		}
@@ -204,8 +205,4 @@ func timePtr(t time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
-}
-
-func endsWith(s, suffix string) bool {
-	return len(s) >= len(suffix) && s[len(s)-len(suffix):] == suffix
 }

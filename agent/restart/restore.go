@@ -3,7 +3,6 @@ package restart
 import (
 	"errors"
 	"io/fs"
-	"path"
 
 	"github.com/certagent/certagent/agent/config"
 )
@@ -21,8 +20,16 @@ func (r *Restarter) ManifestsAside(cfg *config.Config) bool {
 	if r.Root == nil {
 		return false
 	}
+	dir, err := r.Root.OpenDir(cfg.Restart.ManifestsDir)
+	if err != nil {
+		return false
+	}
+	defer dir.Close()
 	for _, comp := range components(cfg) {
-		if comp.Manifest != "" && r.exists(path.Join(cfg.Restart.ManifestsDir, ".certagent-"+comp.Manifest)) {
+		if comp.Manifest == "" {
+			continue
+		}
+		if _, err := dir.Lstat(".certagent-" + comp.Manifest); err == nil {
 			return true
 		}
 	}

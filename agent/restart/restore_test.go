@@ -74,3 +74,28 @@ func TestRestoreManifests(t *testing.T) {
 		t.Error("a second restore changed more")
 	}
 }
+
+// TestManifestsAsideSeesDanglingLink: the check looks at the entry itself,
+// inside the root, not at where a link leads.
+func TestManifestsAsideSeesDanglingLink(t *testing.T) {
+	dir := t.TempDir()
+	man := filepath.Join(dir, "etc/kubernetes/manifests")
+	if err := os.MkdirAll(man, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/nonexistent", filepath.Join(man, ".certagent-etcd.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _ := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n"))
+	root, err := pki.NewRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Restarter{Root: root}
+	if !r.ManifestsAside(cfg) {
+		t.Error("a dangling link left aside was not seen")
+	}
+	if got := r.RestoreManifests(cfg); len(got) != 1 || got[0].Err == nil {
+		t.Errorf("restore of a dangling link: %+v", got)
+	}
+}

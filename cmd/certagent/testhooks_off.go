@@ -8,7 +8,7 @@ import (
 )
 
 // Without the certagent_testhooks tag (the shipped binary) the test hooks
-// of testhooks.go do not exist: the environment variables are ignored.
+// of testhooks_on.go do not exist: the environment variables are ignored.
 
 func testHooks() rotate.Hooks { return nil }
 
