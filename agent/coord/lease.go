@@ -18,7 +18,6 @@ import (
 type Holder struct {
 	Identity string
 	Since    time.Time
-	Renewed  time.Time
 }
 
 // Lock is the cluster-wide restart lock.
@@ -149,9 +148,6 @@ func holderOf(lease *coordinationv1.Lease) Holder {
 	}
 	if t := lease.Spec.AcquireTime; t != nil {
 		h.Since = t.Time
-	}
-	if t := lease.Spec.RenewTime; t != nil {
-		h.Renewed = t.Time
 	}
 	return h
 }

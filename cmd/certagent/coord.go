@@ -90,10 +90,10 @@ func (g *restartGate) coordinator(cfg *config.Config) *coord.Coordinator {
 			Identity: c.Node, Duration: co.LeaseDurationDuration, Clock: clock.RealClock{}}
 		c.APIServers = &coord.APIServers{Static: co.APIServers, Client: cs, Self: cfg.Restart.Endpoints["kube-apiserver"],
 			// kubeadm puts "kubernetes" in every kube-apiserver's certificate.
-			HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "kubernetes"}}}}
+			HTTP: &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "kubernetes"}}}}
 	}
 	if tc, err := g.restarter.EtcdClientTLS(cfg); err == nil {
-		c.Etcd = &coord.Etcd{Endpoint: "https://" + cfg.Restart.Endpoints["etcd"], HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}}
+		c.Etcd = &coord.Etcd{Endpoint: "https://" + cfg.Restart.Endpoints["etcd"], HTTP: &http.Client{Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: tc}}}
 	} else {
 		g.log.WithField("REASON", err.Error()).Debug("no etcd quorum check")
 	}
