@@ -229,7 +229,13 @@ func (r *result) clone(order int) *result {
 		g, info := *fd, *fd.info
 		g.info, g.order = &info, order
 		if fd.issuer != nil {
-			g.issuer = chain[fd.issuer]
+			// A bundled issuer that is no CA by its basicConstraints (a
+			// v1 CA) is not in the chain: copy it as the chain's are.
+			if g.issuer = chain[fd.issuer]; g.issuer == nil {
+				b, info := *fd.issuer, *fd.issuer.info
+				b.info = &info
+				g.issuer = &b
+			}
 		}
 		out.found = append(out.found, &g)
 	}

@@ -108,7 +108,7 @@ func (s *scanner) early(r *result) {
 		known = *p
 	}
 	for _, fd := range r.found {
-		if fd.info.IsCA || fd.issuer != nil {
+		if fd.info.IsCA || fd.issuer != nil || fd.signed == nil {
 			continue // CAs are matched in phase 2, with every authority known
 		}
 		for _, a := range known {
