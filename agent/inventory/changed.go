@@ -3,7 +3,6 @@ package inventory
 import (
 	"errors"
 	"io/fs"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -109,16 +108,19 @@ func (s *scanner) cachedListing(dir string, exts []string) ([]candidate, bool) {
 		return nil, false
 	}
 	key := listingKey(dir, exts)
-	s.cache.mu.Lock()
+	s.cache.mu.Lock() // guards l.cands; a listing's cands are never changed in place
 	l := s.cache.listings[key]
+	var cands []candidate
+	if l != nil {
+		cands = l.cands
+	}
 	s.cache.mu.Unlock()
 	if l == nil || !c.untouched(dir+"/.") || !c.untouched(l.resolved+"/.") {
 		return nil, false
 	}
-	cands := l.cands
 	if c.listed[dir] || c.listed[l.resolved] {
 		var ok bool
-		if cands, ok = s.patchListing(dir, l, exts); !ok {
+		if cands, ok = s.patchListing(dir, l.resolved, cands, exts); !ok {
 			return nil, false
 		}
 	}
@@ -128,17 +130,18 @@ func (s *scanner) cachedListing(dir string, exts []string) ([]candidate, bool) {
 	return cands, true
 }
 
-// patchListing is l with the entries the changes name looked at again
-// (and the certificates whose "<stem>.key" they name).
-func (s *scanner) patchListing(dir string, l *listing, exts []string) ([]candidate, bool) {
+// patchListing is the listing cands of dir (resolved: where it leads)
+// with the entries the changes name looked at again (and the certificates
+// whose "<stem>.key" they name), inside the root.
+func (s *scanner) patchListing(dir, resolved string, cands []candidate, exts []string) ([]candidate, bool) {
 	redo := map[string]bool{}
 	for _, p := range s.changes.paths {
-		if d := path.Dir(p); d == dir || d == l.resolved {
+		if d := path.Dir(p); d == dir || d == resolved {
 			redo[path.Base(p)] = true
 		}
 	}
-	out := make([]candidate, 0, len(l.cands)+len(redo))
-	for _, c := range l.cands {
+	out := make([]candidate, 0, len(cands)+len(redo))
+	for _, c := range cands {
 		name := path.Base(c.path)
 		if redo[name] || redo[sibling(name)] {
 			redo[name] = true
@@ -146,15 +149,23 @@ func (s *scanner) patchListing(dir string, l *listing, exts []string) ([]candida
 		}
 		out = append(out, c)
 	}
+	if len(redo) == 0 {
+		return out, true
+	}
+	d, err := s.root.OpenDir(resolved)
+	if err != nil {
+		return nil, false // list it all again
+	}
+	defer d.Close()
 	for name := range redo {
-		fi, err := os.Lstat(s.root.HostPath(path.Join(l.resolved, name)))
+		fi, err := d.Lstat(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		} else if err != nil {
 			return nil, false // list it all again
 		}
-		_, err = os.Lstat(s.root.HostPath(path.Join(l.resolved, sibling(name))))
-		c, ok := listed(dir, l.resolved, name, fi.Mode().Type(), err == nil, exts)
+		_, err = d.Lstat(sibling(name))
+		c, ok := listed(dir, resolved, name, fi.Mode().Type(), err == nil, exts)
 		if !ok {
 			continue
 		}
