@@ -171,8 +171,8 @@ func writeWebhook(dir string, ca *sandboxCA, lifetime time.Duration) error {
 	s := &sandbox{dir: dir, now: now}
 	c, k := s.issue(ca, x509.Certificate{Subject: pkix.Name{CommonName: "webhook.kube-system.svc"}, DNSNames: []string{"webhook.kube-system.svc"},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, NotBefore: now, NotAfter: now.Add(lifetime)})
-	s.file("opt/webhook/webhook.key", keyPEM(k), 0o600)
-	s.file("opt/webhook/webhook.crt", certPEM(c), 0o644)
+	s.file("opt/webhook/webhook.key", s.keyPEM(k), 0o600)
+	s.file("opt/webhook/webhook.crt", pki.EncodeCertPEM(c), 0o644)
 	return s.err
 }
 

@@ -17,7 +17,8 @@ import (
 
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/client-go/util/keyutil"
+
+	"github.com/certagent/certagent/rotate/pki"
 )
 
 // sandboxCA is a CA of the demo's sandbox, able to sign leaves.
@@ -69,8 +70,10 @@ func (s *sandbox) write() (*sandboxCA, error) {
 	saKey := s.key()
 	if pub, err := x509.MarshalPKIXPublicKey(saKey.Public()); err == nil {
 		s.file(pkiDir+"/sa.pub", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644)
+	} else if s.err == nil {
+		s.err = err
 	}
-	s.file(pkiDir+"/sa.key", keyPEM(saKey), 0o600)
+	s.file(pkiDir+"/sa.key", s.keyPEM(saKey), 0o600)
 	for _, k := range []struct{ name, cn, org string }{
 		{"admin.conf", "kubernetes-admin", "kubeadm:cluster-admins"}, {"super-admin.conf", "kubernetes-super-admin", "system:masters"},
 		{"controller-manager.conf", "system:kube-controller-manager", ""}, {"scheduler.conf", "system:kube-scheduler", ""},
@@ -149,8 +152,8 @@ func (s *sandbox) kubeconfig(ca *sandboxCA, name, cn, org string) {
 	cert, key := s.leaf(ca, name, x509.Certificate{Subject: subject, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	user := cn
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["kubernetes"] = &clientcmdapi.Cluster{Server: "https://10.0.0.10:6443", CertificateAuthorityData: certPEM(ca.cert)}
-	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM(cert), ClientKeyData: keyPEM(key)}
+	cfg.Clusters["kubernetes"] = &clientcmdapi.Cluster{Server: "https://10.0.0.10:6443", CertificateAuthorityData: pki.EncodeCertPEM(ca.cert)}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: pki.EncodeCertPEM(cert), ClientKeyData: s.keyPEM(key)}
 	cfg.Contexts[user+"@kubernetes"] = &clientcmdapi.Context{Cluster: "kubernetes", AuthInfo: user}
 	cfg.CurrentContext = user + "@kubernetes"
 	data, err := clientcmd.Write(*cfg)
@@ -167,7 +170,7 @@ func (s *sandbox) kubelet(ca *sandboxCA) {
 	cert, key := s.leaf(ca, "kubelet-client-current", x509.Certificate{Subject: pkix.Name{CommonName: "system:node:node1", Organization: []string{"system:nodes"}},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
 	file := "kubelet-client-" + s.now.UTC().Format("2006-01-02-15-04-05") + ".pem"
-	s.file(dir+"/"+file, append(certPEM(cert), keyPEM(key)...), 0o600)
+	s.file(dir+"/"+file, append(pki.EncodeCertPEM(cert), s.keyPEM(key)...), 0o600)
 	if s.err == nil {
 		s.err = os.Symlink("/"+dir+"/"+file, filepath.Join(s.dir, dir, "kubelet-client-current.pem"))
 	}
@@ -179,8 +182,8 @@ func (s *sandbox) kubelet(ca *sandboxCA) {
 }
 
 func (s *sandbox) pair(stem string, cert *x509.Certificate, key crypto.Signer) {
-	s.file(stem+".crt", certPEM(cert), 0o644)
-	s.file(stem+".key", keyPEM(key), 0o600)
+	s.file(stem+".crt", pki.EncodeCertPEM(cert), 0o644)
+	s.file(stem+".key", s.keyPEM(key), 0o600)
 }
 
 func (s *sandbox) file(rel string, data []byte, mode os.FileMode) {
@@ -193,14 +196,11 @@ func (s *sandbox) file(rel string, data []byte, mode os.FileMode) {
 	}
 }
 
-func certPEM(c *x509.Certificate) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
-func keyPEM(k crypto.Signer) []byte {
-	b, err := keyutil.MarshalPrivateKeyToPEM(k)
-	if err != nil {
-		return nil
+// keyPEM encodes k; a failure is the sandbox's error.
+func (s *sandbox) keyPEM(k crypto.Signer) []byte {
+	b, err := pki.EncodeKeyPEM(k, "")
+	if err != nil && s.err == nil {
+		s.err = err
 	}
 	return b
 }
