@@ -39,6 +39,7 @@ func (g *restartGate) Acquire(ctx context.Context, cfg *config.Config, component
 		return func() {}, nil
 	}
 	c := g.coordinator(cfg)
+	before := g.requests.Load()
 	g.mu.Lock()
 	g.cur = c
 	g.mu.Unlock()
@@ -48,7 +49,9 @@ func (g *restartGate) Acquire(ctx context.Context, cfg *config.Config, component
 	}
 	return func() {
 		release()
-		g.log.WithFields(logrus.Fields{"COMPONENT": component, "NODE": c.Node, "API_REQUESTS": g.requests.Load()}).
+		// API_REQUESTS counts since the agent started, TURN_API_REQUESTS this turn.
+		n := g.requests.Load()
+		g.log.WithFields(logrus.Fields{"COMPONENT": component, "NODE": c.Node, "API_REQUESTS": n, "TURN_API_REQUESTS": n - before}).
 			Info("restart turn over")
 	}, nil
 }

@@ -127,7 +127,7 @@ func waitRestarts(t *testing.T, ds []*daemon, want int, limit time.Duration, com
 
 var (
 	waitedRE   = regexp.MustCompile(`msg="took the restart Lease".*WAITED=([0-9.a-zµ]+)`)
-	requestsRE = regexp.MustCompile(`API_REQUESTS=([0-9]+)`)
+	requestsRE = regexp.MustCompile(`\bAPI_REQUESTS=([0-9]+)`)
 	delayRE    = regexp.MustCompile(`DELAY=([0-9.a-zµ]+)`)
 )
 
