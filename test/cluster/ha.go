@@ -149,16 +149,20 @@ func (h *HA) EtcdHealthy(ctx context.Context, i int) bool {
 	return ok
 }
 
-// EtcdHealth says whether node i's member answers /health at all, and
-// whether it says healthy (not so while the members elect a leader).
-func (h *HA) EtcdHealth(ctx context.Context, i int) (answers, healthy bool) {
+// EtcdHealth says whether node i's member is up (its process answers
+// /version, which needs no leader) and whether it is healthy (/health,
+// which in etcd 3.4 needs a leader and a quorum read: during an election
+// a live member can take longer than the probe timeout to answer it).
+func (h *HA) EtcdHealth(ctx context.Context, i int) (up, healthy bool) {
 	n := h.Nodes[i]
 	pair, err := tls.LoadX509KeyPair(n.pki("etcd/healthcheck-client.crt"), n.pki("etcd/healthcheck-client.key"))
 	if err != nil {
 		return false, false
 	}
-	body, ok := get(ctx, "https://"+n.EtcdAddr()+"/health", &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}})
-	return strings.Contains(body, `"health"`), ok && strings.Contains(body, `"health":"true"`)
+	tc := &tls.Config{InsecureSkipVerify: true, Certificates: []tls.Certificate{pair}}
+	version, _ := get(ctx, "https://"+n.EtcdAddr()+"/version", tc)
+	body, ok := get(ctx, "https://"+n.EtcdAddr()+"/health", tc)
+	return strings.Contains(version, "etcdserver"), ok && strings.Contains(body, `"health":"true"`)
 }
 
 // APIReady asks node i's kube-apiserver /readyz.
