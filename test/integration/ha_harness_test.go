@@ -151,14 +151,22 @@ func (tl *restartLog) overlaps() []string {
 }
 
 // runHAStaticPods stands in for each node's kubelet: a component whose
-// manifest leaves the directory is killed, and started again when it
-// comes back; the restart ends when the new process is healthy.
-func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *restartLog) {
+// manifest leaves the directory is killed, and started again (reading its
+// files as they are then) when it comes back; the restart ends when the
+// new process is healthy. comps are the static pods run (default etcd and
+// kube-apiserver).
+func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *restartLog, comps ...string) {
+	if len(comps) == 0 {
+		comps = []string{"etcd", "kube-apiserver"}
+	}
 	for i, n := range h.Nodes {
-		for _, comp := range []string{"etcd", "kube-apiserver"} {
+		for _, comp := range comps {
+			proc, start, healthy, ok := h.StaticPod(comp, i)
+			if !ok {
+				t.Fatalf("no static pod %s", comp)
+			}
 			go func() {
 				manifest := filepath.Join(n.Root, "etc/kubernetes/manifests", comp+".yaml")
-				proc := map[string]string{"etcd": "etcd-", "kube-apiserver": "apiserver-"}[comp] + n.Name
 				running := true
 				var stopped time.Time
 				for ctx.Err() == nil {
@@ -170,17 +178,12 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *resta
 						h.Kill(proc)
 						running = false
 					case here && !running:
-						start := h.StartAPIServer
-						healthy := h.APIReady
-						if comp == "etcd" {
-							start, healthy = h.StartEtcd, h.EtcdHealthy
-						}
-						if err := start(i); err != nil {
+						if err := start(); err != nil {
 							t.Error(err)
 							return
 						}
 						running = true
-						for ctx.Err() == nil && !healthy(ctx, i) {
+						for ctx.Err() == nil && !healthy(ctx) {
 							time.Sleep(50 * time.Millisecond)
 						}
 						tl.add(interval{what: n.Name + " " + comp, start: stopped, end: time.Now()})

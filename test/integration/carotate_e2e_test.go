@@ -1,0 +1,105 @@
+package integration
+
+import (
+	"context"
+	"crypto/x509"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestE2ECARotation is issue 18's proof, on one control-plane node (the
+// real etcd, kube-apiserver and kube-controller-manager on the host, from
+// a real kubeadm root) and one worker (the real kubelet in a systemd
+// node), each with certagent: `certagent ca rotate` runs through every
+// phase while an administrator polls the API (admin.conf read again at
+// each request) and the kubelets' Leases are watched.
+func TestE2ECARotation(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rig := startCARig(t, ctx)
+	roots := map[string]string{"cp": rig.cp, "worker": rig.worker.dir}
+	adminConf := filepath.Join(rig.cp, "etc/kubernetes/admin.conf")
+	oldCA := firstCert(t, filepath.Join(rig.cp, "etc/kubernetes/pki/ca.crt"))
+	admin := pollAdmin(ctx, adminConf)
+	leases := watchLeases(ctx, adminConf, caWorkerName, caCPName)
+	if !t.Run("harness", func(t *testing.T) { rig.checkHarness(t, oldCA, roots, admin, leases) }) {
+		return
+	}
+}
+
+// checkHarness shows the rig is what the proof needs before any rotation:
+// the old CA in every bundle and under every leaf of both nodes, the
+// Leases of both nodes moving, the administrator's requests answered,
+// certagent reporting on both Nodes.
+func (rig *caRig) checkHarness(t *testing.T, ca *x509.Certificate, roots map[string]string, admin *adminPoller, leases *leaseWatch) {
+	start := time.Now()
+	u := findCA(t, ca, roots)
+	wantBundles := []string{"cp:etc/kubernetes/pki/ca.crt", "worker:etc/kubernetes/pki/ca.crt"}
+	wantLeaves := []string{"cp:etc/kubernetes/pki/apiserver.crt", "cp:etc/kubernetes/pki/apiserver-kubelet-client.crt", "worker:var/lib/kubelet/pki/kubelet-client-"}
+	for _, f := range []string{"admin", "super-admin", "controller-manager", "scheduler", "kubelet"} {
+		wantBundles = append(wantBundles, "cp:etc/kubernetes/"+f+".conf cluster ")
+		wantLeaves = append(wantLeaves, "cp:etc/kubernetes/"+f+".conf user ")
+	}
+	for _, w := range wantBundles {
+		if !hasPrefix(u.bundles, w) {
+			t.Errorf("the checker does not find the CA in %s; bundles found: %v", w, u.bundles)
+		}
+	}
+	for _, w := range wantLeaves {
+		if !hasPrefix(u.leaves, w) {
+			t.Errorf("the checker does not find a certificate of the CA in %s; found: %v", w, u.leaves)
+		}
+	}
+	t.Logf("before the rotation, the old CA is in %d bundles and signed %d certificates in use:\n  %s\n  %s",
+		len(u.bundles), len(u.leaves), strings.Join(u.bundles, "\n  "), strings.Join(u.leaves, "\n  "))
+	waitFor(t, "two Lease renewals of each node", 45*time.Second, func() bool {
+		return leases.count(caWorkerName, start) >= 2 && leases.count(caCPName, start) >= 2
+	})
+	waitFor(t, "certagent's condition on both Nodes", time.Minute, func() bool {
+		for _, n := range []string{caCPName, caWorkerName} {
+			node, err := rig.c.Admin.CoreV1().Nodes().Get(rig.ctx, n, metav1.GetOptions{})
+			if err != nil || !hasCondition(node, "CertificateRotationHealthy", corev1.ConditionTrue) {
+				return false
+			}
+		}
+		return true
+	})
+	ok, failures, _ := admin.snapshot()
+	if ok < 10 || len(failures) > 0 {
+		t.Errorf("administrator's requests: %d answered, failures %v", ok, failures)
+	}
+	beatsOK, beatErrs := rig.cpBeats.snapshot()
+	if len(beatErrs) > 0 {
+		t.Errorf("control-plane stand-in kubelet: %d renewals, failures %v", beatsOK, beatErrs)
+	}
+	for _, n := range []string{caWorkerName, caCPName} {
+		if g := leases.gaps(n, start); len(g) > 0 && g[0].length() >= 2*caLeaseRenew {
+			t.Errorf("%s Lease: a gap of %s with nothing restarting", n, g[0].length())
+		}
+	}
+	t.Logf("harness: %d administrator requests answered; Leases renewed (worker %d, control plane %d times) in %s",
+		ok, leases.count(caWorkerName, start), leases.count(caCPName, start), time.Since(start).Round(time.Millisecond))
+}
+
+func hasPrefix(l []string, prefix string) bool {
+	for _, s := range l {
+		if strings.HasPrefix(s, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasCondition(n *corev1.Node, typ string, status corev1.ConditionStatus) bool {
+	for _, c := range n.Status.Conditions {
+		if string(c.Type) == typ {
+			return c.Status == status
+		}
+	}
+	return false
+}
