@@ -30,6 +30,67 @@ func TestE2ECARotation(t *testing.T) {
 	if !t.Run("harness", func(t *testing.T) { rig.checkHarness(t, oldCA, roots, admin, leases) }) {
 		return
 	}
+	if !t.Run("harness restarts", func(t *testing.T) { rig.checkRestarts(t, admin, leases) }) {
+		return
+	}
+}
+
+// checkRestarts shows the stand-in and the pollers at work on a plain
+// renewal: certagent renews the kube-apiserver's certificate and
+// controller-manager.conf and restarts both through their manifests; the
+// administrator's failures all fall while the one kube-apiserver is down.
+func (rig *caRig) checkRestarts(t *testing.T, admin *adminPoller, leases *leaseWatch) {
+	start := time.Now()
+	r := run(t, certagentBin, "renew", "--root", rig.cp, "apiserver", "controller-manager.conf")
+	if r.code != 0 {
+		t.Fatalf("renew: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	waitFor(t, "kube-apiserver and kube-controller-manager restarted", 2*time.Minute, func() bool {
+		return len(rig.tl.since(start, "kube-apiserver")) > 0 && len(rig.tl.since(start, "kube-controller-manager")) > 0
+	})
+	rig.waitLeaseAfter(t, leases, time.Now())
+	outages := rig.tl.since(start, "kube-apiserver")
+	trust, outside, inside := classify(admin, start, outages)
+	if len(trust)+len(outside) > 0 {
+		t.Errorf("administrator's requests failed for trust: %v; failed outside the kube-apiserver restart: %v", trust, outside)
+	}
+	for _, n := range []string{caWorkerName, caCPName} {
+		if g := leases.gaps(n, start); len(g) > 0 {
+			t.Logf("%s Lease: longest gap %s (%s..%s)", n, g[0].length().Round(time.Millisecond), g[0].from.Format("15:04:05.000"), g[0].to.Format("15:04:05.000"))
+		}
+	}
+	for _, iv := range rig.tl.since(start, "") {
+		t.Logf("restart %-30s %s .. %s (%s)", iv.what, iv.start.Format("15:04:05.000"), iv.end.Format("15:04:05.000"), iv.end.Sub(iv.start).Round(time.Millisecond))
+	}
+	t.Logf("administrator's requests failed while the kube-apiserver restarted: %d", inside)
+}
+
+// waitLeaseAfter waits for a Lease renewal of each node after at.
+func (rig *caRig) waitLeaseAfter(t *testing.T, leases *leaseWatch, at time.Time) {
+	t.Helper()
+	waitFor(t, "a Lease renewal of each node", 3*caLeaseRenew, func() bool {
+		return leases.count(caWorkerName, at) > 0 && leases.count(caCPName, at) > 0
+	})
+}
+
+// classify sorts the administrator's failures since start: refused for
+// trust (never allowed), other failures outside the kube-apiserver's
+// outages (never allowed), and the count of those inside one (a single
+// kube-apiserver restarting is unavailable, whatever the certificates).
+func classify(admin *adminPoller, start time.Time, outages []interval) (trust, outside []reqFailure, inside int) {
+	_, failures, _ := admin.snapshot()
+	for _, f := range failures {
+		switch {
+		case f.at.Before(start):
+		case isTrustError(f.err):
+			trust = append(trust, f)
+		case during(f.at, outages, time.Second):
+			inside++
+		default:
+			outside = append(outside, f)
+		}
+	}
+	return trust, outside, inside
 }
 
 // checkHarness shows the rig is what the proof needs before any rotation:

@@ -239,14 +239,14 @@ func (b *beats) snapshot() (int, []reqFailure) {
 	return b.ok, append([]reqFailure(nil), b.errors...)
 }
 
-// outages are the stand-in's kube-apiserver restarts: from the kill to
-// the new process's /readyz.
-func (tl *restartLog) outages(comp string) []interval {
+// since returns the stand-in's restarts of comp (every component: "")
+// that began after start: from the kill to the new process's health.
+func (tl *restartLog) since(start time.Time, comp string) []interval {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
 	var out []interval
 	for _, iv := range tl.restarts {
-		if strings.HasSuffix(iv.what, " "+comp) {
+		if iv.start.After(start) && (comp == "" || strings.HasSuffix(iv.what, " "+comp)) {
 			out = append(out, iv)
 		}
 	}
