@@ -1,9 +1,11 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
@@ -62,4 +64,21 @@ func (h *HA) Single(ctx context.Context, i int, token string) (*Cluster, error) 
 		return nil, err
 	}
 	return c, nil
+}
+
+// Exited says whether the process name (still registered: not killed
+// through Kill) has ended by itself: it is gone or a zombie not yet
+// reaped.
+func (h *HA) Exited(name string) bool {
+	pid := h.PID(name)
+	if pid == 0 {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// The state follows the command name, which is in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] == 'Z'
 }

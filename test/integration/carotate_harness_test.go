@@ -9,10 +9,8 @@ import (
 	"testing"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/certagent/certagent/test/cluster"
 	"github.com/certagent/certagent/test/nspawn"
@@ -33,44 +31,59 @@ const (
 var caStaticPods = []string{"etcd", "kube-apiserver", "kube-controller-manager"}
 
 // caRig is a cluster of one control-plane node and one worker, as kubeadm
-// leaves them, each with certagent:
-//   - the control-plane node lives on the host: a kubeadm root (the real
-//     kubeadm's PKI, kubeconfigs and static pod manifests) whose etcd,
-//     kube-apiserver and kube-controller-manager run as processes started
-//     by a stand-in kubelet from the files in the root (a component is
-//     killed when its manifest leaves the manifests directory and started
-//     again when it comes back); the same stand-in registers the Node and
-//     renews its Lease with the root's kubelet.conf. certagent runs for
-//     the root (`certagent run --root`), restarts on, with the restart
-//     Lease.
-//   - the worker is a systemd-nspawn node with the real kubelet and
-//     containerd, whose kubelet.conf and clientCAFile hold the cluster CA,
-//     its client certificate issued by that CA, and certagent installed
-//     from the .deb as a systemd service.
+// leaves them, each with certagent and the real kubelet:
+//   - the control-plane node: a systemd-nspawn node whose rootfs holds a
+//     kubeadm root (the real kubeadm's PKI, kubeconfigs and static pod
+//     manifests), running the real kubelet (kubeadm's kubelet.conf, its
+//     client certificate embedded; clientCAFile the cluster CA). Its
+//     etcd, kube-apiserver and kube-controller-manager run on the host
+//     as processes, started by a stand-in for the kubelet's static pods
+//     from the files in that root: a component is killed when its
+//     manifest leaves the manifests directory and started again (reading
+//     its files then) when it comes back; the real kubelet watches an
+//     empty static pod directory (no container image can be pulled here).
+//     certagent runs on the host for that root (`certagent run --root`),
+//     restarts on, with the restart Lease, and restarts the kubelet
+//     through the node's own systemd (its D-Bus system bus).
+//   - the worker: a systemd-nspawn node with the real kubelet, whose
+//     kubelet.conf (a certificate-authority file) and clientCAFile hold
+//     the cluster CA, its client certificate issued by that CA in the
+//     kubelet's store, and certagent installed from the .deb as a
+//     systemd service.
+//
+// Both nodes share the host's network and reach the kube-apiserver on
+// loopback.
 type caRig struct {
-	ctx     context.Context
-	h       *cluster.HA
-	c       *cluster.Cluster // the control-plane node as a Cluster (Admin: super-admin.conf as at the start)
-	cp      string           // the control-plane node's root
-	tl      *restartLog      // the stand-in's restarts of the static pods
-	daemon  *daemon          // certagent on the control-plane node
-	worker  *realNode
-	cpBeats *beats // the control-plane stand-in kubelet's Lease renewals
+	ctx    context.Context
+	h      *cluster.HA
+	c      *cluster.Cluster // the control-plane node as a Cluster (Admin: super-admin.conf as at the start)
+	cp     string           // the control-plane node's root (its rootfs)
+	tl     *restartLog      // the stand-in's restarts of the static pods
+	daemon *daemon          // certagent on the control-plane node
+	dbus   []string         // its environment: the node's system bus
+	cpNode *realNode
+	worker *realNode
 }
 
 // caCPConfig is certagent's config on the control-plane node: the
-// stand-in's ports, quick restarts (the stand-in checks manifests every
+// components' ports, quick restarts (the stand-in checks manifests every
 // 100 ms), the restart Lease with short times, quick retries.
 const caCPConfig = `apiVersion: certagent.io/v1alpha1
 kind: AgentConfiguration
-agent: {nodeName: %[1]s, metricsAddress: "", retryInitial: 2s, retryMax: 10s}
-restart: {fileCheckFrequency: 1s, timeout: 90s, endpoints: {etcd: "%[2]s", etcd-peer: "%[3]s", kube-apiserver: "%[4]s", kube-controller-manager: "%[5]s"}}
+agent: {nodeName: %[1]s, metricsAddress: "", retryInitial: 2s, retryMax: 10s, resyncInterval: 5s}
+restart:
+  fileCheckFrequency: 1s
+  timeout: 45s
+  kubeletHealthz: http://127.0.0.1:%[7]d/healthz
+  endpoints: {etcd: "%[2]s", etcd-peer: "%[3]s", kube-apiserver: "%[4]s", kube-controller-manager: "%[5]s", kubelet: "127.0.0.1:%[6]d"}
 coordination: {leaseDuration: 12s, retryInterval: 500ms, apiDownWindow: 20s, apiServers: ["%[4]s"]}
 `
 
 // caWorkerConfig is certagent's config on the worker (the rig adds the
 // kubelet's ports): quick retries, no metrics port on the host's network.
-const caWorkerConfig = `agent: {metricsAddress: "", retryInitial: 2s, retryMax: 10s}
+// On both nodes a resync every 5 s: without a rotation in progress, a
+// node reads the rotation's ConfigMap once per resync.
+const caWorkerConfig = `agent: {metricsAddress: "", retryInitial: 2s, retryMax: 10s, resyncInterval: 5s}
 `
 
 // startCARig brings the rig up; everything stops with the test.
@@ -80,7 +93,7 @@ func startCARig(t *testing.T, ctx context.Context) *caRig {
 	for _, b := range []string{"kubeadm", "kube-apiserver", "kube-controller-manager"} {
 		requireKube(t, b)
 	}
-	root := t.TempDir()
+	root := unpackedRootfs(t)
 	if err := makeKubeadmNode(root, "8760h", "RSA-2048", caCPName, "10.0.0.11"); err != nil {
 		t.Fatal(err)
 	}
@@ -106,14 +119,19 @@ func startCARig(t *testing.T, ctx context.Context) *caRig {
 		t.Fatal(err)
 	}
 	waitFor(t, "kube-controller-manager healthy", time.Minute, func() bool { return h.ControllerManagerHealthy(ctx, 0) })
-	rig := &caRig{ctx: ctx, h: h, c: c, cp: root, tl: &restartLog{}, cpBeats: &beats{}}
+	rig := &caRig{ctx: ctx, h: h, c: c, cp: root, tl: &restartLog{}}
 	runHAStaticPods(t, ctx, h, rig.tl, caStaticPods...)
-	rig.standInKubelet(t)
 
-	cfg := fmt.Sprintf(caCPConfig, caCPName, n.EtcdAddr(), n.PeerAddr(), n.APIAddr(), n.CMAddr())
-	put := rootWriter(t, root)
-	put("etc/certagent/config.yaml", []byte(cfg), 0o644)
-	rig.daemon = startDaemon(t, certagentBin, root, nil, "--no-restart=false")
+	cpk := nspawn.Kubelet{NodeName: caCPName, Port: 10290, HealthzPort: 10288, StaticPodPath: "/etc/kubernetes/kubelet-static-pods"}
+	rig.cpNode = bootRealNodeIn(t, c, cpk, root, func(r *realNode) {})
+	rig.markControlPlane(t)
+	port, healthz := cpk.Ports()
+	cfg := fmt.Sprintf(caCPConfig, caCPName, n.EtcdAddr(), n.PeerAddr(), n.APIAddr(), n.CMAddr(), port, healthz)
+	rootWriter(t, root)("etc/certagent/config.yaml", []byte(cfg), 0o644)
+	// The node's /run is its own tmpfs: its bus is reached through the
+	// root of its init.
+	rig.dbus = []string{fmt.Sprintf("DBUS_SYSTEM_BUS_ADDRESS=unix:path=/proc/%d/root/run/dbus/system_bus_socket", rig.cpNode.Leader)}
+	rig.daemon = startDaemon(t, certagentBin, root, rig.dbus, "--no-restart=false")
 
 	rig.worker = bootRealNodeOn(t, c, nspawn.Kubelet{NodeName: caWorkerName, Port: 10280, HealthzPort: 10278}, func(r *realNode) {
 		now := time.Now()
@@ -125,6 +143,27 @@ func startCARig(t *testing.T, ctx context.Context) *caRig {
 	rig.worker.leaseAfter(time.Time{}, 90*time.Second, "the worker kubelet's first Lease")
 	rig.worker.install()
 	return rig
+}
+
+// restartDaemon starts certagent on the control-plane node again.
+func (rig *caRig) restartDaemon(t *testing.T) {
+	rig.daemon = startDaemon(t, certagentBin, rig.cp, rig.dbus, "--no-restart=false")
+}
+
+// markControlPlane waits for the kubelet to register the control-plane
+// node and labels it, as kubeadm's mark-control-plane phase does with the
+// admin credential (a kubelet may not set node-role labels itself).
+func (rig *caRig) markControlPlane(t *testing.T) {
+	t.Helper()
+	nodes := rig.c.Admin.CoreV1().Nodes()
+	waitFor(t, "the control-plane node registered", 90*time.Second, func() bool {
+		_, err := nodes.Get(rig.ctx, caCPName, metav1.GetOptions{})
+		return err == nil
+	})
+	patch := []byte(`{"metadata":{"labels":{"node-role.kubernetes.io/control-plane":""}}}`)
+	if _, err := nodes.Patch(rig.ctx, caCPName, types.StrategicMergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // kubeadmManifests writes kubeadm's static pod manifests into the root
@@ -154,64 +193,3 @@ func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
-// standInKubelet is the control-plane node's kubelet as the API sees it:
-// the Node as `kubeadm init` leaves it (the control-plane label, set
-// with the admin credential as kubeadm does), and the node's Lease
-// renewed every caLeaseRenew with kubelet.conf read again at each
-// renewal (as a restarted kubelet would read it). Renewals are recorded.
-func (rig *caRig) standInKubelet(t *testing.T) {
-	t.Helper()
-	_, err := rig.c.Admin.CoreV1().Nodes().Create(rig.ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
-		Name: caCPName, Labels: map[string]string{"node-role.kubernetes.io/control-plane": "", "kubernetes.io/hostname": caCPName}}},
-		metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kubeconfig := filepath.Join(rig.cp, "etc/kubernetes/kubelet.conf")
-	renew := func() error {
-		cs, done, err := freshClient(kubeconfig)
-		if err != nil {
-			return err
-		}
-		defer done()
-		leases := cs.CoordinationV1().Leases("kube-node-lease")
-		ctx, cancel := context.WithTimeout(rig.ctx, 5*time.Second)
-		defer cancel()
-		now := metav1.NewMicroTime(time.Now())
-		l, err := leases.Get(ctx, caCPName, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			secs := int32(40)
-			_, err = leases.Create(ctx, &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: caCPName, Namespace: "kube-node-lease"},
-				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptrTo(caCPName), LeaseDurationSeconds: &secs, RenewTime: &now}}, metav1.CreateOptions{})
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		l.Spec.RenewTime = &now
-		_, err = leases.Update(ctx, l, metav1.UpdateOptions{})
-		return err
-	}
-	if err := renew(); err != nil {
-		t.Fatalf("the control-plane node's first Lease: %v", err)
-	}
-	go func() {
-		// The kubelet's way: every renew interval, a failure retried
-		// after 200 ms doubled up to 7 s.
-		backoff := 200 * time.Millisecond
-		for rig.ctx.Err() == nil {
-			err := renew()
-			rig.cpBeats.add(time.Now(), err)
-			if err == nil {
-				backoff = 200 * time.Millisecond
-				time.Sleep(caLeaseRenew)
-				continue
-			}
-			time.Sleep(backoff)
-			backoff = min(2*backoff, 7*time.Second)
-		}
-	}()
-}
-
-func ptrTo[T any](v T) *T { return &v }

@@ -50,9 +50,11 @@ type reqFailure struct {
 
 // isTrustError says whether a failure is the one a CA rotation must
 // never cause: a certificate not trusted by the server or the client, or
-// a credential refused.
+// a credential refused (Unauthorized). Forbidden is not one: a
+// kube-apiserver that has just started answers it until its authorizer
+// has synced (and outside a restart any failure counts).
 func isTrustError(s string) bool {
-	for _, w := range []string{"x509", "tls:", "certificate", "Unauthorized", "Forbidden"} {
+	for _, w := range []string{"x509", "tls:", "certificate", "Unauthorized"} {
 		if strings.Contains(s, w) {
 			return true
 		}
@@ -214,29 +216,6 @@ func (w *leaseWatch) count(node string, since time.Time) int {
 		}
 	}
 	return n
-}
-
-// beats are a stand-in kubelet's Lease renewals: when, and the errors.
-type beats struct {
-	mu     sync.Mutex
-	ok     int
-	errors []reqFailure
-}
-
-func (b *beats) add(at time.Time, err error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if err != nil {
-		b.errors = append(b.errors, reqFailure{at, err.Error()})
-		return
-	}
-	b.ok++
-}
-
-func (b *beats) snapshot() (int, []reqFailure) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.ok, append([]reqFailure(nil), b.errors...)
 }
 
 // since returns the stand-in's restarts of comp (every component: "")
