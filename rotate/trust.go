@@ -119,8 +119,9 @@ type TrustEdit struct {
 
 // RewriteTrust writes trust files in one transaction. Each file keeps its
 // mode and owner; its new contents must read as a trust file of the same
-// kind. An edit that fails before the commit is reported and dropped; the
-// others go ahead.
+// kind. An edit that fails before the commit is reported in its result
+// and dropped; the others go ahead. The error is the transaction's, or
+// the first failed edit's.
 func RewriteTrust(ctx context.Context, opts Options, edits []TrustEdit) ([]Result, error) {
 	opts = opts.withDefaults()
 	out := make([]Result, len(edits))
@@ -136,7 +137,10 @@ func RewriteTrust(ctx context.Context, opts Options, edits []TrustEdit) ([]Resul
 		ps, idx = append(ps, p), append(idx, i)
 	}
 	if len(ps) == 0 || ctx.Err() != nil {
-		return out, ctx.Err()
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+		return out, firstErr(out)
 	}
 	dir := path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
 	txErr := runTx(opts, dir, ps)
@@ -148,7 +152,20 @@ func RewriteTrust(ctx context.Context, opts Options, edits []TrustEdit) ([]Resul
 			r.Err = txErr
 		}
 	}
-	return out, txErr
+	if txErr != nil {
+		return out, txErr
+	}
+	return out, firstErr(out)
+}
+
+// firstErr is the first result's error (nil when all went well).
+func firstErr(rs []Result) error {
+	for _, r := range rs {
+		if r.Err != nil {
+			return fmt.Errorf("%s: %w", r.Name, r.Err)
+		}
+	}
+	return nil
 }
 
 func prepareTrust(root *pki.Root, e TrustEdit) (*prepared, error) {

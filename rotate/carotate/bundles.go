@@ -95,15 +95,18 @@ func Find(root *pki.Root, src Sources, ca *x509.Certificate) ([]Bundle, []error)
 			continue
 		}
 		key := b.Resolved + kindOf(b)
+		if b.link != nil {
+			// The file it leads to is a candidate of its own, or not.
+			if b.Holds(ca) {
+				problems = append(problems, fmt.Errorf("%s: %w", c.path, b.link))
+			}
+			continue
+		}
 		if seen[key] || !b.Holds(ca) {
 			seen[key] = true
 			continue
 		}
 		seen[key] = true
-		if b.link != nil {
-			problems = append(problems, fmt.Errorf("%s: %w", c.path, b.link))
-			continue
-		}
 		out = append(out, *b)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
