@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -175,7 +176,7 @@ func (s *step) conclude(ctx context.Context) {
 			s.block(err.Error())
 			return
 		}
-		s.n.journal(logfields.MsgCAPhaseDone, s.in.Cluster, "", nil, "CA rotation phase done on this node")
+		s.n.journal(logfields.MsgCAPhaseDone, s.in.Cluster, "", logrus.Fields{"COMPONENTS": strings.Join(s.it.Restarted, " ")}, "CA rotation phase done on this node")
 		s.done()
 	}
 }
@@ -209,20 +210,39 @@ func (s *step) restart(ctx context.Context) {
 		s.save()
 		return
 	}
-	res := s.n.Restarter.RestartComponents(ctx, cfg, s.it.Pending, s.in.Ping)
-	var still []string
-	for _, name := range s.it.Pending {
-		err, ok := res[name]
-		switch {
-		case !ok:
-			still = append(still, name)
-		case err != nil:
-			still = append(still, name)
+	// One at a time, in restart order, each recorded once confirmed: a
+	// daemon killed meanwhile restarts only what was not.
+	for _, name := range restartOrder(s.it.Pending) {
+		err, ok := s.n.Restarter.RestartComponents(ctx, cfg, []string{name}, s.in.Ping)[name]
+		if !ok || err != nil {
+			if err == nil {
+				err = errors.New("not restarted")
+			}
 			s.problems = append(s.problems, fmt.Sprintf("restart %s: %v", name, err))
+			continue
 		}
+		s.it.Pending = slices.DeleteFunc(s.it.Pending, func(p string) bool { return p == name })
+		s.it.addRestarted(name)
+		s.save()
 	}
-	s.it.Pending = still
-	s.save()
+}
+
+// restartOrder sorts components in the order they are restarted.
+func restartOrder(names []string) []string {
+	rank := func(n string) int {
+		for i, sp := range staticPods {
+			if sp[0] == n {
+				return i
+			}
+		}
+		if n == "kubelet" {
+			return len(staticPods)
+		}
+		return len(staticPods) + 1
+	}
+	out := slices.Clone(names)
+	slices.SortStableFunc(out, func(a, b string) int { return rank(a) - rank(b) })
+	return out
 }
 
 func (s *step) save() {

@@ -34,6 +34,8 @@ type Intent struct {
 	DoneAt *time.Time `json:"doneAt,omitempty"`
 	// Pending are the components to restart before the phase is done.
 	Pending []string `json:"pending,omitempty"`
+	// Restarted are the components restarted for this phase, confirmed.
+	Restarted []string `json:"restarted,omitempty"`
 	// Switched: the reissue phase switched this node's signer.
 	Switched bool `json:"switched,omitempty"`
 }
@@ -73,4 +75,11 @@ func (it *Intent) addPending(names ...string) {
 		}
 	}
 	slices.Sort(it.Pending)
+}
+
+// addRestarted records a confirmed restart.
+func (it *Intent) addRestarted(name string) {
+	if !slices.Contains(it.Restarted, name) {
+		it.Restarted = append(it.Restarted, name)
+	}
 }
