@@ -8,7 +8,6 @@ import (
 	"github.com/certagent/certagent/agent/canode"
 	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/agent/inventory"
-	ca "github.com/certagent/certagent/rotate/carotate"
 )
 
 // While a rotation needs this node, the agent reads the ConfigMap this
@@ -74,15 +73,7 @@ func (a *Agent) rotateCA(ctx context.Context, rep *inventory.Report, now time.Ti
 		r.status, r.active = nil, false
 		return nil
 	}
-	var leaves []canode.Leaf
-	for _, c := range rep.Certificates {
-		l := canode.Leaf{Leaf: ca.Leaf{Name: c.Name, Path: c.Path}, CSR: c.RenewalPath == inventory.RenewCSR}
-		if c.Kind == inventory.KindKubeconfigEmbedded {
-			l.User = c.User
-		}
-		leaves = append(leaves, l)
-	}
-	out := r.node.Converge(ctx, canode.Input{Cluster: r.cluster, Config: a.cfg, Leaves: leaves, Now: now, Ping: a.ping})
+	out := r.node.Converge(ctx, canode.Input{Cluster: r.cluster, Config: a.cfg, Leaves: canode.LeavesOf(rep), Now: now, Ping: a.ping})
 	r.status = out.Status
 	r.active = !out.Report.Done
 	if r.active {

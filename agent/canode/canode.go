@@ -23,6 +23,7 @@ import (
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/logfields"
 	"github.com/certagent/certagent/rotate"
 	ca "github.com/certagent/certagent/rotate/carotate"
@@ -48,6 +49,19 @@ type Leaf struct {
 	// CSR: renewed through the cluster (its signer is the controller
 	// manager's), not from a local CA.
 	CSR bool
+}
+
+// LeavesOf lists a scan's certificates as Converge reads them.
+func LeavesOf(rep *inventory.Report) []Leaf {
+	out := make([]Leaf, 0, len(rep.Certificates))
+	for _, c := range rep.Certificates {
+		l := Leaf{Leaf: ca.Leaf{Name: c.Name, Path: c.Path}, CSR: c.RenewalPath == inventory.RenewCSR}
+		if c.Kind == inventory.KindKubeconfigEmbedded {
+			l.User = c.User
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // Node converges one node. Its methods run on the agent's loop only.
