@@ -134,12 +134,7 @@ func unfinished(state string) bool {
 
 // backupDirs returns the transaction directories, oldest first.
 func backupDirs(root *pki.Root, backupDir string) []string {
-	d, err := root.OpenDir(backupDir)
-	if err != nil {
-		return nil
-	}
-	entries, err := d.ReadDir()
-	d.Close()
+	entries, err := root.ReadDir(backupDir)
 	if err != nil {
 		return nil
 	}

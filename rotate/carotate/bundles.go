@@ -125,12 +125,7 @@ var errNotBundle = errors.New("not a trust bundle")
 
 // listDir lists the candidates of one directory; a missing one has none.
 func listDir(root *pki.Root, dir string) []candidate {
-	d, err := root.OpenDir(dir)
-	if err != nil {
-		return nil
-	}
-	entries, err := d.ReadDir()
-	d.Close()
+	entries, err := root.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
