@@ -24,7 +24,6 @@ type caRotation struct {
 	node    *canode.Node
 	pollAt  time.Time // the next read of the ConfigMap
 	cluster *carotate.Cluster
-	readErr string
 	// tries are the certificates renewed for the rotation: how often, and
 	// when the next attempt may run.
 	tries  map[string]caTry
@@ -60,9 +59,8 @@ func (a *Agent) rotateCA(ctx context.Context, rep *inventory.Report, now time.Ti
 	}
 	if !now.Before(r.pollAt) {
 		c, err := a.opts.CARotation.Rotation(ctx)
-		r.readErr = ""
 		if err != nil {
-			r.readErr = err.Error()
+			// The rotation last read stands until the API answers again.
 			a.opts.Log.WithField("REASON", err.Error()).Debug("CA rotation: cannot read the ConfigMap")
 		} else {
 			r.cluster = c

@@ -49,6 +49,9 @@ type Leaf struct {
 	// CSR: renewed through the cluster (its signer is the controller
 	// manager's), not from a local CA.
 	CSR bool
+	// Fixed: certagent does not renew it here (Why says why).
+	Fixed bool
+	Why   string
 }
 
 // LeavesOf lists a scan's certificates as Converge reads them.
@@ -56,6 +59,12 @@ func LeavesOf(rep *inventory.Report) []Leaf {
 	out := make([]Leaf, 0, len(rep.Certificates))
 	for _, c := range rep.Certificates {
 		l := Leaf{Leaf: ca.Leaf{Name: c.Name, Path: c.Path}, CSR: c.RenewalPath == inventory.RenewCSR}
+		if c.RenewalPath != inventory.RenewCSR && c.RenewalPath != inventory.RenewLocalCA {
+			l.Fixed, l.Why = true, "renewal path "+string(c.RenewalPath)
+			if c.LeftAlone != "" {
+				l.Why += ": " + c.LeftAlone
+			}
+		}
 		if c.Kind == inventory.KindKubeconfigEmbedded {
 			l.User = c.User
 		}

@@ -199,4 +199,13 @@ func TestWorkerReissue(t *testing.T) {
 	if !strings.Contains(out.Report.Left, "kubelet-client-current") {
 		t.Errorf("left: %q", out.Report.Left)
 	}
+	// A certificate of the old CA that nothing here renews blocks the
+	// phase, named; the others are still renewed.
+	wc, wk, _ := f.node.CA.Issue(pkitest.Spec{CommonName: "webhook", NotBefore: now, NotAfter: now.Add(time.Hour)})
+	os.WriteFile(filepath.Join(f.dir, "etc/webhook.crt"), append(pkitest.CertPEM(wc), pkitest.KeyPEM(wk)...), 0o600)
+	leaves = append(leaves, Leaf{Leaf: ca.Leaf{Name: "webhook", Path: "/etc/webhook.crt"}, Fixed: true, Why: "renewal path external"})
+	out = f.converge(t, &recorder{}, nil, leaves...)
+	if !strings.Contains(out.Report.Blocked, "webhook (/etc/webhook.crt) is from the old CA") || !slices.Equal(out.Renew, []string{"kubelet-client-current"}) {
+		t.Errorf("a certificate nothing renews: %+v", out)
+	}
 }

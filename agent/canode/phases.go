@@ -134,6 +134,7 @@ func (s *step) reissue(ctx context.Context) {
 	for _, p := range append(probs, probs2...) {
 		s.left = append(s.left, p.Error())
 	}
+	s.fixed()
 	switch {
 	case len(local) > 0:
 		s.out.Renew = local
@@ -150,16 +151,29 @@ func (s *step) reissue(ctx context.Context) {
 	}
 }
 
-// leaves lists the scan's certificates renewed through the cluster (csr)
-// or not.
+// leaves lists the scan's certificates certagent renews here: through
+// the cluster (csr) or from the local CA.
 func (s *step) leaves(csr bool) []ca.Leaf {
 	var out []ca.Leaf
 	for _, l := range s.in.Leaves {
-		if l.CSR == csr {
+		if l.CSR == csr && !l.Fixed {
 			out = append(out, l.Leaf)
 		}
 	}
 	return out
+}
+
+// fixed blocks the phase on a certificate of the old CA that certagent
+// does not renew here: the rotation cannot end while it is in use.
+func (s *step) fixed() {
+	for _, l := range s.in.Leaves {
+		if !l.Fixed {
+			continue
+		}
+		if still, _ := ca.IssuedBy(s.n.Root, []ca.Leaf{l.Leaf}, s.old); len(still) > 0 {
+			s.problems = append(s.problems, fmt.Sprintf("%s (%s) is from the old CA and certagent does not renew it here (%s): re-issue it from the new CA or remove it", l.Name, l.Path, l.Why))
+		}
+	}
 }
 
 // hasCAKey: this node holds the CA's key (a control-plane node).
