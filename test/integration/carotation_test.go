@@ -194,6 +194,7 @@ func TestCARotationKubeadmLocal(t *testing.T) {
 	ctx := context.Background()
 	for _, p := range []carotate.Phase{carotate.Prepare, carotate.Trust, carotate.Reissue, carotate.Finish} {
 		cl.Phase = p
+		start := time.Now()
 		for i := 0; ; i++ {
 			rep, err := inventory.Scan(ctx, inventory.Options{Root: rfs, Config: cfg, Now: time.Now()})
 			if err != nil {
@@ -201,6 +202,7 @@ func TestCARotationKubeadmLocal(t *testing.T) {
 			}
 			out := n.Converge(ctx, canode.Input{Cluster: cl, Config: cfg, Leaves: canode.LeavesOf(rep), Now: time.Now()})
 			if out.Report.Done {
+				t.Logf("phase %s: %d passes, %s", p, i+1, time.Since(start).Round(time.Millisecond))
 				break
 			}
 			if out.Report.Blocked != "" || i > 3 || len(out.Renew) == 0 {
