@@ -96,12 +96,15 @@ func (s *step) opts() rotate.Options {
 	return rotate.Options{Root: s.n.Root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: s.in.Now, Hooks: s.n.Hooks}
 }
 
-// reissue: on a node with the CA key, the signer switch (the controller
+// reissue: the bundles trusted, then on a node with the CA key, the signer switch (the controller
 // manager restarted so that its signer is the new CA); then every
 // certificate the old CA issued is renewed: from the local CA first,
 // through the cluster once those are done.
 func (s *step) reissue(ctx context.Context) {
 	cfg := s.in.Config
+	// Trust first, should this node have missed the phase (a no-op once
+	// every bundle holds the new CA).
+	s.trust(ctx)
 	if s.hasCAKey() && !s.it.Switched {
 		signed, _ := ca.IssuedBy(s.n.Root, s.leaves(false), s.old)
 		// The controller manager signs with this CA (kubeadm's "ca"); its
@@ -135,19 +138,22 @@ func (s *step) reissue(ctx context.Context) {
 		s.left = append(s.left, p.Error())
 	}
 	s.fixed()
-	switch {
-	case len(local) > 0:
+	if len(local) > 0 {
 		s.out.Renew = local
 		s.left = append(s.left, "from the old CA, to re-issue from the local CA: "+strings.Join(local, ", "))
-	case len(s.it.Pending) > 0:
-		// Restart the signer before the nodes' requests.
+		return
+	}
+	// Restart the signer (and readers of bundles edited) before the
+	// node's requests.
+	if len(s.it.Pending) > 0 {
 		s.restart(ctx)
-		if len(csr) > 0 {
-			s.left = append(s.left, "from the old CA, to request again: "+strings.Join(csr, ", "))
-		}
-	case len(csr) > 0:
+	}
+	switch {
+	case len(csr) > 0 && len(s.it.Pending) == 0:
 		s.out.Renew = csr
 		s.left = append(s.left, "from the old CA, requested again from the cluster until its signer is the new CA: "+strings.Join(csr, ", "))
+	case len(csr) > 0:
+		s.left = append(s.left, "from the old CA, to request again once restarted: "+strings.Join(csr, ", "))
 	}
 }
 
