@@ -81,12 +81,19 @@ func (a *Agent) rotateCA(ctx context.Context, rep *inventory.Report, now time.Ti
 		status, reason, message := out.Report.Condition()
 		cs.SetCondition(carotate.ConditionType, status, reason, message)
 	}
-	force := map[string]string{}
+	return r.force(out.Renew, now)
+}
+
+// force picks, of the certificates to renew for the rotation, those whose
+// backoff has passed: a certificate asked for again (a CSR answered from
+// the old CA) waits caRetryMin, doubling up to caRetryMax.
+func (r *caRotation) force(names []string, now time.Time) map[string]string {
+	out := map[string]string{}
 	keep := map[string]caTry{}
-	for _, name := range out.Renew {
+	for _, name := range names {
 		t := r.tries[name]
 		if !now.Before(t.next) {
-			force[name] = canode.RenewReason
+			out[name] = canode.RenewReason
 			wait := caRetryMin << min(t.n, 5)
 			if wait > caRetryMax {
 				wait = caRetryMax
@@ -96,7 +103,7 @@ func (a *Agent) rotateCA(ctx context.Context, rep *inventory.Report, now time.Ti
 		keep[name] = t
 	}
 	r.tries = keep
-	return force
+	return out
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -101,36 +101,11 @@ func (s *step) opts() rotate.Options {
 // certificate the old CA issued is renewed: from the local CA first,
 // through the cluster once those are done.
 func (s *step) reissue(ctx context.Context) {
-	cfg := s.in.Config
 	// Trust first, should this node have missed the phase (a no-op once
 	// every bundle holds the new CA).
 	s.trust(ctx)
-	if s.hasCAKey() && !s.it.Switched {
-		signed, _ := ca.IssuedBy(s.n.Root, s.leaves(false), s.old)
-		// The controller manager signs with this CA (kubeadm's "ca"); its
-		// kubeconfig's renewal restarts it anyway.
-		if s.stem == "ca" && !slices.Contains(signed, "controller-manager.conf") {
-			s.it.addPending("kube-controller-manager")
-		}
-		if err := s.it.save(s.n.StateDir); err != nil {
-			s.problems = append(s.problems, err.Error())
-			return
-		}
-		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		lock, err := rotate.Acquire(lctx, s.n.Root, cfg.Renewal.BackupDir)
-		cancel()
-		if err != nil {
-			s.left = append(s.left, "switch the signer ("+err.Error()+")")
-			return
-		}
-		_, err = ca.Switch(s.opts(), cfg.PKIDir, s.stem, s.next)
-		lock.Unlock()
-		if err != nil {
-			s.problems = append(s.problems, err.Error())
-			return
-		}
-		s.it.Switched = true
-		s.save()
+	if s.hasCAKey() && !s.it.Switched && !s.switchSigner(ctx) {
+		return
 	}
 	local, probs := ca.IssuedBy(s.n.Root, s.leaves(false), s.old)
 	csr, probs2 := ca.IssuedBy(s.n.Root, s.leaves(true), s.old)
@@ -155,6 +130,39 @@ func (s *step) reissue(ctx context.Context) {
 	case len(csr) > 0:
 		s.left = append(s.left, "from the old CA, to request again once restarted: "+strings.Join(csr, ", "))
 	}
+}
+
+// switchSigner switches this node's signer to the new CA, the intent
+// (with the controller manager to restart) saved first; false when it
+// could not.
+func (s *step) switchSigner(ctx context.Context) bool {
+	cfg := s.in.Config
+	signed, _ := ca.IssuedBy(s.n.Root, s.leaves(false), s.old)
+	// The controller manager signs with this CA (kubeadm's "ca"); its
+	// kubeconfig's renewal restarts it anyway.
+	if s.stem == "ca" && !slices.Contains(signed, "controller-manager.conf") {
+		s.it.addPending("kube-controller-manager")
+	}
+	if err := s.it.save(s.n.StateDir); err != nil {
+		s.problems = append(s.problems, err.Error())
+		return false
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	lock, err := rotate.Acquire(lctx, s.n.Root, cfg.Renewal.BackupDir)
+	cancel()
+	if err != nil {
+		s.left = append(s.left, "switch the signer ("+err.Error()+")")
+		return false
+	}
+	_, err = ca.Switch(s.opts(), cfg.PKIDir, s.stem, s.next)
+	lock.Unlock()
+	if err != nil {
+		s.problems = append(s.problems, err.Error())
+		return false
+	}
+	s.it.Switched = true
+	s.save()
+	return true
 }
 
 // leaves lists the scan's certificates certagent renews here: through

@@ -288,6 +288,29 @@ func sameCerts(a, b []*x509.Certificate) bool {
 	return true
 }
 
+// editCAData is the new CA data of one cluster, nil when it has none,
+// does not hold old, or does not change.
+func editCAData(cur []byte, old *x509.Certificate, change func([]*x509.Certificate) []*x509.Certificate) ([]byte, error) {
+	if len(cur) == 0 {
+		return nil, nil
+	}
+	certs, err := rotate.TrustCerts(cur, false)
+	if err != nil {
+		return nil, err
+	}
+	if indexOf(certs, old) < 0 {
+		return nil, nil
+	}
+	next := change(certs)
+	if len(next) == 0 {
+		return nil, errors.New("it would hold no certificate")
+	}
+	if sameCerts(next, certs) {
+		return nil, nil
+	}
+	return pki.EncodeCertPEM(next...), nil
+}
+
 // editKubeconfig changes the CA data of every cluster that holds old. It
 // replaces the base64 values in the text, so that the rest of the file
 // stays byte for byte; when a value is not found exactly once it writes
@@ -303,25 +326,14 @@ func editKubeconfig(data []byte, old *x509.Certificate, change func([]*x509.Cert
 	text, changed := true, false
 	for _, name := range sortedClusters(kc) {
 		cur := kc.Clusters[name].CertificateAuthorityData
-		if len(cur) == 0 {
-			continue
-		}
-		certs, err := rotate.TrustCerts(cur, false)
+		pem, err := editCAData(cur, old, change)
 		if err != nil {
 			return nil, false, fmt.Errorf("cluster %q: %w", name, err)
 		}
-		if indexOf(certs, old) < 0 {
-			continue
-		}
-		next := change(certs)
-		if len(next) == 0 {
-			return nil, false, fmt.Errorf("cluster %q: it would hold no certificate", name)
-		}
-		if sameCerts(next, certs) {
+		if pem == nil {
 			continue
 		}
 		changed = true
-		pem := pki.EncodeCertPEM(next...)
 		want.Clusters[name].CertificateAuthorityData = pem
 		was := []byte(base64.StdEncoding.EncodeToString(cur))
 		if bytes.Count(out, was) == 1 {
