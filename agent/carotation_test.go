@@ -217,6 +217,19 @@ func TestCARotationOnNode(t *testing.T) {
 	if s := h.status(); s.CARotation != nil {
 		t.Fatalf("caRotation without a rotation: %+v", s.CARotation)
 	}
+	// The next read comes with the resync (5m), not before.
+	for src.count() < 2 {
+		if clk.Since(t0) >= 12*time.Minute {
+			t.Fatal("no second read of the ConfigMap in two resyncs")
+		}
+		if n := src.count(); n != 1 && clk.Since(t0) < 5*time.Minute {
+			t.Fatalf("%d reads %s after the start, before a resync", n, clk.Since(t0))
+		}
+		advance(h, clk, time.Minute)
+	}
+	if clk.Since(t0) < 5*time.Minute {
+		t.Fatalf("read again %s after the start, before a resync", clk.Since(t0))
+	}
 	src.mu.Lock()
 	src.c = cluster
 	src.mu.Unlock()
@@ -224,13 +237,20 @@ func TestCARotationOnNode(t *testing.T) {
 		t.Helper()
 		src.set(p)
 		advance(h, clk, 5*time.Minute) // the resync reads it
-		for i := 0; i < 20; i++ {
+		// Passes come with the clock (backoffs, polls) and with CSR jobs'
+		// ends: step it until the phase is done.
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
 			if s := h.status(); s.CARotation != nil && s.CARotation.NodePhase == string(p) && s.CARotation.State == api.RotationDone {
 				return s
 			}
-			advance(h, clk, 30*time.Second)
+			advance(h, clk, 10*time.Second)
 		}
-		t.Fatalf("phase %s not done: %+v", p, h.status().CARotation)
+		st := h.status()
+		csr.mu.Lock()
+		asked := csr.asked
+		csr.mu.Unlock()
+		rs.mu.Lock()
+		t.Fatalf("phase %s not done at %s: %+v; %d CSRs; kubelet-client-current %+v; restarts %v after %v", p, clk.Now(), st.CARotation, asked, cert(st, "kubelet-client-current").Renewal, rs.named, rs.renewed)
 		return nil
 	}
 	phase(carotate.Prepare)
