@@ -176,6 +176,14 @@ func TestBlocked(t *testing.T) {
 	if out := f.converge(t, &recorder{}, nil); !strings.Contains(out.Report.Blocked, "subject") {
 		t.Errorf("another subject: %+v", out.Report)
 	}
+	// A rotation of another CA of the same name never switches this one.
+	h := newFixture(t, false)
+	other, _ := pkitest.NewCA("kubernetes", now.Add(-time.Hour), now.Add(time.Hour), pkitest.ECDSA)
+	onext, _, _ := ca.NewCA(other.Cert, other.Key, now)
+	h.cluster.Phase, h.cluster.OldCA, h.cluster.NewCA, h.cluster.ID = carotate.Reissue, pkitest.CertPEM(other.Cert), pkitest.CertPEM(onext), carotate.Fingerprint(onext)
+	if out := h.converge(t, &recorder{}, nil); !strings.Contains(out.Report.Blocked, "not the rotation's old CA") {
+		t.Errorf("another CA's rotation: %+v", out.Report)
+	}
 	g := newFixture(t, false)
 	if err := os.WriteFile(filepath.Join(g.dir, "etc/kubernetes/pki/ca.crt"), []byte("junk"), 0o644); err != nil {
 		t.Fatal(err)

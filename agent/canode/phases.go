@@ -137,6 +137,15 @@ func (s *step) reissue(ctx context.Context) {
 // could not.
 func (s *step) switchSigner(ctx context.Context) bool {
 	cfg := s.in.Config
+	p := ca.PathsOf(cfg.PKIDir, s.stem)
+	if lc, err := rotate.LoadLocalCA(s.n.Root, s.stem, p.Cert, p.Key); err != nil || !lc.Cert.Equal(s.old) && !lc.Cert.Equal(s.next) {
+		why := "not the rotation's old CA"
+		if err != nil {
+			why = err.Error()
+		}
+		s.problems = append(s.problems, fmt.Sprintf("%s: %s; certagent switches only the CA being rotated", p.Cert, why))
+		return false
+	}
 	signed, _ := ca.IssuedBy(s.n.Root, s.leaves(false), s.old)
 	// The controller manager signs with this CA (kubeadm's "ca"); its
 	// kubeconfig's renewal restarts it anyway.
