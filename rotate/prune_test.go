@@ -209,3 +209,56 @@ func TestPruneNeverRemovesUnfinished(t *testing.T) {
 		t.Fatalf("unfinished transaction pruned: %v", got)
 	}
 }
+
+// TestPruneSparesATransactionBeingMade: another process prunes (keep 0)
+// while a transaction has just made its backup directory and not yet
+// locked it. The directory is not Prune's to take: the renewal completes
+// and its backup is there; a directory left by a crash at that point is
+// removed by the next Prune.
+func TestPruneSparesATransactionBeingMade(t *testing.T) {
+	root, ca, _ := node(t)
+	res, err := renewAt(root, ca, now, hookFunc(func(step string) {
+		if step == "backup-dir-made" {
+			Prune(root, DefaultBackupDir, 0)
+		}
+	}))
+	if err != nil || len(res) != 1 || res[0].Err != nil {
+		t.Fatalf("renewal with a concurrent prune: %v %+v", err, res)
+	}
+	if got := backupDirs(root, DefaultBackupDir); len(got) != 1 {
+		t.Fatalf("backups after the renewal: %v, want its own", got)
+	}
+	func() {
+		defer func() { recover() }()
+		renewAt(root, ca, now.Add(time.Hour), panicAt("backup-dir-made"))
+	}()
+	dir := filepath.Join(root.Dir(), DefaultBackupDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".making-") {
+			left++
+			Prune(root, DefaultBackupDir, 1) // too young: it may be about to be locked
+			if _, err := os.Stat(filepath.Join(dir, e.Name())); err != nil {
+				t.Errorf("a directory made a moment ago was removed: %v", err)
+			}
+			old := time.Now().Add(-2 * time.Minute)
+			os.Chtimes(filepath.Join(dir, e.Name()), old, old)
+		}
+	}
+	if left != 1 {
+		t.Fatalf("%d directories left by the crash, want 1", left)
+	}
+	Prune(root, DefaultBackupDir, 1)
+	if entries, err = os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".making-") {
+			t.Errorf("%s left behind by a crash before the transaction began", e.Name())
+		}
+	}
+}

@@ -224,6 +224,36 @@ func Prune(root *pki.Root, backupDir string, keep int) {
 	for _, d := range drop {
 		removeBackup(root, d)
 	}
+	removeUnmade(root, backupDir)
+}
+
+// removeUnmade removes the directories of transactions that crashed
+// before they began (made by mkBackupDir, never renamed into place):
+// they hold nothing. One made in the last minute may be between its
+// mkdir and its lock: it stays, as does one that is locked.
+func removeUnmade(root *pki.Root, backupDir string) {
+	d, err := root.OpenDir(backupDir)
+	if err != nil {
+		return
+	}
+	entries, err := d.ReadDir()
+	d.Close()
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), ".making-") {
+			continue
+		}
+		dir := path.Join(backupDir, e.Name())
+		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < time.Minute {
+			continue
+		}
+		if unlock, ok := lockTx(root, dir); ok {
+			unlock()
+			removeBackup(root, dir)
+		}
+	}
 }
 
 // runTx commits ps in a transaction whose backup directory is dir. The
@@ -231,7 +261,7 @@ func Prune(root *pki.Root, backupDir string, keep int) {
 // and Prune, in this process or another, leave a live transaction alone;
 // a crash releases the lock.
 func runTx(opts Options, dir string, ps []*prepared) error {
-	unlock, err := mkBackupDir(opts.Root, dir)
+	unlock, err := mkBackupDir(opts.Root, dir, opts.Hooks)
 	if err != nil {
 		return err
 	}
@@ -241,9 +271,13 @@ func runTx(opts Options, dir string, ps []*prepared) error {
 }
 
 // mkBackupDir makes a transaction's backup directory (0700) inside the
-// root and locks it.
-func mkBackupDir(root *pki.Root, dir string) (unlock func(), err error) {
-	d, err := root.MkdirAll(dir, 0o700)
+// root, locked. It is made under a name that Prune and Repair do not
+// list, locked, and only then renamed into place: another process never
+// sees it unlocked, so it never takes it for a failed attempt.
+func mkBackupDir(root *pki.Root, dir string, hooks Hooks) (unlock func(), err error) {
+	parent, name := path.Split(dir)
+	making := path.Join(parent, ".making-"+name)
+	d, err := root.MkdirAll(making, 0o700)
 	if err != nil {
 		return nil, fmt.Errorf("backup directory: %w", err)
 	}
@@ -251,9 +285,17 @@ func mkBackupDir(root *pki.Root, dir string) (unlock func(), err error) {
 	if err := d.Chmod(0o700); err != nil {
 		return nil, fmt.Errorf("backup directory: %w", err)
 	}
+	if hooks != nil {
+		hooks.Step("backup-dir-made")
+	}
 	unlock, ok, err := d.TryLock()
 	if err == nil && !ok {
 		err = errors.New("in use by another transaction")
+	}
+	if err == nil {
+		if err = root.Rename(making, dir); err != nil {
+			unlock()
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("backup directory %s: %w", dir, err)
