@@ -166,7 +166,7 @@ func prepare(opts Options, p *prepared) error {
 		return err
 	}
 	p.cur = cur
-	if !pki.SignedBy(cur.cert, t.CA.Cert) {
+	if !t.CA.Issued(cur.cert) {
 		return fmt.Errorf("%w %s", ErrNotIssuedBy, t.CA.Name)
 	}
 	key := cur.key
