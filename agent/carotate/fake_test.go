@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -102,7 +103,7 @@ func lease(name string, renewed time.Time) *coordinationv1.Lease {
 
 // rotator is a Rotator for this cluster; Prepare returns the same new CA
 // every time, as staging on disk does on a rerun.
-func (f *fakeCluster) rotator(out *bytes.Buffer) *Rotator {
+func (f *fakeCluster) rotator(out *syncBuffer) *Rotator {
 	var w io.Writer = io.Discard
 	if out != nil {
 		w = out
@@ -262,4 +263,34 @@ func condition(status bool, reason, msg string) corev1.NodeCondition {
 		c.Status = corev1.ConditionTrue
 	}
 	return c
+}
+
+// syncBuffer is progress output read while the command writes it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor waits until the command printed line.
+func (s *syncBuffer) waitFor(t *testing.T, line string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(s.String(), line) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the command never printed %q:\n%s", line, s.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

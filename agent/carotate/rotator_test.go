@@ -1,7 +1,6 @@
 package carotate
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -42,7 +41,7 @@ func result(t *testing.T, done chan error) error {
 func TestPhasesAdvanceOnlyWhenEveryNodeIsDone(t *testing.T) {
 	f := newFakeCluster(t, node("cp1", true), node("w1", false))
 	f.held["w1"] = Trust
-	var out bytes.Buffer
+	var out syncBuffer
 	done := run(f.rotator(&out))
 	f.waitWatch(Trust)
 	c := f.state()
@@ -94,7 +93,7 @@ func TestResumeAfterKill(t *testing.T) {
 		f.mu.Lock()
 		f.killAfter = 0
 		f.mu.Unlock()
-		var out bytes.Buffer
+		var out syncBuffer
 		if _, err := f.rotator(&out).Run(context.Background()); err != nil {
 			t.Fatalf("rerun after a kill after write %d: %v\n%s", k, err, out.String())
 		}
@@ -190,10 +189,12 @@ func TestRefusals(t *testing.T) {
 func TestRefusedWhenPrepareNotDone(t *testing.T) {
 	f := newFakeCluster(t, node("cp1", true), node("w1", false))
 	f.held["w1"] = Prepare
-	done := run(f.rotator(nil))
+	var out syncBuffer
+	done := run(f.rotator(&out))
 	f.waitWatch(Prepare)
 	c := f.state()
 	f.report("w1", NodeReport{ID: c.ID, Phase: Prepare, Blocked: "newCA does not verify"})
+	out.waitFor(t, "waiting on w1: blocked: newCA does not verify")
 	waitTimer(t, f)
 	f.clock.Step(time.Minute + time.Second)
 	err := result(t, done)
@@ -221,10 +222,12 @@ func waitTimer(t *testing.T, f *fakeCluster) {
 func TestTimeoutNamesLaggingNodes(t *testing.T) {
 	f := newFakeCluster(t, node("cp1", true), node("w1", false), node("w2", false))
 	f.held["w1"], f.held["w2"] = Reissue, Reissue
-	done := run(f.rotator(nil))
+	var out syncBuffer
+	done := run(f.rotator(&out))
 	f.waitWatch(Reissue)
 	id := f.state().ID
 	f.report("w1", NodeReport{ID: id, Phase: Reissue, Left: "kubelet client certificate still from the old CA"})
+	out.waitFor(t, "waiting on w1: kubelet client certificate still from the old CA")
 	waitTimer(t, f)
 	f.clock.Step(2 * time.Minute)
 	err := result(t, done)
@@ -238,7 +241,7 @@ func TestTimeoutNamesLaggingNodes(t *testing.T) {
 func TestControlPlaneWithoutNewKeyRefusedBeforeReissue(t *testing.T) {
 	f := newFakeCluster(t, node("cp1", true), node("cp2", true), node("w1", false))
 	f.noKey["cp2"] = true
-	var out bytes.Buffer
+	var out syncBuffer
 	_, err := f.rotator(&out).Run(context.Background())
 	var re *RefusedError
 	if !errors.As(err, &re) || len(re.Reasons) != 1 || !strings.HasPrefix(re.Reasons[0], "control-plane node cp2 does not have the new CA key at <pki>/ca.next.key") {
@@ -361,7 +364,7 @@ func TestConflictWithAnotherWriter(t *testing.T) {
 func TestNodeJoinsAndLeaves(t *testing.T) {
 	f := newFakeCluster(t, node("cp1", true), node("w1", false))
 	f.held["w1"] = Trust
-	var out bytes.Buffer
+	var out syncBuffer
 	done := run(f.rotator(&out))
 	f.waitWatch(Trust)
 	if err := f.cs.Tracker().Delete(nodesGVR, "", "w1"); err != nil {
