@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -38,12 +39,28 @@ func result(t *testing.T, done chan error) error {
 	}
 }
 
+// startHeld starts a rotation on cp1, w1 and the workers named in more,
+// every node but w1 and those in more reporting each phase done, and
+// returns once the command watches the nodes at phase p, where they are
+// held.
+func startHeld(t *testing.T, p Phase, more ...string) (*fakeCluster, *syncBuffer, chan error) {
+	t.Helper()
+	nodes := []*corev1.Node{node("cp1", true)}
+	for _, n := range append([]string{"w1"}, more...) {
+		nodes = append(nodes, node(n, false))
+	}
+	f := newFakeCluster(t, nodes...)
+	for _, n := range append([]string{"w1"}, more...) {
+		f.held[n] = p
+	}
+	out := &syncBuffer{}
+	done := run(f.rotator(out))
+	f.waitWatch(p)
+	return f, out, done
+}
+
 func TestPhasesAdvanceOnlyWhenEveryNodeIsDone(t *testing.T) {
-	f := newFakeCluster(t, node("cp1", true), node("w1", false))
-	f.held["w1"] = Trust
-	var out syncBuffer
-	done := run(f.rotator(&out))
-	f.waitWatch(Trust)
+	f, out, done := startHeld(t, Trust)
 	c := f.state()
 	if c.Phase != Trust || !slices.Equal(c.NodesDone, []string{"cp1"}) || !slices.Equal(c.Nodes, []string{"cp1", "w1"}) {
 		t.Fatalf("with w1 not done: phase %s, nodes %v, nodesDone %v; want trust, [cp1 w1], [cp1]", c.Phase, c.Nodes, c.NodesDone)
@@ -187,11 +204,7 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestRefusedWhenPrepareNotDone(t *testing.T) {
-	f := newFakeCluster(t, node("cp1", true), node("w1", false))
-	f.held["w1"] = Prepare
-	var out syncBuffer
-	done := run(f.rotator(&out))
-	f.waitWatch(Prepare)
+	f, out, done := startHeld(t, Prepare)
 	c := f.state()
 	f.report("w1", NodeReport{ID: c.ID, Phase: Prepare, Blocked: "newCA does not verify"})
 	out.waitFor(t, "waiting on w1: blocked: newCA does not verify")
@@ -220,11 +233,7 @@ func waitTimer(t *testing.T, f *fakeCluster) {
 }
 
 func TestTimeoutNamesLaggingNodes(t *testing.T) {
-	f := newFakeCluster(t, node("cp1", true), node("w1", false), node("w2", false))
-	f.held["w1"], f.held["w2"] = Reissue, Reissue
-	var out syncBuffer
-	done := run(f.rotator(&out))
-	f.waitWatch(Reissue)
+	f, out, done := startHeld(t, Reissue, "w2")
 	id := f.state().ID
 	f.report("w1", NodeReport{ID: id, Phase: Reissue, Left: "kubelet client certificate still from the old CA"})
 	out.waitFor(t, "waiting on w1: kubelet client certificate still from the old CA")
@@ -346,10 +355,7 @@ func TestInvalidConfigMap(t *testing.T) {
 }
 
 func TestConflictWithAnotherWriter(t *testing.T) {
-	f := newFakeCluster(t, node("cp1", true), node("w1", false))
-	f.held["w1"] = Trust
-	done := run(f.rotator(nil))
-	f.waitWatch(Trust)
+	f, _, done := startHeld(t, Trust)
 	// Someone else moves the rotation on behind the command's back.
 	c := f.state()
 	c.Phase = Finish
@@ -362,11 +368,7 @@ func TestConflictWithAnotherWriter(t *testing.T) {
 }
 
 func TestNodeJoinsAndLeaves(t *testing.T) {
-	f := newFakeCluster(t, node("cp1", true), node("w1", false))
-	f.held["w1"] = Trust
-	var out syncBuffer
-	done := run(f.rotator(&out))
-	f.waitWatch(Trust)
+	f, out, done := startHeld(t, Trust)
 	if err := f.cs.Tracker().Delete(nodesGVR, "", "w1"); err != nil {
 		t.Fatal(err)
 	}
