@@ -262,3 +262,31 @@ func TestPruneSparesATransactionBeingMade(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupDirNeverShared: two renewals at the same instant (a clock
+// that did not move, or went back to a crashed attempt's time) each get
+// a backup directory of their own, and each restores what it replaced.
+func TestBackupDirNeverShared(t *testing.T) {
+	root, ca, _ := node(t)
+	tg := Target{Name: "apiserver", Storage: StoragePair, CertPath: "/etc/kubernetes/pki/apiserver.crt", KeyPath: "/etc/kubernetes/pki/apiserver.key", CA: ca}
+	renew := func() ([]Result, error) {
+		return Renew(context.Background(), Options{Root: root, Now: now, KeepBackups: 5}, []Target{tg})
+	}
+	first, err := renew()
+	if err != nil || first[0].Err != nil {
+		t.Fatalf("%v %+v", err, first)
+	}
+	second, err := renew()
+	if err != nil || second[0].Err != nil {
+		t.Fatalf("%v %+v", err, second)
+	}
+	if first[0].Backup == second[0].Backup {
+		t.Fatalf("both renewals wrote into %s", first[0].Backup)
+	}
+	for _, r := range []Result{first[0], second[0]} {
+		j, err := loadJournal(root, r.Backup)
+		if err != nil || !j.restorable() {
+			t.Errorf("%s: %v", r.Backup, err)
+		}
+	}
+}

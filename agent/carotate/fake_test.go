@@ -2,6 +2,7 @@ package carotate
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"io"
@@ -37,11 +38,12 @@ var (
 // that report a phase done as soon as the command asks for it (unless
 // held), and a way to "kill" the command after a number of writes.
 type fakeCluster struct {
-	t     *testing.T
-	cs    *fake.Clientset
-	clock *testingclock.FakeClock
-	oldCA *pkitest.CA
-	newCA *x509.Certificate
+	t      *testing.T
+	cs     *fake.Clientset
+	clock  *testingclock.FakeClock
+	oldCA  *pkitest.CA
+	newCA  *x509.Certificate
+	newKey crypto.Signer
 
 	mu        sync.Mutex
 	cm        *corev1.ConfigMap // guarded by mu
@@ -60,7 +62,7 @@ func newFakeCluster(t *testing.T, nodes ...*corev1.Node) *fakeCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	newCA, _, err := cafiles.NewCA(ca.Cert, t0)
+	newCA, newKey, err := cafiles.NewCA(ca.Cert, ca.Key, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func newFakeCluster(t *testing.T, nodes ...*corev1.Node) *fakeCluster {
 	for _, n := range nodes {
 		objs = append(objs, n, lease(n.Name, t0))
 	}
-	f := &fakeCluster{t: t, cs: fake.NewSimpleClientset(objs...), clock: testingclock.NewFakeClock(t0), oldCA: ca, newCA: newCA,
+	f := &fakeCluster{t: t, cs: fake.NewSimpleClientset(objs...), clock: testingclock.NewFakeClock(t0), oldCA: ca, newCA: newCA, newKey: newKey,
 		held: map[string]Phase{}, noKey: map[string]bool{}, watches: make(chan string, 100)}
 	f.cs.PrependReactor("*", "configmaps", f.configMaps)
 	f.cs.PrependReactor("*", "roles", f.countWrite)

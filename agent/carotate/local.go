@@ -13,34 +13,38 @@ import (
 )
 
 // Local is this node's side of the command: the CA in use and the new
-// CA staged next to it.
-//
-// Seam: the node side (the daemon's convergence) keeps the same files;
-// when it brings its own staging, Prepare and StageOnly should call it.
+// CA staged next to it (rotate/carotate's files, the ones the daemon
+// converges with).
 type Local struct {
-	Root  *pki.Root
-	Files cafiles.Files
-	CA    string // ca, etcd-ca or front-proxy-ca
+	Root   *pki.Root
+	PKIDir string
+	Files  cafiles.Paths
+	CA     string // ca, etcd-ca or front-proxy-ca
+}
+
+// NewLocal returns the files of the CA named ca below pkiDir.
+func NewLocal(root *pki.Root, pkiDir, ca string) (*Local, error) {
+	files, err := cafiles.PathsFor(pkiDir, ca)
+	if err != nil {
+		return nil, err
+	}
+	return &Local{Root: root, PKIDir: pkiDir, Files: files, CA: ca}, nil
 }
 
 // Current reads the CA in use with its key. refusal is set (and err nil)
 // when the node cannot rotate it: no key (an external CA), or a key that
-// is unsafe or not the certificate's. keyFormat is the key's PEM type.
-func (l *Local) Current() (ca *rotate.LocalCA, keyFormat, refusal string, err error) {
-	ca, err = rotate.LoadLocalCA(l.Root, l.CA, l.Files.Cert, l.Files.Key)
+// is unsafe or not the certificate's.
+func (l *Local) Current() (ca *rotate.LocalCA, refusal string) {
+	ca, err := rotate.LoadLocalCA(l.Root, l.CA, l.Files.Cert, l.Files.Key)
 	switch {
 	case errors.Is(err, rotate.ErrExternalCA):
-		return nil, "", fmt.Sprintf("external CA: %s has no key (%s); certagent does not rotate a CA it cannot sign with", l.Files.Cert, l.Files.Key), nil
+		return nil, fmt.Sprintf("external CA: %s has no key (%s); certagent does not rotate a CA it cannot sign with", l.Files.Cert, l.Files.Key)
 	case errors.Is(err, fs.ErrNotExist):
-		return nil, "", fmt.Sprintf("CA %s: %s does not exist on this node", l.CA, l.Files.Cert), nil
+		return nil, fmt.Sprintf("CA %s: %s does not exist on this node", l.CA, l.Files.Cert)
 	case err != nil:
-		return nil, "", fmt.Sprintf("CA %s cannot be used: %v", l.CA, err), nil
+		return nil, fmt.Sprintf("CA %s cannot be used: %v", l.CA, err)
 	}
-	kf, err := l.Root.ReadFile(l.Files.Key)
-	if err != nil {
-		return nil, "", "", err
-	}
-	return ca, pki.KeyPEMFormat(kf.Data), "", nil
+	return ca, ""
 }
 
 // Pair is a CA certificate with its key, as PEM (--new-ca-cert, --new-ca-key).
@@ -53,27 +57,31 @@ type Pair struct {
 // the operator placed), else a new one made from cur at now. A staged
 // pair that fails the checks is an error, never overwritten; a staged
 // key without its certificate (a crash in between) is replaced.
-func (l *Local) Prepare(cur *rotate.LocalCA, keyFormat string, supplied *Pair, now time.Time) (*x509.Certificate, error) {
+func (l *Local) Prepare(cur *rotate.LocalCA, supplied *Pair, now time.Time) (*x509.Certificate, error) {
+	stem, err := cafiles.Stem(l.CA)
+	if err != nil {
+		return nil, err
+	}
 	if supplied != nil {
 		cert, key, err := cafiles.ParsePair(supplied.CertPEM, supplied.KeyPEM, cur.Cert)
 		if err != nil {
 			return nil, fmt.Errorf("the supplied CA: %w", err)
 		}
-		if staged, _, err := cafiles.LoadStaged(l.Root, l.Files, cur.Cert); err == nil && staged != nil && staged.Equal(cert) {
-			return cert, nil
+		return cert, cafiles.Stage(l.Root, l.PKIDir, stem, cert, key)
+	}
+	staged, _, err := cafiles.Staged(l.Root, l.PKIDir, stem)
+	switch {
+	case err == nil:
+		if err := cafiles.CheckSuccessor(cur.Cert, staged); err != nil {
+			return nil, fmt.Errorf("%s: %w; remove both files to have certagent make a new CA", l.Files.NextCert, err)
 		}
-		return cert, cafiles.Stage(l.Root, l.Files, cert, key, keyFormat)
-	}
-	staged, _, err := cafiles.LoadStaged(l.Root, l.Files, cur.Cert)
-	if staged != nil {
 		return staged, nil
-	}
-	if _, cerr := l.Root.ReadFile(l.Files.NextCert); err != nil && !errors.Is(cerr, fs.ErrNotExist) {
+	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("%w; remove both files to have certagent make a new CA", err)
 	}
-	cert, key, err := cafiles.NewCA(cur.Cert, now)
+	cert, key, err := cafiles.NewCA(cur.Cert, cur.Key, now)
 	if err != nil {
 		return nil, err
 	}
-	return cert, cafiles.Stage(l.Root, l.Files, cert, key, keyFormat)
+	return cert, cafiles.Stage(l.Root, l.PKIDir, stem, cert, key)
 }

@@ -193,7 +193,7 @@ func (r *Rotator) views(ctx context.Context, id string) (map[string]NodeView, er
 // missingKeys names the control-plane nodes that do not report the new
 // CA key.
 func missingKeys(views map[string]NodeView, c *Cluster) []string {
-	stem := cafiles.Stems[c.CA]
+	stem, _ := cafiles.Stem(c.CA)
 	var out []string
 	for _, n := range c.Nodes {
 		if v, ok := views[n]; ok && v.ControlPlane && !(v.Reported && v.Report.HasNewKey) {

@@ -137,7 +137,7 @@ func TestFinishedRotationIsNotStartedAgain(t *testing.T) {
 		t.Fatalf("rerun of a finished rotation: %v, %d writes (want none)", err, f.writes-before)
 	}
 	// --new starts another rotation, from the CA now in use.
-	third, _, err := cafiles.NewCA(f.newCA, t0)
+	third, _, err := cafiles.NewCA(f.newCA, f.newKey, t0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,12 +112,11 @@ func (f *caFlags) check() error {
 }
 
 func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, f *caFlags) error {
-	files, _ := cafiles.FilesFor(cfg.PKIDir, f.ca)
-	local := &carotate.Local{Root: root, Files: files, CA: f.ca}
-	cur, keyFormat, refusal, err := local.Current()
+	local, err := carotate.NewLocal(root, cfg.PKIDir, f.ca)
 	if err != nil {
-		return &exitError{code: 1, err: err}
+		return &exitError{code: ExitUsage, err: err}
 	}
+	cur, refusal := local.Current()
 	var refusals []string
 	if refusal != "" {
 		refusals = append(refusals, refusal)
@@ -136,11 +135,11 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 		if len(refusals) > 0 {
 			return caError(&carotate.RefusedError{Reasons: refusals})
 		}
-		c, err := local.Prepare(cur, keyFormat, supplied, time.Now())
+		c, err := local.Prepare(cur, supplied, time.Now())
 		if err != nil {
 			return &exitError{code: 1, err: err}
 		}
-		fmt.Fprintf(out, "staged %s and %s (id %s)\n", files.NextCert, files.NextKey, carotate.Fingerprint(c))
+		fmt.Fprintf(out, "staged %s and %s (id %s)\n", local.Files.NextCert, local.Files.NextKey, carotate.Fingerprint(c))
 		return nil
 	}
 	kubeconfig := f.kubeconfig
@@ -159,7 +158,7 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 		Until: carotate.Phase(f.until), CA: f.ca, Refusals: refusals, New: f.again, Supplied: suppliedCert}
 	if cur != nil {
 		r.Current = cur.Cert
-		r.Prepare = func() (*x509.Certificate, error) { return local.Prepare(cur, keyFormat, supplied, time.Now()) }
+		r.Prepare = func() (*x509.Certificate, error) { return local.Prepare(cur, supplied, time.Now()) }
 	}
 	_, runErr := r.Run(ctx)
 	if f.output != "table" {

@@ -89,7 +89,7 @@ func TestCARotateStageOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, key, err := cafiles.NewCA(n.CA.Cert, time.Now())
+	c, key, err := cafiles.NewCA(n.CA.Cert, n.CA.Key, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
