@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -21,11 +22,15 @@ import (
 // moves its phase forward once every node is done with the current one.
 // It is the only writer of the ConfigMap.
 type Rotator struct {
-	Client     kubernetes.Interface // with the admin credential
+	Client kubernetes.Interface // with the admin credential
+	// Connect, when set, builds Client again from the credential on
+	// disk; it is called after a failed request.
+	Connect    func() (kubernetes.Interface, error)
 	Clock      clock.Clock
 	Out        io.Writer // progress lines
 	Kubeconfig string    // the admin credential's file, for messages
-	// Timeout bounds each wait for the nodes.
+	// Timeout bounds each wait for the nodes, and how long a failing API
+	// is tried again (0: ten minutes).
 	Timeout time.Duration
 	// Until stops after that phase is done everywhere ("": go to the end).
 	Until Phase
@@ -95,7 +100,7 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 		}
 	}
 	// Before the ConfigMap, so that nodes can read it as soon as it exists.
-	if err := EnsureRBAC(ctx, r.Client); err != nil {
+	if err := r.retry(ctx, func() error { return EnsureRBAC(ctx, r.Client) }); err != nil {
 		return c, err
 	}
 	if resume {
@@ -179,7 +184,11 @@ func (r *Rotator) advance(ctx context.Context, c *Cluster, rv *string) error {
 
 // views reads every Node's report for rotation id.
 func (r *Rotator) views(ctx context.Context, id string) (map[string]NodeView, error) {
-	items, _, err := listNodes(ctx, r.Client)
+	var items []corev1.Node
+	err := r.retry(ctx, func() (err error) {
+		items, _, err = listNodes(ctx, r.Client)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -218,23 +227,26 @@ func prepareLag(te *TimeoutError) []string {
 // same phase is written over (nodes only ever read it); anything else is
 // an error.
 func (r *Rotator) put(ctx context.Context, c *Cluster, rv *string) error {
-	store := Store{Client: r.Client}
-	v, err := store.Put(ctx, c, *rv)
-	if errors.Is(err, ErrConflict) {
-		cur, curRV, gerr := store.Get(ctx)
-		if gerr != nil {
-			return gerr
+	return r.retry(ctx, func() error {
+		store := Store{Client: r.Client}
+		v, err := store.Put(ctx, c, *rv)
+		if errors.Is(err, ErrConflict) {
+			// Someone else wrote, or a write whose answer was lost did.
+			cur, curRV, gerr := store.Get(ctx)
+			if gerr != nil {
+				return gerr
+			}
+			if cur == nil || cur.ID != c.ID || cur.Phase.Index() > c.Phase.Index() {
+				return fmt.Errorf("%w: another writer changed %s/%s (now %s); rerun to go on from there", ErrConflict, Namespace, ConfigMapName, describe(cur))
+			}
+			v, err = store.Put(ctx, c, curRV)
 		}
-		if cur == nil || cur.ID != c.ID || cur.Phase.Index() > c.Phase.Index() {
-			return fmt.Errorf("%w: another writer changed %s/%s (now %s); rerun to go on from there", ErrConflict, Namespace, ConfigMapName, describe(cur))
+		if err != nil {
+			return err
 		}
-		v, err = store.Put(ctx, c, curRV)
-	}
-	if err != nil {
-		return err
-	}
-	*rv = v
-	return nil
+		*rv = v
+		return nil
+	})
 }
 
 func describe(c *Cluster) string {

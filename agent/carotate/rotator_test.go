@@ -6,6 +6,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
 
 	cafiles "github.com/certagent/certagent/rotate/carotate"
 )
@@ -103,8 +108,10 @@ func TestResumeAfterKill(t *testing.T) {
 	}
 	for k := 1; k < writes; k++ {
 		f := newFakeCluster(t, node("cp1", true), node("w1", false))
-		f.killAfter = k
-		if _, err := f.rotator(nil).Run(context.Background()); !errors.Is(err, errKill) {
+		// The kill: the write fails and the command stops there.
+		ctx, cancel := context.WithCancel(context.Background())
+		f.killAfter, f.kill = k, cancel
+		if _, err := f.rotator(nil).Run(ctx); !errors.Is(err, errKill) && !errors.Is(err, context.Canceled) {
 			t.Fatalf("kill after write %d: %v", k, err)
 		}
 		f.mu.Lock()
@@ -377,5 +384,59 @@ func TestNodeJoinsAndLeaves(t *testing.T) {
 	}
 	if c := f.state(); !slices.Equal(c.Nodes, []string{"cp1"}) || !strings.Contains(out.String(), "node w1 left the cluster") {
 		t.Fatalf("nodes %v\n%s", c.Nodes, out.String())
+	}
+}
+
+// TestAPIOutageRiddenThrough: the API server restarts during a rotation
+// (the rotation restarts it) and the credential is re-signed: failed
+// requests are tried again with a client built anew, and the rotation
+// goes on.
+func TestAPIOutageRiddenThrough(t *testing.T) {
+	defer func(d time.Duration) { retryAfter = d }(retryAfter)
+	retryAfter = time.Millisecond
+	f := newFakeCluster(t, node("cp1", true), node("w1", false))
+	f.held["w1"] = Trust
+	for _, n := range []string{"cp1", "w1"} {
+		f.cs.Tracker().Update(schema.GroupVersionResource{Group: "coordination.k8s.io", Version: "v1", Resource: "leases"}, lease(n, time.Now()), LeaseNamespace)
+	}
+	var mu sync.Mutex
+	failures := map[string]int{"update/configmaps": 3, "list/nodes": 2, "watch/nodes": 2}
+	unavailable := func(a k8stesting.Action) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		k := a.GetVerb() + "/" + a.GetResource().Resource
+		if failures[k] > 0 && f.state() != nil {
+			failures[k]--
+			return true
+		}
+		return false
+	}
+	for _, res := range []string{"configmaps", "nodes"} {
+		f.cs.PrependReactor("*", res, func(a k8stesting.Action) (bool, runtime.Object, error) {
+			return unavailable(a), nil, apierrors.NewServiceUnavailable("restarting")
+		})
+	}
+	f.cs.PrependWatchReactor("nodes", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		return unavailable(a), nil, apierrors.NewServiceUnavailable("restarting")
+	})
+	var out syncBuffer
+	r := f.rotator(&out)
+	r.Clock = clock.RealClock{}
+	var connects atomic.Int32
+	r.Connect = func() (kubernetes.Interface, error) { connects.Add(1); return f.cs, nil }
+	done := run(r)
+	// The watch that follows two failed ones sees w1 done.
+	f.waitWatch(Trust)
+	f.report("w1", NodeReport{ID: f.state().ID, Phase: Trust, Done: true})
+	if err := result(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.state(); c.Phase != Done || connects.Load() < 7 {
+		t.Fatalf("phase %s, %d new clients; want done after 7 failures, each followed by a new client\n%s", c.Phase, connects.Load(), out.String())
+	}
+	for k, n := range failures {
+		if n != 0 {
+			t.Errorf("%s: %d failures left unused", k, n)
+		}
 	}
 }

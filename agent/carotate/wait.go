@@ -19,9 +19,6 @@ import (
 // again from where it was.
 var watchSeconds int64 = 25
 
-// retryAfter is the pause before listing again after a failed watch.
-var retryAfter = 2 * time.Second
-
 // waiter follows every Node until each is done with one phase, and keeps
 // nodes and nodesDone in the ConfigMap up to date.
 type waiter struct {
@@ -38,13 +35,26 @@ type waiter struct {
 // the whole wait.
 func (r *Rotator) wait(ctx context.Context, c *Cluster, rv *string) (map[string]NodeView, error) {
 	w := &waiter{r: r, c: c, rv: rv, printed: map[string]string{}}
-	timer := r.Clock.NewTimer(r.Timeout)
+	timer := r.Clock.NewTimer(r.timeout())
 	defer timer.Stop()
+	failing := false
 	for {
 		items, listRV, err := listNodes(ctx, r.Client)
-		if err != nil {
+		if !transient(ctx, err) && err != nil {
 			return nil, err
 		}
+		if err != nil {
+			if !failing {
+				r.printf("%v; trying again until the wait ends", err)
+			}
+			failing = true
+			if err := w.pause(ctx, timer.C()); err != nil {
+				return nil, err
+			}
+			r.reconnect()
+			continue
+		}
+		failing = false
 		w.views = map[string]NodeView{}
 		for i := range items {
 			w.views[items[i].Name] = View(&items[i], c.ID)
@@ -56,13 +66,22 @@ func (r *Rotator) wait(ctx context.Context, c *Cluster, rv *string) (map[string]
 		if done || err != nil {
 			return w.views, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-timer.C():
-			return nil, w.timedOut()
-		case <-r.Clock.After(retryAfter):
+		if err := w.pause(ctx, timer.C()); err != nil {
+			return nil, err
 		}
+		r.reconnect()
+	}
+}
+
+// pause waits retryAfter; the wait's end or ctx's is an error.
+func (w *waiter) pause(ctx context.Context, timeout <-chan time.Time) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timeout:
+		return w.timedOut()
+	case <-w.r.Clock.After(retryAfter):
+		return nil
 	}
 }
 
@@ -158,7 +177,7 @@ func (w *waiter) timedOut() error {
 			lag = append(lag, fmt.Sprintf("node %s: %s", n, w.views[n].Waiting(w.c.Phase)))
 		}
 	}
-	return &TimeoutError{Phase: w.c.Phase, After: w.r.Timeout, Lagging: lag}
+	return &TimeoutError{Phase: w.c.Phase, After: w.r.timeout(), Lagging: lag}
 }
 
 // TimeoutError: nodes were not done with Phase within the wait's bound.

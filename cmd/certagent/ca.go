@@ -155,7 +155,7 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 	if f.output != "table" {
 		progress = errOut
 	}
-	r := &carotate.Rotator{Client: cs, Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout,
+	r := &carotate.Rotator{Client: cs, Connect: func() (kubernetes.Interface, error) { return newCAClient(root, kubeconfig) }, Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout,
 		Until: carotate.Phase(f.until), CA: f.ca, Refusals: refusals, New: f.again, Supplied: suppliedCert}
 	if cur != nil {
 		r.Current = cur.Cert
