@@ -12,14 +12,16 @@ import (
 var retryAfter = 2 * time.Second
 
 // transient reports whether an API error may pass: the API server
-// restarting (the rotation restarts it), a credential or serving
-// certificate the rotation re-signed (401, TLS), overload. Answers that
-// will not change by asking again are not.
+// restarting (the rotation restarts it; a kube-apiserver that just
+// started answers 403 until its RBAC cache is filled), a credential or
+// serving certificate the rotation re-signed (401, TLS), overload.
+// Answers that will not change by asking again are not. The credential
+// was good when the command started (a 403 then is a refusal).
 func transient(ctx context.Context, err error) bool {
 	switch {
 	case err == nil, ctx.Err() != nil, errors.Is(err, ErrInvalid), errors.Is(err, ErrConflict):
 		return false
-	case apierrors.IsForbidden(err), apierrors.IsNotFound(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err),
+	case apierrors.IsNotFound(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err),
 		apierrors.IsConflict(err), apierrors.IsAlreadyExists(err), apierrors.IsMethodNotSupported(err):
 		return false
 	}

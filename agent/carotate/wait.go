@@ -27,6 +27,7 @@ type waiter struct {
 	rv      *string
 	views   map[string]NodeView
 	printed map[string]string // the last line printed per node
+	failing bool              // the API failed and was not answered since
 }
 
 // wait returns once every Node reports c.Phase done for c.ID, with what
@@ -37,24 +38,20 @@ func (r *Rotator) wait(ctx context.Context, c *Cluster, rv *string) (map[string]
 	w := &waiter{r: r, c: c, rv: rv, printed: map[string]string{}}
 	timer := r.Clock.NewTimer(r.timeout())
 	defer timer.Stop()
-	failing := false
 	for {
 		items, listRV, err := listNodes(ctx, r.Client)
 		if !transient(ctx, err) && err != nil {
 			return nil, err
 		}
 		if err != nil {
-			if !failing {
-				r.printf("%v; trying again until the wait ends", err)
-			}
-			failing = true
+			w.failed(err)
 			if err := w.pause(ctx, timer.C()); err != nil {
 				return nil, err
 			}
 			r.reconnect()
 			continue
 		}
-		failing = false
+		w.failing = false
 		w.views = map[string]NodeView{}
 		for i := range items {
 			w.views[items[i].Name] = View(&items[i], c.ID)
@@ -71,6 +68,14 @@ func (r *Rotator) wait(ctx context.Context, c *Cluster, rv *string) (map[string]
 		}
 		r.reconnect()
 	}
+}
+
+// failed says once per run of failures that the API failed.
+func (w *waiter) failed(err error) {
+	if !w.failing {
+		w.r.printf("%v; trying again until the wait ends", err)
+	}
+	w.failing = true
 }
 
 // pause waits retryAfter; the wait's end or ctx's is an error.
@@ -91,6 +96,7 @@ func (w *waiter) follow(ctx context.Context, rv string, timeout <-chan time.Time
 	for {
 		wi, err := w.r.Client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{ResourceVersion: rv, TimeoutSeconds: &watchSeconds, AllowWatchBookmarks: true})
 		if err != nil {
+			w.failed(fmt.Errorf("watch nodes: %w", err))
 			return false, nil
 		}
 		ended, done, err := w.events(ctx, wi, &rv, timeout)

@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -238,10 +240,28 @@ func TestCARotateAgainstAPIServer(t *testing.T) {
 	if r.code != 7 || !strings.Contains(r.stderr, "node carot-w1: still at trust") {
 		t.Fatalf("a lagging node: exit %d, want 7 naming carot-w1\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
+	// The rerun goes on; kube-apiserver restarts while it waits at finish.
+	sim.hold("carot-w1", carotate.Finish)
+	cmd := exec.Command(certagentBin, "ca", "rotate", "--root", root, "--timeout", "120s")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitRotationPhase(t, ctx, admin, carotate.Finish)
+	c.StopAPIServer()
+	if err := c.StartAPIServer(kubeBin); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitReady(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	sim.hold("carot-w1", "")
-	r = run(t, certagentBin, "ca", "rotate", "--root", root, "--timeout", "60s")
-	if r.code != 0 || !strings.Contains(r.stdout, "resuming rotation "+st.ID) || !strings.Contains(r.stdout, "rotation "+st.ID+" of ca done") {
-		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	err = cmd.Wait()
+	r = result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
+	if err != nil || !strings.Contains(r.stdout, "resuming rotation "+st.ID) || !strings.Contains(r.stdout, "rotation "+st.ID+" of ca done") ||
+		!strings.Contains(r.stdout, "trying again") {
+		t.Fatalf("rerun through an API server restart: %v\n%s\n%s", err, r.stdout, r.stderr)
 	}
 	t.Logf("the rerun's output:\n%s", r.stdout)
 	r = run(t, certagentBin, "ca", "status", "--root", root, "-o", "json")
@@ -277,4 +297,34 @@ func checkNodeAccess(t *testing.T, ctx context.Context, c *cluster.Cluster) {
 	if _, err := cms.List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("a node lists every ConfigMap: %v, want forbidden", err)
 	}
+}
+
+// waitRotationPhase waits until the rotation's ConfigMap is at phase p.
+func waitRotationPhase(t *testing.T, ctx context.Context, admin kubernetes.Interface, p carotate.Phase) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	sel := metav1.ListOptions{FieldSelector: "metadata.name=" + carotate.ConfigMapName}
+	for ctx.Err() == nil {
+		l, err := admin.CoreV1().ConfigMaps(carotate.Namespace).List(ctx, sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Items) == 1 && l.Items[0].Data["phase"] == string(p) {
+			return
+		}
+		sel.ResourceVersion = l.ResourceVersion
+		w, err := admin.CoreV1().ConfigMaps(carotate.Namespace).Watch(ctx, sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ev := range w.ResultChan() {
+			if cm, ok := ev.Object.(*corev1.ConfigMap); ok && cm.Data["phase"] == string(p) {
+				w.Stop()
+				return
+			}
+		}
+		sel.ResourceVersion = ""
+	}
+	t.Fatalf("the rotation never reached phase %s", p)
 }
