@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,8 +57,7 @@ type Rotator struct {
 // written. A failed precondition is a *RefusedError, a wait that ran out
 // a *TimeoutError; either way a rerun goes on from where it stopped.
 func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
-	store := Store{Client: r.Client}
-	c, rv, err := store.Get(ctx)
+	c, rv, err := Store{Client: r.Client}.Get(ctx)
 	if apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) {
 		return nil, &RefusedError{Reasons: append(r.Refusals, fmt.Sprintf("the admin credential %s is not allowed to: %v", r.Kubeconfig, err))}
 	}
@@ -65,15 +65,7 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 		return nil, err
 	}
 	resume := c != nil && c.Phase != Done
-	refusals := r.Refusals
-	switch {
-	case resume && c.CA != r.CA:
-		refusals = append(refusals, fmt.Sprintf("a rotation of %s (id %s) is in progress, at phase %s since %s: finish it first (certagent ca rotate --ca %s)",
-			c.CA, c.ID, c.Phase, c.Since.Format(time.RFC3339), c.CA))
-	case resume && r.Supplied != nil && Fingerprint(r.Supplied) != c.ID:
-		refusals = append(refusals, fmt.Sprintf("a different rotation of %s (id %s) is in progress, at phase %s: the supplied CA's id is %s; finish that one first",
-			c.CA, c.ID, c.Phase, Fingerprint(r.Supplied)))
-	case !resume && c != nil && c.CA == r.CA && !r.New && r.Current != nil && Fingerprint(r.Current) == c.ID:
+	if !resume && c != nil && c.CA == r.CA && !r.New && r.Current != nil && Fingerprint(r.Current) == c.ID {
 		r.printf("rotation %s of %s finished at %s; --new starts another", c.ID, c.CA, c.Since.Format(time.RFC3339))
 		return c, nil
 	}
@@ -85,7 +77,7 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if refusals = append(refusals, lines...); len(refusals) > 0 {
+	if refusals := slices.Concat(r.Refusals, r.inProgress(c), lines); len(refusals) > 0 {
 		return c, &RefusedError{Reasons: refusals}
 	}
 	if !resume || r.Supplied != nil {
@@ -99,19 +91,41 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 				OldCA: pki.EncodeCertPEM(r.Current), NewCA: pki.EncodeCertPEM(newCA), Nodes: names(nodes)}
 		}
 	}
-	// Before the ConfigMap, so that nodes can read it as soon as it exists.
-	if err := r.retry(ctx, func() error { return EnsureRBAC(ctx, r.Client) }); err != nil {
+	if err := r.begin(ctx, c, &rv, resume); err != nil {
 		return c, err
+	}
+	return c, r.sequence(ctx, c, &rv)
+}
+
+// inProgress refuses another rotation than c while c is not done.
+func (r *Rotator) inProgress(c *Cluster) []string {
+	switch {
+	case c == nil || c.Phase == Done:
+	case c.CA != r.CA:
+		return []string{fmt.Sprintf("a rotation of %s (id %s) is in progress, at phase %s since %s: finish it first (certagent ca rotate --ca %s)",
+			c.CA, c.ID, c.Phase, c.Since.Format(time.RFC3339), c.CA)}
+	case r.Supplied != nil && Fingerprint(r.Supplied) != c.ID:
+		return []string{fmt.Sprintf("a different rotation of %s (id %s) is in progress, at phase %s: the supplied CA's id is %s; finish that one first",
+			c.CA, c.ID, c.Phase, Fingerprint(r.Supplied))}
+	}
+	return nil
+}
+
+// begin creates the RBAC (before the ConfigMap, so that nodes can read it
+// as soon as it exists), then the ConfigMap of a new rotation.
+func (r *Rotator) begin(ctx context.Context, c *Cluster, rv *string, resume bool) error {
+	if err := r.retry(ctx, func() error { return EnsureRBAC(ctx, r.Client) }); err != nil {
+		return err
 	}
 	if resume {
 		r.printf("resuming rotation %s of %s at phase %s (since %s)", c.ID, c.CA, c.Phase, c.Since.Format(time.RFC3339))
-	} else {
-		if err := r.put(ctx, c, &rv); err != nil {
-			return c, err
-		}
-		r.printf("rotation %s of %s started: phase prepare", c.ID, c.CA)
+		return nil
 	}
-	return c, r.sequence(ctx, c, &rv)
+	if err := r.put(ctx, c, rv); err != nil {
+		return err
+	}
+	r.printf("rotation %s of %s started: phase prepare", c.ID, c.CA)
+	return nil
 }
 
 // sequence waits for the nodes phase after phase and advances, recording

@@ -18,6 +18,7 @@ import (
 	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/kubeclient"
+	"github.com/certagent/certagent/rotate"
 	cafiles "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -111,36 +112,58 @@ func (f *caFlags) check() error {
 	return checkOutput(f.output)
 }
 
-func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, f *caFlags) error {
+// caNode is this node's side of `ca rotate`: the CA in use, the new CA
+// supplied (if any), and the preconditions that failed here.
+type caNode struct {
+	local     *carotate.Local
+	cur       *rotate.LocalCA // nil when refused
+	keyFormat string
+	supplied  *carotate.Pair
+	newCert   *x509.Certificate // the supplied CA, checked
+	refusals  []string
+}
+
+func loadCANode(root *pki.Root, cfg *config.Config, f *caFlags) (*caNode, error) {
 	files, _ := cafiles.FilesFor(cfg.PKIDir, f.ca)
-	local := &carotate.Local{Root: root, Files: files, CA: f.ca}
-	cur, keyFormat, refusal, err := local.Current()
-	if err != nil {
-		return &exitError{code: 1, err: err}
+	n := &caNode{local: &carotate.Local{Root: root, Files: files, CA: f.ca}}
+	var refusal string
+	var err error
+	if n.cur, n.keyFormat, refusal, err = n.local.Current(); err != nil {
+		return nil, &exitError{code: 1, err: err}
 	}
-	var refusals []string
 	if refusal != "" {
-		refusals = append(refusals, refusal)
+		n.refusals = append(n.refusals, refusal)
 	}
-	supplied, err := f.supplied()
-	if err != nil {
-		return &exitError{code: ExitUsage, err: err}
+	if n.supplied, err = f.supplied(); err != nil {
+		return nil, &exitError{code: ExitUsage, err: err}
 	}
-	var suppliedCert *x509.Certificate
-	if supplied != nil && cur != nil {
-		if suppliedCert, _, err = cafiles.ParsePair(supplied.CertPEM, supplied.KeyPEM, cur.Cert); err != nil {
-			refusals = append(refusals, fmt.Sprintf("the supplied CA (%s, %s): %v", f.newCert, f.newKey, err))
+	if n.supplied != nil && n.cur != nil {
+		if n.newCert, _, err = cafiles.ParsePair(n.supplied.CertPEM, n.supplied.KeyPEM, n.cur.Cert); err != nil {
+			n.refusals = append(n.refusals, fmt.Sprintf("the supplied CA (%s, %s): %v", f.newCert, f.newKey, err))
 		}
+	}
+	return n, nil
+}
+
+// prepare stages the new CA on this node (see carotate.Local.Prepare).
+func (n *caNode) prepare() (*x509.Certificate, error) {
+	return n.local.Prepare(n.cur, n.keyFormat, n.supplied, time.Now())
+}
+
+func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, f *caFlags) error {
+	n, err := loadCANode(root, cfg, f)
+	if err != nil {
+		return err
 	}
 	if f.stageOnly {
-		if len(refusals) > 0 {
-			return caError(&carotate.RefusedError{Reasons: refusals})
+		if len(n.refusals) > 0 {
+			return caError(&carotate.RefusedError{Reasons: n.refusals})
 		}
-		c, err := local.Prepare(cur, keyFormat, supplied, time.Now())
+		c, err := n.prepare()
 		if err != nil {
 			return &exitError{code: 1, err: err}
 		}
-		fmt.Fprintf(out, "staged %s and %s (id %s)\n", files.NextCert, files.NextKey, carotate.Fingerprint(c))
+		fmt.Fprintf(out, "staged %s and %s (id %s)\n", n.local.Files.NextCert, n.local.Files.NextKey, carotate.Fingerprint(c))
 		return nil
 	}
 	kubeconfig := f.kubeconfig
@@ -149,17 +172,17 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 	}
 	cs, err := newCAClient(root, kubeconfig)
 	if err != nil {
-		return caError(&carotate.RefusedError{Reasons: append(refusals, fmt.Sprintf("the admin credential %s is unusable: %v", kubeconfig, err))})
+		return caError(&carotate.RefusedError{Reasons: append(n.refusals, fmt.Sprintf("the admin credential %s is unusable: %v", kubeconfig, err))})
 	}
 	progress := out
 	if f.output != "table" {
 		progress = errOut
 	}
-	r := &carotate.Rotator{Client: cs, Connect: func() (kubernetes.Interface, error) { return newCAClient(root, kubeconfig) }, Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout,
-		Until: carotate.Phase(f.until), CA: f.ca, Refusals: refusals, New: f.again, Supplied: suppliedCert}
-	if cur != nil {
-		r.Current = cur.Cert
-		r.Prepare = func() (*x509.Certificate, error) { return local.Prepare(cur, keyFormat, supplied, time.Now()) }
+	r := &carotate.Rotator{Client: cs, Connect: func() (kubernetes.Interface, error) { return newCAClient(root, kubeconfig) },
+		Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout, Until: carotate.Phase(f.until),
+		CA: f.ca, Refusals: n.refusals, New: f.again, Supplied: n.newCert}
+	if n.cur != nil {
+		r.Current, r.Prepare = n.cur.Cert, n.prepare
 	}
 	_, runErr := r.Run(ctx)
 	if f.output != "table" {
