@@ -68,7 +68,10 @@ func (s *simNodes) join(ctx context.Context, name string, controlPlane bool) {
 			n.Labels[carotate.ControlPlaneLabel] = ""
 		}
 		n, err = admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-		t.Cleanup(func() { admin.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			admin.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
+			admin.CoordinationV1().Leases(carotate.LeaseNamespace).Delete(context.Background(), name, metav1.DeleteOptions{})
+		})
 	}
 	if err != nil {
 		t.Fatal(err)
