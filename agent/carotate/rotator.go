@@ -133,6 +133,10 @@ func (r *Rotator) begin(ctx context.Context, c *Cluster, rv *string, resume bool
 func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 	for c.Phase != Done {
 		p := c.Phase
+		if r.Until != "" && p.Index() > r.Until.Index() {
+			r.printf("the rotation is past phase %s (--until): it is at %s", r.Until, p)
+			return nil
+		}
 		if !c.finished(p) {
 			r.printf("phase %s: waiting for %d nodes", p, len(c.Nodes))
 			views, err := r.wait(ctx, c, rv)

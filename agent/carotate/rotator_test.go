@@ -440,3 +440,22 @@ func TestAPIOutageRiddenThrough(t *testing.T) {
 		}
 	}
 }
+
+// TestUntil: --until stops once that phase is done everywhere, a rerun
+// with it changes nothing, and one with an earlier phase does not go on.
+func TestUntil(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true))
+	for _, until := range []Phase{Trust, Trust, Prepare} {
+		r := f.rotator(nil)
+		r.Until = until
+		if _, err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if c := f.state(); c.Phase != Trust || len(c.PhaseTimes) != 2 {
+			t.Fatalf("--until %s: phase %s, phaseTimes %v; want trust, 2", until, c.Phase, c.PhaseTimes)
+		}
+	}
+	if _, err := f.rotator(nil).Run(context.Background()); err != nil || f.state().Phase != Done {
+		t.Fatalf("without --until: %v", err)
+	}
+}
