@@ -233,9 +233,12 @@ func missingKeys(views map[string]NodeView, c *Cluster) []string {
 
 // prepareLag turns a prepare timeout into its failed preconditions.
 func prepareLag(te *TimeoutError) []string {
-	out := make([]string, 0, len(te.Lagging))
+	out := make([]string, 0, len(te.Lagging)+1)
 	for _, l := range te.Lagging {
 		out = append(out, fmt.Sprintf("%s (did not report prepare done within %s)", l, te.After))
+	}
+	if te.API != nil {
+		out = append(out, "the API did not answer: "+te.API.Error())
 	}
 	return out
 }

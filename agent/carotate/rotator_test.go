@@ -459,3 +459,23 @@ func TestUntil(t *testing.T) {
 		t.Fatalf("without --until: %v", err)
 	}
 }
+
+// TestTimeoutWhileAPIDown: a wait that ends while the API fails says so.
+func TestTimeoutWhileAPIDown(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true))
+	f.cs.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if c := f.state(); c != nil && c.Phase == Trust {
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
+	})
+	out := &syncBuffer{}
+	done := run(f.rotator(out))
+	out.waitFor(t, "down; trying again until the wait ends")
+	f.clock.Step(2 * time.Minute)
+	err := result(t, done)
+	var te *TimeoutError
+	if !errors.As(err, &te) || te.Phase != Trust || te.API == nil || !strings.Contains(err.Error(), "the API did not answer: list nodes: down") {
+		t.Fatalf("got %v", err)
+	}
+}

@@ -27,7 +27,7 @@ type waiter struct {
 	rv      *string
 	views   map[string]NodeView
 	printed map[string]string // the last line printed per node
-	failing bool              // the API failed and was not answered since
+	failing error             // the API's last failure, nil once it answered again
 }
 
 // wait returns once every Node reports c.Phase done for c.ID, with what
@@ -51,7 +51,7 @@ func (r *Rotator) wait(ctx context.Context, c *Cluster, rv *string) (map[string]
 			r.reconnect()
 			continue
 		}
-		w.failing = false
+		w.failing = nil
 		w.views = map[string]NodeView{}
 		for i := range items {
 			w.views[items[i].Name] = View(&items[i], c.ID)
@@ -72,10 +72,10 @@ func (r *Rotator) wait(ctx context.Context, c *Cluster, rv *string) (map[string]
 
 // failed says once per run of failures that the API failed.
 func (w *waiter) failed(err error) {
-	if !w.failing {
+	if w.failing == nil {
 		w.r.printf("%v; trying again until the wait ends", err)
 	}
-	w.failing = true
+	w.failing = err
 }
 
 // pause waits retryAfter; the wait's end or ctx's is an error.
@@ -99,6 +99,7 @@ func (w *waiter) follow(ctx context.Context, rv string, timeout <-chan time.Time
 			w.failed(fmt.Errorf("watch nodes: %w", err))
 			return false, nil
 		}
+		w.failing = nil
 		ended, done, err := w.events(ctx, wi, &rv, timeout)
 		wi.Stop()
 		if done || err != nil || !ended {
@@ -183,7 +184,7 @@ func (w *waiter) timedOut() error {
 			lag = append(lag, fmt.Sprintf("node %s: %s", n, w.views[n].Waiting(w.c.Phase)))
 		}
 	}
-	return &TimeoutError{Phase: w.c.Phase, After: w.r.timeout(), Lagging: lag}
+	return &TimeoutError{Phase: w.c.Phase, After: w.r.timeout(), Lagging: lag, API: w.failing}
 }
 
 // TimeoutError: nodes were not done with Phase within the wait's bound.
@@ -191,10 +192,16 @@ type TimeoutError struct {
 	Phase   Phase
 	After   time.Duration
 	Lagging []string // "node X: what it reports"
+	// API is the API's failure when the wait ended while it failed.
+	API error
 }
 
 func (e *TimeoutError) Error() string {
-	return fmt.Sprintf("phase %s not done on every node within %s (rerun to go on waiting):\n  %s", e.Phase, e.After, strings.Join(e.Lagging, "\n  "))
+	lines := e.Lagging
+	if e.API != nil {
+		lines = append(slices.Clip(lines), "the API did not answer: "+e.API.Error())
+	}
+	return fmt.Sprintf("phase %s not done on every node within %s (rerun to go on waiting):\n  %s", e.Phase, e.After, strings.Join(lines, "\n  "))
 }
 
 // RefusedError: a precondition failed; nothing was changed for it.
