@@ -91,6 +91,8 @@ nodes ran past --timeout (the lagging nodes are named; rerun to go on).`,
 	cmd.Flags().Var(newDurationFlag(&f.timeout, nil, caTimeoutBounds), "timeout", "how long each wait for the nodes lasts, and how long a failing API request is tried again (at most 1w)")
 	cmd.Flags().BoolVar(&f.again, "new", false, "start a new rotation even though the last one of this CA finished")
 	addOutputFlag(cmd, &f.output)
+	cmd.RegisterFlagCompletionFunc("ca", cobra.FixedCompletions(carotate.CAs, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("until", cobra.FixedCompletions([]string{"prepare", "trust", "reissue", "finish"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
