@@ -196,6 +196,7 @@ type TimeoutError struct {
 	API error
 }
 
+// Error names the phase, the bound and each lagging node on its own line.
 func (e *TimeoutError) Error() string {
 	lines := e.Lagging
 	if e.API != nil {
@@ -209,6 +210,7 @@ type RefusedError struct {
 	Reasons []string // one failed precondition each
 }
 
+// Error prints each failed precondition on its own line.
 func (e *RefusedError) Error() string {
 	return "refused:\n  " + strings.Join(e.Reasons, "\n  ")
 }
