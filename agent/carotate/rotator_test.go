@@ -103,6 +103,7 @@ func TestResumeAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	writes := full.writes
+	t.Logf("a whole rotation of two nodes: %d writes (RBAC and ConfigMap)", writes)
 	if writes < 8 {
 		t.Fatalf("a whole rotation made only %d writes", writes)
 	}
