@@ -50,6 +50,7 @@ type fakeCluster struct {
 	rv        int               // guarded by mu
 	writes    int               // successful writes (ConfigMap, RBAC), guarded by mu
 	killAfter int               // writes after this many fail (0: never), guarded by mu
+	kill      func()            // cancels the command's context at the kill, guarded by mu
 	held      map[string]Phase  // node -> the phase it will not report done, guarded by mu
 	noKey     map[string]bool   // control-plane nodes without the new key, guarded by mu
 	manual    bool              // no node reports by itself, guarded by mu
@@ -121,6 +122,7 @@ func (f *fakeCluster) countWrite(a k8stesting.Action) (bool, runtime.Object, err
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.killAfter > 0 && f.writes >= f.killAfter {
+		f.kill()
 		return true, nil, errKill
 	}
 	f.writes++
@@ -140,6 +142,7 @@ func (f *fakeCluster) configMaps(a k8stesting.Action) (bool, runtime.Object, err
 		return true, f.cm.DeepCopy(), nil
 	case k8stesting.CreateAction, k8stesting.UpdateAction:
 		if f.killAfter > 0 && f.writes >= f.killAfter {
+			f.kill()
 			return true, nil, errKill
 		}
 		cm := a.(interface{ GetObject() runtime.Object }).GetObject().(*corev1.ConfigMap).DeepCopy()

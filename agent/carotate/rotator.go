@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
@@ -21,11 +23,15 @@ import (
 // moves its phase forward once every node is done with the current one.
 // It is the only writer of the ConfigMap.
 type Rotator struct {
-	Client     kubernetes.Interface // with the admin credential
+	Client kubernetes.Interface // with the admin credential
+	// Connect, when set, builds Client again from the credential on
+	// disk; it is called after a failed request.
+	Connect    func() (kubernetes.Interface, error)
 	Clock      clock.Clock
 	Out        io.Writer // progress lines
 	Kubeconfig string    // the admin credential's file, for messages
-	// Timeout bounds each wait for the nodes.
+	// Timeout bounds each wait for the nodes, and how long a failing API
+	// is tried again (0: ten minutes).
 	Timeout time.Duration
 	// Until stops after that phase is done everywhere ("": go to the end).
 	Until Phase
@@ -51,8 +57,7 @@ type Rotator struct {
 // written. A failed precondition is a *RefusedError, a wait that ran out
 // a *TimeoutError; either way a rerun goes on from where it stopped.
 func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
-	store := Store{Client: r.Client}
-	c, rv, err := store.Get(ctx)
+	c, rv, err := Store{Client: r.Client}.Get(ctx)
 	if apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) {
 		return nil, &RefusedError{Reasons: append(r.Refusals, fmt.Sprintf("the admin credential %s is not allowed to: %v", r.Kubeconfig, err))}
 	}
@@ -60,15 +65,7 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 		return nil, err
 	}
 	resume := c != nil && c.Phase != Done
-	refusals := r.Refusals
-	switch {
-	case resume && c.CA != r.CA:
-		refusals = append(refusals, fmt.Sprintf("a rotation of %s (id %s) is in progress, at phase %s since %s: finish it first (certagent ca rotate --ca %s)",
-			c.CA, c.ID, c.Phase, c.Since.Format(time.RFC3339), c.CA))
-	case resume && r.Supplied != nil && Fingerprint(r.Supplied) != c.ID:
-		refusals = append(refusals, fmt.Sprintf("a different rotation of %s (id %s) is in progress, at phase %s: the supplied CA's id is %s; finish that one first",
-			c.CA, c.ID, c.Phase, Fingerprint(r.Supplied)))
-	case !resume && c != nil && c.CA == r.CA && !r.New && r.Current != nil && Fingerprint(r.Current) == c.ID:
+	if !resume && c != nil && c.CA == r.CA && !r.New && r.Current != nil && Fingerprint(r.Current) == c.ID {
 		r.printf("rotation %s of %s finished at %s; --new starts another", c.ID, c.CA, c.Since.Format(time.RFC3339))
 		return c, nil
 	}
@@ -80,7 +77,7 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if refusals = append(refusals, lines...); len(refusals) > 0 {
+	if refusals := slices.Concat(r.Refusals, r.inProgress(c), lines); len(refusals) > 0 {
 		return c, &RefusedError{Reasons: refusals}
 	}
 	if !resume || r.Supplied != nil {
@@ -94,19 +91,41 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 				OldCA: pki.EncodeCertPEM(r.Current), NewCA: pki.EncodeCertPEM(newCA), Nodes: names(nodes)}
 		}
 	}
-	// Before the ConfigMap, so that nodes can read it as soon as it exists.
-	if err := EnsureRBAC(ctx, r.Client); err != nil {
+	if err := r.begin(ctx, c, &rv, resume); err != nil {
 		return c, err
+	}
+	return c, r.sequence(ctx, c, &rv)
+}
+
+// inProgress refuses another rotation than c while c is not done.
+func (r *Rotator) inProgress(c *Cluster) []string {
+	switch {
+	case c == nil || c.Phase == Done:
+	case c.CA != r.CA:
+		return []string{fmt.Sprintf("a rotation of %s (id %s) is in progress, at phase %s since %s: finish it first (certagent ca rotate --ca %s)",
+			c.CA, c.ID, c.Phase, c.Since.Format(time.RFC3339), c.CA)}
+	case r.Supplied != nil && Fingerprint(r.Supplied) != c.ID:
+		return []string{fmt.Sprintf("a different rotation of %s (id %s) is in progress, at phase %s: the supplied CA's id is %s; finish that one first",
+			c.CA, c.ID, c.Phase, Fingerprint(r.Supplied))}
+	}
+	return nil
+}
+
+// begin creates the RBAC (before the ConfigMap, so that nodes can read it
+// as soon as it exists), then the ConfigMap of a new rotation.
+func (r *Rotator) begin(ctx context.Context, c *Cluster, rv *string, resume bool) error {
+	if err := r.retry(ctx, func() error { return EnsureRBAC(ctx, r.Client) }); err != nil {
+		return err
 	}
 	if resume {
 		r.printf("resuming rotation %s of %s at phase %s (since %s)", c.ID, c.CA, c.Phase, c.Since.Format(time.RFC3339))
-	} else {
-		if err := r.put(ctx, c, &rv); err != nil {
-			return c, err
-		}
-		r.printf("rotation %s of %s started: phase prepare", c.ID, c.CA)
+		return nil
 	}
-	return c, r.sequence(ctx, c, &rv)
+	if err := r.put(ctx, c, rv); err != nil {
+		return err
+	}
+	r.printf("rotation %s of %s started: phase prepare", c.ID, c.CA)
+	return nil
 }
 
 // sequence waits for the nodes phase after phase and advances, recording
@@ -114,6 +133,10 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 	for c.Phase != Done {
 		p := c.Phase
+		if r.Until != "" && p.Index() > r.Until.Index() {
+			r.printf("the rotation is past phase %s (--until): it is at %s", r.Until, p)
+			return nil
+		}
 		if !c.finished(p) {
 			r.printf("phase %s: waiting for %d nodes", p, len(c.Nodes))
 			views, err := r.wait(ctx, c, rv)
@@ -179,7 +202,11 @@ func (r *Rotator) advance(ctx context.Context, c *Cluster, rv *string) error {
 
 // views reads every Node's report for rotation id.
 func (r *Rotator) views(ctx context.Context, id string) (map[string]NodeView, error) {
-	items, _, err := listNodes(ctx, r.Client)
+	var items []corev1.Node
+	err := r.retry(ctx, func() (err error) {
+		items, _, err = listNodes(ctx, r.Client)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -206,9 +233,12 @@ func missingKeys(views map[string]NodeView, c *Cluster) []string {
 
 // prepareLag turns a prepare timeout into its failed preconditions.
 func prepareLag(te *TimeoutError) []string {
-	out := make([]string, 0, len(te.Lagging))
+	out := make([]string, 0, len(te.Lagging)+1)
 	for _, l := range te.Lagging {
 		out = append(out, fmt.Sprintf("%s (did not report prepare done within %s)", l, te.After))
+	}
+	if te.API != nil {
+		out = append(out, "the API did not answer: "+te.API.Error())
 	}
 	return out
 }
@@ -218,23 +248,26 @@ func prepareLag(te *TimeoutError) []string {
 // same phase is written over (nodes only ever read it); anything else is
 // an error.
 func (r *Rotator) put(ctx context.Context, c *Cluster, rv *string) error {
-	store := Store{Client: r.Client}
-	v, err := store.Put(ctx, c, *rv)
-	if errors.Is(err, ErrConflict) {
-		cur, curRV, gerr := store.Get(ctx)
-		if gerr != nil {
-			return gerr
+	return r.retry(ctx, func() error {
+		store := Store{Client: r.Client}
+		v, err := store.Put(ctx, c, *rv)
+		if errors.Is(err, ErrConflict) {
+			// Someone else wrote, or a write whose answer was lost did.
+			cur, curRV, gerr := store.Get(ctx)
+			if gerr != nil {
+				return gerr
+			}
+			if cur == nil || cur.ID != c.ID || cur.Phase.Index() > c.Phase.Index() {
+				return fmt.Errorf("%w: another writer changed %s/%s (now %s); rerun to go on from there", ErrConflict, Namespace, ConfigMapName, describe(cur))
+			}
+			v, err = store.Put(ctx, c, curRV)
 		}
-		if cur == nil || cur.ID != c.ID || cur.Phase.Index() > c.Phase.Index() {
-			return fmt.Errorf("%w: another writer changed %s/%s (now %s); rerun to go on from there", ErrConflict, Namespace, ConfigMapName, describe(cur))
+		if err != nil {
+			return err
 		}
-		v, err = store.Put(ctx, c, curRV)
-	}
-	if err != nil {
-		return err
-	}
-	*rv = v
-	return nil
+		*rv = v
+		return nil
+	})
 }
 
 func describe(c *Cluster) string {

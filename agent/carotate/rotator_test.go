@@ -6,6 +6,8 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
 	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/clock"
 
 	cafiles "github.com/certagent/certagent/rotate/carotate"
 )
@@ -98,13 +103,16 @@ func TestResumeAfterKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	writes := full.writes
+	t.Logf("a whole rotation of two nodes: %d writes (RBAC and ConfigMap)", writes)
 	if writes < 8 {
 		t.Fatalf("a whole rotation made only %d writes", writes)
 	}
 	for k := 1; k < writes; k++ {
 		f := newFakeCluster(t, node("cp1", true), node("w1", false))
-		f.killAfter = k
-		if _, err := f.rotator(nil).Run(context.Background()); !errors.Is(err, errKill) {
+		// The kill: the write fails and the command stops there.
+		ctx, cancel := context.WithCancel(context.Background())
+		f.killAfter, f.kill = k, cancel
+		if _, err := f.rotator(nil).Run(ctx); !errors.Is(err, errKill) && !errors.Is(err, context.Canceled) {
 			t.Fatalf("kill after write %d: %v", k, err)
 		}
 		f.mu.Lock()
@@ -377,5 +385,98 @@ func TestNodeJoinsAndLeaves(t *testing.T) {
 	}
 	if c := f.state(); !slices.Equal(c.Nodes, []string{"cp1"}) || !strings.Contains(out.String(), "node w1 left the cluster") {
 		t.Fatalf("nodes %v\n%s", c.Nodes, out.String())
+	}
+}
+
+// TestAPIOutageRiddenThrough: the API server restarts during a rotation
+// (the rotation restarts it) and the credential is re-signed: failed
+// requests are tried again with a client built anew, and the rotation
+// goes on.
+func TestAPIOutageRiddenThrough(t *testing.T) {
+	defer func(d time.Duration) { retryAfter = d }(retryAfter)
+	retryAfter = time.Millisecond
+	f := newFakeCluster(t, node("cp1", true), node("w1", false))
+	f.held["w1"] = Trust
+	for _, n := range []string{"cp1", "w1"} {
+		f.cs.Tracker().Update(schema.GroupVersionResource{Group: "coordination.k8s.io", Version: "v1", Resource: "leases"}, lease(n, time.Now()), LeaseNamespace)
+	}
+	var mu sync.Mutex
+	failures := map[string]int{"update/configmaps": 3, "list/nodes": 2, "watch/nodes": 2}
+	unavailable := func(a k8stesting.Action) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		k := a.GetVerb() + "/" + a.GetResource().Resource
+		if failures[k] > 0 && f.state() != nil {
+			failures[k]--
+			return true
+		}
+		return false
+	}
+	for _, res := range []string{"configmaps", "nodes"} {
+		f.cs.PrependReactor("*", res, func(a k8stesting.Action) (bool, runtime.Object, error) {
+			return unavailable(a), nil, apierrors.NewServiceUnavailable("restarting")
+		})
+	}
+	f.cs.PrependWatchReactor("nodes", func(a k8stesting.Action) (bool, watch.Interface, error) {
+		return unavailable(a), nil, apierrors.NewServiceUnavailable("restarting")
+	})
+	var out syncBuffer
+	r := f.rotator(&out)
+	r.Clock = clock.RealClock{}
+	var connects atomic.Int32
+	r.Connect = func() (kubernetes.Interface, error) { connects.Add(1); return f.cs, nil }
+	done := run(r)
+	// The watch that follows two failed ones sees w1 done.
+	f.waitWatch(Trust)
+	f.report("w1", NodeReport{ID: f.state().ID, Phase: Trust, Done: true})
+	if err := result(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.state(); c.Phase != Done || connects.Load() < 7 {
+		t.Fatalf("phase %s, %d new clients; want done after 7 failures, each followed by a new client\n%s", c.Phase, connects.Load(), out.String())
+	}
+	for k, n := range failures {
+		if n != 0 {
+			t.Errorf("%s: %d failures left unused", k, n)
+		}
+	}
+}
+
+// TestUntil: --until stops once that phase is done everywhere, a rerun
+// with it changes nothing, and one with an earlier phase does not go on.
+func TestUntil(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true))
+	for _, until := range []Phase{Trust, Trust, Prepare} {
+		r := f.rotator(nil)
+		r.Until = until
+		if _, err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if c := f.state(); c.Phase != Trust || len(c.PhaseTimes) != 2 {
+			t.Fatalf("--until %s: phase %s, phaseTimes %v; want trust, 2", until, c.Phase, c.PhaseTimes)
+		}
+	}
+	if _, err := f.rotator(nil).Run(context.Background()); err != nil || f.state().Phase != Done {
+		t.Fatalf("without --until: %v", err)
+	}
+}
+
+// TestTimeoutWhileAPIDown: a wait that ends while the API fails says so.
+func TestTimeoutWhileAPIDown(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true))
+	f.cs.PrependReactor("list", "nodes", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if c := f.state(); c != nil && c.Phase == Trust {
+			return true, nil, apierrors.NewServiceUnavailable("down")
+		}
+		return false, nil, nil
+	})
+	out := &syncBuffer{}
+	done := run(f.rotator(out))
+	out.waitFor(t, "down; trying again until the wait ends")
+	f.clock.Step(2 * time.Minute)
+	err := result(t, done)
+	var te *TimeoutError
+	if !errors.As(err, &te) || te.Phase != Trust || te.API == nil || !strings.Contains(err.Error(), "the API did not answer: list nodes: down") {
+		t.Fatalf("got %v", err)
 	}
 }

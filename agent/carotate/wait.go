@@ -19,9 +19,6 @@ import (
 // again from where it was.
 var watchSeconds int64 = 25
 
-// retryAfter is the pause before listing again after a failed watch.
-var retryAfter = 2 * time.Second
-
 // waiter follows every Node until each is done with one phase, and keeps
 // nodes and nodesDone in the ConfigMap up to date.
 type waiter struct {
@@ -30,6 +27,7 @@ type waiter struct {
 	rv      *string
 	views   map[string]NodeView
 	printed map[string]string // the last line printed per node
+	failing error             // the API's last failure, nil once it answered again
 }
 
 // wait returns once every Node reports c.Phase done for c.ID, with what
@@ -38,13 +36,22 @@ type waiter struct {
 // the whole wait.
 func (r *Rotator) wait(ctx context.Context, c *Cluster, rv *string) (map[string]NodeView, error) {
 	w := &waiter{r: r, c: c, rv: rv, printed: map[string]string{}}
-	timer := r.Clock.NewTimer(r.Timeout)
+	timer := r.Clock.NewTimer(r.timeout())
 	defer timer.Stop()
 	for {
 		items, listRV, err := listNodes(ctx, r.Client)
-		if err != nil {
+		if !transient(ctx, err) && err != nil {
 			return nil, err
 		}
+		if err != nil {
+			w.failed(err)
+			if err := w.pause(ctx, timer.C()); err != nil {
+				return nil, err
+			}
+			r.reconnect()
+			continue
+		}
+		w.failing = nil
 		w.views = map[string]NodeView{}
 		for i := range items {
 			w.views[items[i].Name] = View(&items[i], c.ID)
@@ -56,13 +63,30 @@ func (r *Rotator) wait(ctx context.Context, c *Cluster, rv *string) (map[string]
 		if done || err != nil {
 			return w.views, err
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-timer.C():
-			return nil, w.timedOut()
-		case <-r.Clock.After(retryAfter):
+		if err := w.pause(ctx, timer.C()); err != nil {
+			return nil, err
 		}
+		r.reconnect()
+	}
+}
+
+// failed says once per run of failures that the API failed.
+func (w *waiter) failed(err error) {
+	if w.failing == nil {
+		w.r.printf("%v; trying again until the wait ends", err)
+	}
+	w.failing = err
+}
+
+// pause waits retryAfter; the wait's end or ctx's is an error.
+func (w *waiter) pause(ctx context.Context, timeout <-chan time.Time) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timeout:
+		return w.timedOut()
+	case <-w.r.Clock.After(retryAfter):
+		return nil
 	}
 }
 
@@ -72,8 +96,10 @@ func (w *waiter) follow(ctx context.Context, rv string, timeout <-chan time.Time
 	for {
 		wi, err := w.r.Client.CoreV1().Nodes().Watch(ctx, metav1.ListOptions{ResourceVersion: rv, TimeoutSeconds: &watchSeconds, AllowWatchBookmarks: true})
 		if err != nil {
+			w.failed(fmt.Errorf("watch nodes: %w", err))
 			return false, nil
 		}
+		w.failing = nil
 		ended, done, err := w.events(ctx, wi, &rv, timeout)
 		wi.Stop()
 		if done || err != nil || !ended {
@@ -158,7 +184,7 @@ func (w *waiter) timedOut() error {
 			lag = append(lag, fmt.Sprintf("node %s: %s", n, w.views[n].Waiting(w.c.Phase)))
 		}
 	}
-	return &TimeoutError{Phase: w.c.Phase, After: w.r.Timeout, Lagging: lag}
+	return &TimeoutError{Phase: w.c.Phase, After: w.r.timeout(), Lagging: lag, API: w.failing}
 }
 
 // TimeoutError: nodes were not done with Phase within the wait's bound.
@@ -166,10 +192,17 @@ type TimeoutError struct {
 	Phase   Phase
 	After   time.Duration
 	Lagging []string // "node X: what it reports"
+	// API is the API's failure when the wait ended while it failed.
+	API error
 }
 
+// Error names the phase, the bound and each lagging node on its own line.
 func (e *TimeoutError) Error() string {
-	return fmt.Sprintf("phase %s not done on every node within %s (rerun to go on waiting):\n  %s", e.Phase, e.After, strings.Join(e.Lagging, "\n  "))
+	lines := e.Lagging
+	if e.API != nil {
+		lines = append(slices.Clip(lines), "the API did not answer: "+e.API.Error())
+	}
+	return fmt.Sprintf("phase %s not done on every node within %s (rerun to go on waiting):\n  %s", e.Phase, e.After, strings.Join(lines, "\n  "))
 }
 
 // RefusedError: a precondition failed; nothing was changed for it.
@@ -177,6 +210,7 @@ type RefusedError struct {
 	Reasons []string // one failed precondition each
 }
 
+// Error prints each failed precondition on its own line.
 func (e *RefusedError) Error() string {
 	return "refused:\n  " + strings.Join(e.Reasons, "\n  ")
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/kubeclient"
+	"github.com/certagent/certagent/rotate"
 	cafiles "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -87,9 +88,11 @@ nodes ran past --timeout (the lagging nodes are named; rerun to go on).`,
 	cmd.Flags().StringVar(&f.newKey, "new-ca-key", "", "its private key (a host path)")
 	cmd.Flags().BoolVar(&f.stageOnly, "stage-only", false, "only place and check the new CA files on this node; no API")
 	cmd.Flags().StringVar(&f.until, "until", "", "stop once this phase is done on every node: prepare, trust, reissue or finish")
-	cmd.Flags().Var(newDurationFlag(&f.timeout, nil, caTimeoutBounds), "timeout", "how long each wait for the nodes lasts (at most 1w)")
+	cmd.Flags().Var(newDurationFlag(&f.timeout, nil, caTimeoutBounds), "timeout", "how long each wait for the nodes lasts, and how long a failing API request is tried again (at most 1w)")
 	cmd.Flags().BoolVar(&f.again, "new", false, "start a new rotation even though the last one of this CA finished")
 	addOutputFlag(cmd, &f.output)
+	cmd.RegisterFlagCompletionFunc("ca", cobra.FixedCompletions(carotate.CAs, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("until", cobra.FixedCompletions([]string{"prepare", "trust", "reissue", "finish"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -111,35 +114,57 @@ func (f *caFlags) check() error {
 	return checkOutput(f.output)
 }
 
-func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, f *caFlags) error {
+// caNode is this node's side of `ca rotate`: the CA in use, the new CA
+// supplied (if any), and the preconditions that failed here.
+type caNode struct {
+	local    *carotate.Local
+	cur      *rotate.LocalCA // nil when refused
+	supplied *carotate.Pair
+	newCert  *x509.Certificate // the supplied CA, checked
+	refusals []string
+}
+
+func loadCANode(root *pki.Root, cfg *config.Config, f *caFlags) (*caNode, error) {
 	local, err := carotate.NewLocal(root, cfg.PKIDir, f.ca)
 	if err != nil {
-		return &exitError{code: ExitUsage, err: err}
+		return nil, &exitError{code: ExitUsage, err: err}
 	}
-	cur, refusal := local.Current()
-	var refusals []string
+	n := &caNode{local: local}
+	var refusal string
+	n.cur, refusal = n.local.Current()
 	if refusal != "" {
-		refusals = append(refusals, refusal)
+		n.refusals = append(n.refusals, refusal)
 	}
-	supplied, err := f.supplied()
-	if err != nil {
-		return &exitError{code: ExitUsage, err: err}
+	if n.supplied, err = f.supplied(); err != nil {
+		return nil, &exitError{code: ExitUsage, err: err}
 	}
-	var suppliedCert *x509.Certificate
-	if supplied != nil && cur != nil {
-		if suppliedCert, _, err = cafiles.ParsePair(supplied.CertPEM, supplied.KeyPEM, cur.Cert); err != nil {
-			refusals = append(refusals, fmt.Sprintf("the supplied CA (%s, %s): %v", f.newCert, f.newKey, err))
+	if n.supplied != nil && n.cur != nil {
+		if n.newCert, _, err = cafiles.ParsePair(n.supplied.CertPEM, n.supplied.KeyPEM, n.cur.Cert); err != nil {
+			n.refusals = append(n.refusals, fmt.Sprintf("the supplied CA (%s, %s): %v", f.newCert, f.newKey, err))
 		}
+	}
+	return n, nil
+}
+
+// prepare stages the new CA on this node (see carotate.Local.Prepare).
+func (n *caNode) prepare() (*x509.Certificate, error) {
+	return n.local.Prepare(n.cur, n.supplied, time.Now())
+}
+
+func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *config.Config, f *caFlags) error {
+	n, err := loadCANode(root, cfg, f)
+	if err != nil {
+		return err
 	}
 	if f.stageOnly {
-		if len(refusals) > 0 {
-			return caError(&carotate.RefusedError{Reasons: refusals})
+		if len(n.refusals) > 0 {
+			return caError(&carotate.RefusedError{Reasons: n.refusals})
 		}
-		c, err := local.Prepare(cur, supplied, time.Now())
+		c, err := n.prepare()
 		if err != nil {
 			return &exitError{code: 1, err: err}
 		}
-		fmt.Fprintf(out, "staged %s and %s (id %s)\n", local.Files.NextCert, local.Files.NextKey, carotate.Fingerprint(c))
+		fmt.Fprintf(out, "staged %s and %s (id %s)\n", n.local.Files.NextCert, n.local.Files.NextKey, carotate.Fingerprint(c))
 		return nil
 	}
 	kubeconfig := f.kubeconfig
@@ -148,17 +173,17 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 	}
 	cs, err := newCAClient(root, kubeconfig)
 	if err != nil {
-		return caError(&carotate.RefusedError{Reasons: append(refusals, fmt.Sprintf("the admin credential %s is unusable: %v", kubeconfig, err))})
+		return caError(&carotate.RefusedError{Reasons: append(n.refusals, fmt.Sprintf("the admin credential %s is unusable: %v", kubeconfig, err))})
 	}
 	progress := out
 	if f.output != "table" {
 		progress = errOut
 	}
-	r := &carotate.Rotator{Client: cs, Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout,
-		Until: carotate.Phase(f.until), CA: f.ca, Refusals: refusals, New: f.again, Supplied: suppliedCert}
-	if cur != nil {
-		r.Current = cur.Cert
-		r.Prepare = func() (*x509.Certificate, error) { return local.Prepare(cur, supplied, time.Now()) }
+	r := &carotate.Rotator{Client: cs, Connect: func() (kubernetes.Interface, error) { return newCAClient(root, kubeconfig) },
+		Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout, Until: carotate.Phase(f.until),
+		CA: f.ca, Refusals: n.refusals, New: f.again, Supplied: n.newCert}
+	if n.cur != nil {
+		r.Current, r.Prepare = n.cur.Cert, n.prepare
 	}
 	_, runErr := r.Run(ctx)
 	if f.output != "table" {

@@ -21,18 +21,12 @@ import (
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
-// executeErr runs the CLI in-process: stdout, the error's text and the exit code.
+// executeErr runs the CLI in-process: its output with the error's text
+// (as main prints it), and the exit code.
 func executeErr(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var out bytes.Buffer
-	cmd := newRootCommand()
-	cmd.SetArgs(args)
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	if err := cmd.ExecuteContext(context.Background()); err != nil {
-		return out.String(), err.Error(), exitCode(err)
-	}
-	return out.String(), "", 0
+	out, code := executeCtx(t, context.Background(), args...)
+	return out, out, code
 }
 
 // fakeCAClient serves a cluster with one node that answers.

@@ -16,8 +16,16 @@ import (
 // execute runs the CLI in-process and returns stdout and the exit code.
 func execute(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	out, _, code := executeErr(t, args...)
-	return out, code
+	var out bytes.Buffer
+	cmd := newRootCommand()
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	code := 0
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		code = exitCode(err)
+	}
+	return out.String(), code
 }
 
 func TestCheckExitCodes(t *testing.T) {

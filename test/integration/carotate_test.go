@@ -1,10 +1,12 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -66,7 +68,10 @@ func (s *simNodes) join(ctx context.Context, name string, controlPlane bool) {
 			n.Labels[carotate.ControlPlaneLabel] = ""
 		}
 		n, err = admin.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
-		t.Cleanup(func() { admin.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+		t.Cleanup(func() {
+			admin.CoreV1().Nodes().Delete(context.Background(), name, metav1.DeleteOptions{})
+			admin.CoordinationV1().Leases(carotate.LeaseNamespace).Delete(context.Background(), name, metav1.DeleteOptions{})
+		})
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -186,32 +191,7 @@ func TestCARotateAgainstAPIServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	admin := c.Admin
-	t.Cleanup(func() {
-		bg := context.Background()
-		admin.CoreV1().ConfigMaps(carotate.Namespace).Delete(bg, carotate.ConfigMapName, metav1.DeleteOptions{})
-		admin.RbacV1().Roles(carotate.Namespace).Delete(bg, carotate.RBACName, metav1.DeleteOptions{})
-		admin.RbacV1().RoleBindings(carotate.Namespace).Delete(bg, carotate.RBACName, metav1.DeleteOptions{})
-	})
-	// The command's node: the cluster's CA and the admin credential.
-	root := t.TempDir()
-	for _, f := range []string{"pki/ca.crt", "pki/ca.key", "admin.conf"} {
-		copyFile(t, filepath.Join(c.Root, "etc/kubernetes", f), filepath.Join(root, "etc/kubernetes", f))
-	}
-	if err := c.PointKubeconfig(filepath.Join(root, "etc/kubernetes/admin.conf")); err != nil {
-		t.Fatal(err)
-	}
-	sim := &simNodes{t: t, c: c, held: map[string]carotate.Phase{}, poke: map[string]chan struct{}{}}
-	// Every Node takes part: those other tests left behind too.
-	existing, err := admin.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range existing.Items {
-		sim.join(ctx, n.Name, false)
-	}
-	sim.join(ctx, "carot-cp1", true)
-	sim.join(ctx, "carot-w1", false)
-
+	root, sim := caRotationSetup(t, ctx, c)
 	r := run(t, certagentBin, "ca", "rotate", "--root", root, "--until", "trust", "--timeout", "60s")
 	if r.code != 0 {
 		t.Fatalf("rotate --until trust: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -238,10 +218,11 @@ func TestCARotateAgainstAPIServer(t *testing.T) {
 	if r.code != 7 || !strings.Contains(r.stderr, "node carot-w1: still at trust") {
 		t.Fatalf("a lagging node: exit %d, want 7 naming carot-w1\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	sim.hold("carot-w1", "")
-	r = run(t, certagentBin, "ca", "rotate", "--root", root, "--timeout", "60s")
-	if r.code != 0 || !strings.Contains(r.stdout, "resuming rotation "+st.ID) || !strings.Contains(r.stdout, "rotation "+st.ID+" of ca done") {
-		t.Fatalf("rerun: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	// The rerun goes on; kube-apiserver restarts while it waits at finish.
+	r = rerunThroughRestart(t, ctx, c, sim, root)
+	if r.code != 0 || !strings.Contains(r.stdout, "resuming rotation "+st.ID) || !strings.Contains(r.stdout, "rotation "+st.ID+" of ca done") ||
+		!strings.Contains(r.stdout, "trying again") {
+		t.Fatalf("rerun through an API server restart: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	t.Logf("the rerun's output:\n%s", r.stdout)
 	r = run(t, certagentBin, "ca", "status", "--root", root, "-o", "json")
@@ -252,6 +233,63 @@ func TestCARotateAgainstAPIServer(t *testing.T) {
 	for _, pt := range doc.Rotation.PhaseTimes {
 		t.Logf("phase %s: %.0fs", pt.Phase, pt.WallSeconds)
 	}
+}
+
+// caRotationSetup makes the command's node (the cluster's CA and the
+// admin credential) and simulated certagents on every Node: those other
+// tests left behind, a control-plane node and a worker.
+func caRotationSetup(t *testing.T, ctx context.Context, c *cluster.Cluster) (string, *simNodes) {
+	t.Helper()
+	admin := c.Admin
+	t.Cleanup(func() {
+		bg := context.Background()
+		admin.CoreV1().ConfigMaps(carotate.Namespace).Delete(bg, carotate.ConfigMapName, metav1.DeleteOptions{})
+		admin.RbacV1().Roles(carotate.Namespace).Delete(bg, carotate.RBACName, metav1.DeleteOptions{})
+		admin.RbacV1().RoleBindings(carotate.Namespace).Delete(bg, carotate.RBACName, metav1.DeleteOptions{})
+	})
+	root := t.TempDir()
+	for _, f := range []string{"pki/ca.crt", "pki/ca.key", "admin.conf"} {
+		copyFile(t, filepath.Join(c.Root, "etc/kubernetes", f), filepath.Join(root, "etc/kubernetes", f))
+	}
+	if err := c.PointKubeconfig(filepath.Join(root, "etc/kubernetes/admin.conf")); err != nil {
+		t.Fatal(err)
+	}
+	sim := &simNodes{t: t, c: c, held: map[string]carotate.Phase{}, poke: map[string]chan struct{}{}}
+	existing, err := admin.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range existing.Items {
+		sim.join(ctx, n.Name, false)
+	}
+	sim.join(ctx, "carot-cp1", true)
+	sim.join(ctx, "carot-w1", false)
+	return root, sim
+}
+
+// rerunThroughRestart reruns the command with carot-w1 held at finish,
+// restarts kube-apiserver once the command waits there, then lets
+// carot-w1 finish.
+func rerunThroughRestart(t *testing.T, ctx context.Context, c *cluster.Cluster, sim *simNodes, root string) result {
+	t.Helper()
+	sim.hold("carot-w1", carotate.Finish)
+	cmd := exec.Command(certagentBin, "ca", "rotate", "--root", root, "--timeout", "120s")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitRotationPhase(t, ctx, c.Admin, carotate.Finish)
+	c.StopAPIServer()
+	if err := c.StartAPIServer(kubeBin); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitReady(ctx, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	sim.hold("carot-w1", "")
+	cmd.Wait()
+	return result{stdout: stdout.String(), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
 }
 
 // checkNodeAccess: a node may get, list and watch the rotation's
@@ -277,4 +315,34 @@ func checkNodeAccess(t *testing.T, ctx context.Context, c *cluster.Cluster) {
 	if _, err := cms.List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("a node lists every ConfigMap: %v, want forbidden", err)
 	}
+}
+
+// waitRotationPhase waits until the rotation's ConfigMap is at phase p.
+func waitRotationPhase(t *testing.T, ctx context.Context, admin kubernetes.Interface, p carotate.Phase) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	sel := metav1.ListOptions{FieldSelector: "metadata.name=" + carotate.ConfigMapName}
+	for ctx.Err() == nil {
+		l, err := admin.CoreV1().ConfigMaps(carotate.Namespace).List(ctx, sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l.Items) == 1 && l.Items[0].Data["phase"] == string(p) {
+			return
+		}
+		sel.ResourceVersion = l.ResourceVersion
+		w, err := admin.CoreV1().ConfigMaps(carotate.Namespace).Watch(ctx, sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for ev := range w.ResultChan() {
+			if cm, ok := ev.Object.(*corev1.ConfigMap); ok && cm.Data["phase"] == string(p) {
+				w.Stop()
+				return
+			}
+		}
+		sel.ResourceVersion = ""
+	}
+	t.Fatalf("the rotation never reached phase %s", p)
 }
