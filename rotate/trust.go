@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"path"
 	"sort"
 
 	"k8s.io/client-go/tools/clientcmd"
@@ -142,8 +141,7 @@ func RewriteTrust(ctx context.Context, opts Options, edits []TrustEdit) ([]Resul
 		}
 		return out, firstErr(out)
 	}
-	dir := path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
-	txErr := runTx(opts, dir, ps)
+	dir, txErr := runTx(opts, ps)
 	Prune(opts.Root, opts.BackupDir, opts.KeepBackups)
 	for k, p := range ps {
 		r := &out[idx[k]]

@@ -50,6 +50,37 @@ func PathsOf(pkiDir, stem string) Paths {
 	return Paths{Cert: p + ".crt", Key: p + ".key", NextCert: p + ".next.crt", NextKey: p + ".next.key"}
 }
 
+// PathsFor returns the files of the CA named caName (ca, etcd-ca or
+// front-proxy-ca) below pkiDir.
+func PathsFor(pkiDir, caName string) (Paths, error) {
+	stem, err := Stem(caName)
+	if err != nil {
+		return Paths{}, err
+	}
+	return PathsOf(pkiDir, stem), nil
+}
+
+// ParsePair reads a CA the operator supplies (the first certificate of
+// certPEM, and keyPEM) and checks that the key is the certificate's and
+// that it may replace old.
+func ParsePair(certPEM, keyPEM []byte, old *x509.Certificate) (*x509.Certificate, crypto.Signer, error) {
+	b, err := pki.ParseBundle(certPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("certificate: %w", err)
+	}
+	key, err := pki.ParseKeyPEM(keyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key: %w", err)
+	}
+	if !pki.KeyMatches(b.Certs[0], key) {
+		return nil, nil, errors.New("the key is not the certificate's")
+	}
+	if err := CheckSuccessor(old, b.Certs[0]); err != nil {
+		return nil, nil, err
+	}
+	return b.Certs[0], key, nil
+}
+
 // NewCA makes the successor of the CA old, whose key oldKey proves the
 // caller holds it: the same subject, a new key of the same algorithm and
 // size, a new serial, and the old CA's lifetime counted from now.
