@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus/hooks/test"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -241,6 +243,75 @@ func TestCARotationKubeadmLocal(t *testing.T) {
 	for _, c := range kubeadmCheck(t, root).Certificates {
 		if c.Missing {
 			t.Errorf("kubeadm misses %s", c.Name)
+		}
+	}
+}
+
+// TestCARotateWithRealDaemon: `certagent ca rotate --until trust` and a
+// real daemon on a worker agree through the API server: the command's
+// RBAC lets the node read the ConfigMap, the node's condition tells the
+// command it is done with prepare and trust, and the node's bundles then
+// hold the CA the command made.
+func TestCARotateWithRealDaemon(t *testing.T) {
+	c := sharedCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root, _ := caRotationSetup(t, ctx, c)
+	node := "worker-carot-real"
+	if _, err := c.Admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dur, now := int32(3600), metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: carotate.LeaseNamespace},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &node, LeaseDurationSeconds: &dur, RenewTime: &now}}
+	if _, err := c.Admin.CoordinationV1().Leases(carotate.LeaseNamespace).Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Admin.CoordinationV1().Leases(carotate.LeaseNamespace).Delete(context.Background(), node, metav1.DeleteOptions{})
+	})
+	nroot := makeNode(t, c, nodeOpts{name: node, age: time.Minute, life: 24 * time.Hour})
+	os.WriteFile(filepath.Join(nroot, "etc/certagent/config.yaml"), []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n"+
+		"agent: {retryInitial: 1s, retryMax: 2s, resyncInterval: 2s}\n"), 0o644)
+	d := startDaemon(t, certagentBin, nroot, nil)
+	// The command's precondition: the node runs certagent.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err == nil && slices.ContainsFunc(n.Status.Conditions, func(cd corev1.NodeCondition) bool { return string(cd.Type) == carotate.HealthConditionType }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no health condition\n%s", d.log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	start := time.Now()
+	r := run(t, certagentBin, "ca", "rotate", "--root", root, "--until", "trust", "--timeout", "90s")
+	if r.code != 0 {
+		t.Fatalf("ca rotate --until trust: exit %d\n%s\n%s\n%s", r.code, r.stdout, r.stderr, d.log())
+	}
+	t.Logf("prepare and trust with a real daemon: %s", time.Since(start).Round(time.Millisecond))
+	cm, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Get(ctx, carotate.ConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := carotate.Parse(cm.Data)
+	if err != nil || !slices.Contains(st.NodesDone, node) {
+		t.Fatalf("the real node is not done with trust: %+v %v", st, err)
+	}
+	_, next, err := canode.Verify(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rfs, _ := pki.NewRoot(nroot)
+	bundles, problems := ca.Find(rfs, ca.Sources{Dirs: []string{"/etc/kubernetes/pki", "/etc/kubernetes"}}, clusterCA(t, c).Cert)
+	if len(bundles) < 2 || len(problems) > 0 {
+		t.Fatalf("bundles %d, problems %v", len(bundles), problems)
+	}
+	for _, b := range bundles {
+		if !b.Holds(next) {
+			t.Errorf("%s lacks the command's new CA", b.Path)
 		}
 	}
 }
