@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/canode"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/renewal"
@@ -76,6 +77,9 @@ type Options struct {
 	// CSR renews through the cluster (nil: certificates the cluster issues
 	// fail to renew, with the reason).
 	CSR renewal.CSRRenewer
+	// CARotation, when set, reads the cluster's CA rotation, which the
+	// agent then carries out on this node (nil: none is ever followed).
+	CARotation canode.Source
 	// MemoryLimit, when set, is the process's soft memory limit on a node
 	// with few certificates; after each full scan the loop lifts it while
 	// the live heap is more than half of it, so that thousands of
@@ -138,6 +142,8 @@ type Agent struct {
 	csrWaiters map[string][]chan renewal.Result // renew requests waiting for a CSR job's end; loop only
 	csrDone    chan renewal.Result
 	csrPending chan csrUpdate
+
+	ca caRotation // loop only
 
 	mu         sync.Mutex // guards status, statusJSON and health
 	status     *api.Status

@@ -155,9 +155,13 @@ func (a *Agent) fail(c *inventory.Certificate, st *state.Cert, err error, now ti
 	a.opts.Metrics.Failed(method)
 	f := logfields.Cert(logfields.MsgRenewalFailed, c, method, err.Error())
 	f["FAILURES"], f["NEXT_ATTEMPT"] = st.Failures, st.NextAttempt.UTC().Format(time.RFC3339)
+	msg := "certificate renewal failed"
 	if errors.Is(err, csrrenew.ErrNoCredential) {
-		f["PRIORITY"] = "2" // critical: the node is cut off from the cluster
+		// Critical: the node is cut off from the cluster. The recovery
+		// steps go in MESSAGE too, which `journalctl` shows by default.
+		f["PRIORITY"] = "2"
+		msg += ": " + err.Error()
 	}
-	a.opts.Log.WithFields(f).Error("certificate renewal failed")
+	a.opts.Log.WithFields(f).Error(msg)
 	a.opts.Reporter.Event(corev1.EventTypeWarning, "CertificateRenewalFailed", fmt.Sprintf("certagent could not renew %s (%s, %d failures, next try %s): %v", c.Name, method, st.Failures, st.NextAttempt.UTC().Format(time.RFC3339), err))
 }

@@ -34,7 +34,8 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 	}
 	a.watch.Set(a.watchDirs(rep))
 	a.opts.Metrics.Scanned(rep, a.opts.Clock.Since(start))
-	statuses, due, dueCSR := a.decide(rep, start)
+	rotating := a.rotateCA(ctx, rep, start)
+	statuses, due, dueCSR := a.decide(rep, start, rotating)
 	for _, c := range dueCSR {
 		a.startCSR(ctx, c, rep, 0)
 	}
@@ -46,7 +47,7 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 			a.scanStart = again // it sees the renewal's own writes
 			rep = rep2
 			a.opts.Metrics.Scanned(rep, 0)
-			statuses, _, _ = a.decide(rep, a.opts.Clock.Now())
+			statuses, _, _ = a.decide(rep, a.opts.Clock.Now(), nil)
 		}
 	}
 	keep := make(map[string]bool, len(rep.Certificates))
@@ -100,6 +101,9 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 // next is the earliest of the next action and the periodic resync.
 func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 	n := a.opts.Clock.Now().Add(a.cfg.Agent.ResyncDuration)
+	if a.ca.active && a.ca.pollAt.Before(n) {
+		n = a.ca.pollAt
+	}
 	for _, s := range statuses {
 		if s.NextAction != "none" && s.NextActionAt != nil && s.NextActionAt.Before(n) {
 			n = *s.NextActionAt
@@ -111,12 +115,12 @@ func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 // decide works out every certificate's renewal status (package decide),
 // keeps the records, gives the notices, and returns the certificates due
 // in the local transaction and through the cluster.
-func (a *Agent) decide(rep *inventory.Report, now time.Time) (map[string]*api.RenewalStatus, []*inventory.Certificate, []*inventory.Certificate) {
+func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string]string) (map[string]*api.RenewalStatus, []*inventory.Certificate, []*inventory.Certificate) {
 	policy := schedule.Policy{RenewBefore: a.cfg.RenewBeforeDuration}
 	out := make(map[string]*api.RenewalStatus, len(rep.Certificates))
 	var due, dueCSR []*inventory.Certificate
 	for _, c := range rep.Certificates {
-		in := decide.Input{Cert: c, Record: a.state.Get(c.Name), Policy: policy, RenewBefore: a.cfg.RenewBefore, Node: a.node, Now: now}
+		in := decide.Input{Cert: c, Record: a.state.Get(c.Name), Policy: policy, RenewBefore: a.cfg.RenewBefore, Node: a.node, Now: now, Rotating: rotating[c.Name]}
 		if c.RenewalPath == inventory.RenewCSR {
 			in.CSRName, in.CSRJob = a.csrJobs[c.Name]
 			if !in.CSRJob {
@@ -234,6 +238,7 @@ func (a *Agent) build(rep *inventory.Report, statuses map[string]*api.RenewalSta
 		s.Certificates = append(s.Certificates, cs)
 	}
 	s.Daemon = a.healthSnapshot()
+	s.CARotation = a.ca.status
 	return s
 }
 

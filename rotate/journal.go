@@ -134,12 +134,7 @@ func unfinished(state string) bool {
 
 // backupDirs returns the transaction directories, oldest first.
 func backupDirs(root *pki.Root, backupDir string) []string {
-	d, err := root.OpenDir(backupDir)
-	if err != nil {
-		return nil
-	}
-	entries, err := d.ReadDir()
-	d.Close()
+	entries, err := root.ReadDir(backupDir)
 	if err != nil {
 		return nil
 	}
@@ -294,7 +289,7 @@ func (j *journal) entryConsistent(e journalEntry) bool {
 		paths = append(paths, f.Path)
 	}
 	d, err := c.decode(c.fromJournal(Target{Name: e.Name, Storage: e.Storage, User: e.User}, paths), files)
-	return err == nil && pki.KeyMatches(d.cert, d.key)
+	return err == nil && (keyless(e.Storage) || pki.KeyMatches(d.cert, d.key))
 }
 
 // rollBack restores entries from the backup: those named in only, or all

@@ -1,6 +1,7 @@
 package rotate
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -54,6 +55,45 @@ type LocalCA struct {
 	Name string
 	Cert *x509.Certificate
 	Key  crypto.Signer
+	// Previous are the other CA certificates of the same subject bundled
+	// in the CA's certificate file: during a rotation (`certagent ca
+	// rotate`), the CA being replaced once Key is the new one's.
+	// Certificates they issued are re-signed by Cert; none of them ever
+	// signs.
+	Previous []*x509.Certificate
+}
+
+// Issued reports whether c was signed by the CA or by a CA it replaces.
+func (ca *LocalCA) Issued(c *x509.Certificate) bool {
+	if pki.SignedBy(c, ca.Cert) {
+		return true
+	}
+	for _, p := range ca.Previous {
+		if pki.SignedBy(c, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// PickCA returns the certificate of a CA file that key belongs to and the
+// other CA certificates of the same subject in it: a CA file is a bundle
+// while a CA is being rotated, and the one signed with need not be first.
+func PickCA(certs []*x509.Certificate, key crypto.Signer) (cert *x509.Certificate, previous []*x509.Certificate) {
+	for _, c := range certs {
+		if cert == nil && pki.KeyMatches(c, key) {
+			cert = c
+		}
+	}
+	if cert == nil {
+		return nil, nil
+	}
+	for _, c := range certs {
+		if c != cert && pki.IsCA(c) && bytes.Equal(c.RawSubject, cert.RawSubject) {
+			previous = append(previous, c)
+		}
+	}
+	return cert, previous
 }
 
 // LoadLocalCA reads a CA certificate and key through root and refuses a
@@ -85,13 +125,14 @@ func LoadLocalCA(root *pki.Root, name, certPath, keyPath string) (*LocalCA, erro
 	if err != nil {
 		return nil, fmt.Errorf("CA %s: %s: %w", name, keyPath, err)
 	}
-	if !pki.KeyMatches(b.Certs[0], key) {
+	cert, previous := PickCA(b.Certs, key)
+	if cert == nil {
 		return nil, fmt.Errorf("CA %s: %w: %s is not the key of %s", name, ErrUnsafeCAKey, keyPath, certPath)
 	}
-	if !pki.IsCA(b.Certs[0]) {
+	if !pki.IsCA(cert) {
 		return nil, fmt.Errorf("CA %s: %s is not a CA certificate", name, certPath)
 	}
-	return &LocalCA{Name: name, Cert: b.Certs[0], Key: key}, nil
+	return &LocalCA{Name: name, Cert: cert, Key: key, Previous: previous}, nil
 }
 
 // Policy says how a renewed certificate differs from the one it replaces.
@@ -148,7 +189,7 @@ var oidSAN = asn1.ObjectIdentifier{2, 5, 29, 17}
 // the same key usages and extended key usages; a new serial, a new
 // validity that never outlives the CA, and key identifiers for the new key.
 func (ca *LocalCA) Reissue(old *x509.Certificate, pub crypto.PublicKey, now time.Time, validity time.Duration) (*x509.Certificate, error) {
-	if !pki.SignedBy(old, ca.Cert) {
+	if !ca.Issued(old) {
 		return nil, fmt.Errorf("%w %s", ErrNotIssuedBy, ca.Name)
 	}
 	if validity <= 0 {
@@ -184,6 +225,10 @@ func (ca *LocalCA) Reissue(old *x509.Certificate, pub crypto.PublicKey, now time
 	}
 	return x509.ParseCertificate(der)
 }
+
+// SubjectKeyID is the key identifier certagent gives a new key: the
+// SHA-1 of its public key bits (RFC 5280 method 1).
+func SubjectKeyID(pub crypto.PublicKey) []byte { return subjectKeyID(pub) }
 
 // subjectKeyID is the SHA-1 of the public key bits (RFC 5280 method 1).
 func subjectKeyID(pub crypto.PublicKey) []byte {

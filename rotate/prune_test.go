@@ -209,3 +209,84 @@ func TestPruneNeverRemovesUnfinished(t *testing.T) {
 		t.Fatalf("unfinished transaction pruned: %v", got)
 	}
 }
+
+// TestPruneSparesATransactionBeingMade: another process prunes (keep 0)
+// while a transaction has just made its backup directory and not yet
+// locked it. The directory is not Prune's to take: the renewal completes
+// and its backup is there; a directory left by a crash at that point is
+// removed by the next Prune.
+func TestPruneSparesATransactionBeingMade(t *testing.T) {
+	root, ca, _ := node(t)
+	res, err := renewAt(root, ca, now, hookFunc(func(step string) {
+		if step == "backup-dir-made" {
+			Prune(root, DefaultBackupDir, 0)
+		}
+	}))
+	if err != nil || len(res) != 1 || res[0].Err != nil {
+		t.Fatalf("renewal with a concurrent prune: %v %+v", err, res)
+	}
+	if got := backupDirs(root, DefaultBackupDir); len(got) != 1 {
+		t.Fatalf("backups after the renewal: %v, want its own", got)
+	}
+	func() {
+		defer func() { recover() }()
+		renewAt(root, ca, now.Add(time.Hour), panicAt("backup-dir-made"))
+	}()
+	dir := filepath.Join(root.Dir(), DefaultBackupDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".making-") {
+			left++
+			Prune(root, DefaultBackupDir, 1) // too young: it may be about to be locked
+			if _, err := os.Stat(filepath.Join(dir, e.Name())); err != nil {
+				t.Errorf("a directory made a moment ago was removed: %v", err)
+			}
+			old := time.Now().Add(-2 * time.Minute)
+			os.Chtimes(filepath.Join(dir, e.Name()), old, old)
+		}
+	}
+	if left != 1 {
+		t.Fatalf("%d directories left by the crash, want 1", left)
+	}
+	Prune(root, DefaultBackupDir, 1)
+	if entries, err = os.ReadDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".making-") {
+			t.Errorf("%s left behind by a crash before the transaction began", e.Name())
+		}
+	}
+}
+
+// TestBackupDirNeverShared: two renewals at the same instant (a clock
+// that did not move, or went back to a crashed attempt's time) each get
+// a backup directory of their own, and each restores what it replaced.
+func TestBackupDirNeverShared(t *testing.T) {
+	root, ca, _ := node(t)
+	tg := Target{Name: "apiserver", Storage: StoragePair, CertPath: "/etc/kubernetes/pki/apiserver.crt", KeyPath: "/etc/kubernetes/pki/apiserver.key", CA: ca}
+	renew := func() ([]Result, error) {
+		return Renew(context.Background(), Options{Root: root, Now: now, KeepBackups: 5}, []Target{tg})
+	}
+	first, err := renew()
+	if err != nil || first[0].Err != nil {
+		t.Fatalf("%v %+v", err, first)
+	}
+	second, err := renew()
+	if err != nil || second[0].Err != nil {
+		t.Fatalf("%v %+v", err, second)
+	}
+	if first[0].Backup == second[0].Backup {
+		t.Fatalf("both renewals wrote into %s", first[0].Backup)
+	}
+	for _, r := range []Result{first[0], second[0]} {
+		j, err := loadJournal(root, r.Backup)
+		if err != nil || !j.restorable() {
+			t.Errorf("%s: %v", r.Backup, err)
+		}
+	}
+}

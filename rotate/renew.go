@@ -10,6 +10,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/certagent/certagent/rotate/pki"
@@ -76,8 +77,7 @@ func Renew(ctx context.Context, opts Options, targets []Target) ([]Result, error
 	var txErr error
 	var dir string
 	if len(ready) > 0 && ctx.Err() == nil {
-		dir = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
-		if txErr = runTx(opts, dir, ready); txErr != nil {
+		if dir, txErr = runTx(opts, ready); txErr != nil {
 			for _, p := range ready {
 				if p.err == nil {
 					p.err = txErr
@@ -126,8 +126,7 @@ func install(opts Options, t Target, cur *current, certs []*x509.Certificate, ke
 		return r, err
 	}
 	p := &prepared{t: t, cur: cur, cert: certs[0], key: key, files: files}
-	r.Backup = path.Join(opts.BackupDir, BackupPrefix+opts.Now.UTC().Format("20060102T150405.000000000Z"))
-	err = runTx(opts, r.Backup, []*prepared{p})
+	r.Backup, err = runTx(opts, []*prepared{p})
 	if err == nil {
 		err = p.err
 	}
@@ -166,7 +165,7 @@ func prepare(opts Options, p *prepared) error {
 		return err
 	}
 	p.cur = cur
-	if !pki.SignedBy(cur.cert, t.CA.Cert) {
+	if !t.CA.Issued(cur.cert) {
 		return fmt.Errorf("%w %s", ErrNotIssuedBy, t.CA.Name)
 	}
 	key := cur.key
@@ -224,41 +223,102 @@ func Prune(root *pki.Root, backupDir string, keep int) {
 	for _, d := range drop {
 		removeBackup(root, d)
 	}
+	removeUnmade(root, backupDir)
 }
 
-// runTx commits ps in a transaction whose backup directory is dir. The
-// directory is locked (flock) while the transaction runs, so that Repair
-// and Prune, in this process or another, leave a live transaction alone;
-// a crash releases the lock.
-func runTx(opts Options, dir string, ps []*prepared) error {
-	unlock, err := mkBackupDir(opts.Root, dir)
+// removeUnmade removes the directories of transactions that crashed
+// before they began (made by mkBackupDir, never renamed into place):
+// they hold nothing. One made in the last minute may be between its
+// mkdir and its lock: it stays, as does one that is locked.
+func removeUnmade(root *pki.Root, backupDir string) {
+	d, err := root.OpenDir(backupDir)
 	if err != nil {
-		return err
+		return
+	}
+	entries, err := d.ReadDir()
+	d.Close()
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), ".making-") {
+			continue
+		}
+		dir := path.Join(backupDir, e.Name())
+		if info, err := e.Info(); err != nil || time.Since(info.ModTime()) < time.Minute {
+			continue
+		}
+		if unlock, ok := lockTx(root, dir); ok {
+			unlock()
+			removeBackup(root, dir)
+		}
+	}
+}
+
+// runTx commits ps in a transaction and returns its backup directory
+// (under opts.BackupDir, named after opts.Now). The directory is locked
+// (flock) while the transaction runs, so that Repair and Prune, in this
+// process or another, leave a live transaction alone; a crash releases
+// the lock.
+func runTx(opts Options, ps []*prepared) (dir string, err error) {
+	dir, unlock, err := mkBackupDir(opts.Root, opts.BackupDir, opts.Now, opts.Hooks)
+	if err != nil {
+		return "", err
 	}
 	defer unlock()
 	tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks}
-	return tx.commit(ps)
+	return dir, tx.commit(ps)
 }
 
 // mkBackupDir makes a transaction's backup directory (0700) inside the
-// root and locks it.
-func mkBackupDir(root *pki.Root, dir string) (unlock func(), err error) {
-	d, err := root.MkdirAll(dir, 0o700)
+// root, locked. It is made under a name that Prune and Repair do not
+// list, locked, and only then renamed into place: another process never
+// sees it unlocked, so it never takes it for a failed attempt. A name
+// already taken (another transaction at the same instant, or one a
+// crash left at a clock that went back) gets a suffix: no transaction
+// ever writes into another's directory.
+func mkBackupDir(root *pki.Root, backupDir string, now time.Time, hooks Hooks) (dir string, unlock func(), err error) {
+	name := BackupPrefix + now.UTC().Format("20060102T150405.000000000Z")
+	making := path.Join(backupDir, ".making-"+name)
+	d, err := root.MkdirAll(making, 0o700)
 	if err != nil {
-		return nil, fmt.Errorf("backup directory: %w", err)
+		return "", nil, fmt.Errorf("backup directory: %w", err)
 	}
 	defer d.Close()
 	if err := d.Chmod(0o700); err != nil {
-		return nil, fmt.Errorf("backup directory: %w", err)
+		return "", nil, fmt.Errorf("backup directory: %w", err)
+	}
+	if hooks != nil {
+		hooks.Step("backup-dir-made")
 	}
 	unlock, ok, err := d.TryLock()
 	if err == nil && !ok {
 		err = errors.New("in use by another transaction")
 	}
 	if err != nil {
-		return nil, fmt.Errorf("backup directory %s: %w", dir, err)
+		return "", nil, fmt.Errorf("backup directory %s: %w", making, err)
 	}
-	return unlock, nil
+	// Not empty when renamed: rename(2) replaces an empty directory but
+	// fails on one that is not, so a name already taken is never
+	// replaced, and the loop tries the next.
+	if err := d.WriteFile("claimed", nil, 0o600, os.Geteuid(), os.Getegid()); err != nil {
+		unlock()
+		return "", nil, fmt.Errorf("backup directory %s: %w", making, err)
+	}
+	for i := 0; i < 100; i++ {
+		dir = path.Join(backupDir, name)
+		if i > 0 {
+			dir += fmt.Sprintf("-%d", i)
+		}
+		if err = root.Rename(making, dir); err == nil {
+			return dir, unlock, nil
+		}
+		if !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+			break
+		}
+	}
+	unlock()
+	return "", nil, fmt.Errorf("backup directory %s: %w", dir, err)
 }
 
 // lockTx locks a transaction's backup directory, unless a live

@@ -7,6 +7,7 @@ package api
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -35,6 +36,52 @@ type Status struct {
 	KeyPairs     []*inventory.KeyPair     `json:"keyPairs"`
 	Problems     []inventory.Problem      `json:"problems"`
 	Daemon       Health                   `json:"daemon"`
+	// CARotation is this node's part in a CA rotation (absent when the
+	// cluster has none).
+	CARotation *CARotationStatus `json:"caRotation,omitempty"`
+}
+
+// CA rotation states of a node.
+const (
+	RotationInProgress = "in-progress"
+	RotationDone       = "done"
+	RotationBlocked    = "blocked"
+)
+
+// CARotationStatus is a node's part in a CA rotation (`certagent ca
+// rotate`): the phase the cluster asks for, where the node is, and what
+// is left on it.
+type CARotationStatus struct {
+	CA string `json:"ca"` // ca, etcd-ca or front-proxy-ca
+	ID string `json:"id"` // SHA-256 of the new CA certificate
+	// Phase is the cluster's (the ConfigMap's); NodePhase this node's.
+	Phase     string `json:"phase"`
+	NodePhase string `json:"nodePhase"`
+	// State is in-progress, done or blocked (NodePhase).
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
+	// Left is what remains on this node; Blocked says why it cannot go on.
+	Left    []string `json:"left,omitempty"`
+	Blocked string   `json:"blocked,omitempty"`
+}
+
+// line is the rotation's line in the table.
+func (r *CARotationStatus) line(now time.Time) string {
+	out := fmt.Sprintf("ca rotation: %s %s (cluster %s), node %s %s for %s", r.CA, short(r.ID), r.Phase, r.NodePhase, r.State, inventory.Human(now.Sub(r.Since)))
+	switch {
+	case r.Blocked != "":
+		out += ": " + r.Blocked
+	case len(r.Left) > 0:
+		out += fmt.Sprintf("; left: %s", strings.Join(r.Left, ", "))
+	}
+	return out
+}
+
+func short(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }
 
 // CertStatus is a certificate as check reports it, plus what the agent
@@ -192,6 +239,9 @@ func (s *Status) WriteTable(w io.Writer, now time.Time) error {
 	}
 	if c := d.Coordination; c != nil {
 		fmt.Fprintln(w, c.line(now))
+	}
+	if r := s.CARotation; r != nil {
+		fmt.Fprintln(w, r.line(now))
 	}
 	for _, e := range d.WatchErrors {
 		fmt.Fprintf(w, "watch error: %s\n", e)

@@ -73,3 +73,29 @@ func TestStatusCoordination(t *testing.T) {
 		t.Errorf("coordination in the JSON while nothing waits:\n%s", data)
 	}
 }
+
+// TestCARotationLine: a rotation is one table line and a caRotation
+// object; without one, neither.
+func TestCARotationLine(t *testing.T) {
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := &Status{Daemon: Health{StartedAt: now}}
+	var b bytes.Buffer
+	s.WriteTable(&b, now)
+	data, _ := json.Marshal(s)
+	if strings.Contains(b.String(), "ca rotation") || strings.Contains(string(data), "caRotation") {
+		t.Fatalf("a rotation shown without one:\n%s\n%s", b.String(), data)
+	}
+	s.CARotation = &CARotationStatus{CA: "ca", ID: "0123456789abcdef", Phase: "reissue", NodePhase: "reissue", State: RotationInProgress,
+		Since: now.Add(-90 * time.Second), Left: []string{"restart kubelet"}}
+	b.Reset()
+	s.WriteTable(&b, now)
+	if want := "ca rotation: ca 0123456789ab (cluster reissue), node reissue in-progress for 90s; left: restart kubelet\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("table:\n%s\nwant %q", b.String(), want)
+	}
+	data, _ = json.Marshal(s)
+	for _, f := range []string{`"caRotation":{"ca":"ca"`, `"nodePhase":"reissue"`, `"state":"in-progress"`, `"left":["restart kubelet"]`} {
+		if !strings.Contains(string(data), f) {
+			t.Errorf("JSON lacks %s: %s", f, data)
+		}
+	}
+}

@@ -293,8 +293,16 @@ func localCAFor(root *pki.Root, c *inventory.Certificate, rep *inventory.Report)
 	if !c.CAKeyPresent || rep == nil {
 		return nil
 	}
+	path := ""
 	for _, au := range rep.Authorities {
-		if au.Name == c.CAName && au.Key != nil {
+		if au.Name == c.CAName {
+			path = au.Path
+		}
+	}
+	// The CA's own entry, or (a CA being rotated, bundled in the file of
+	// its successor) the entry of the file's CA, whose key re-signs it.
+	for _, au := range rep.Authorities {
+		if au.Path == path && au.Key != nil && au.Key.Present {
 			if ca, err := rotate.LoadLocalCA(root, au.Name, au.Path, au.Key.Path); err == nil {
 				return ca
 			}

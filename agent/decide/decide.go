@@ -38,7 +38,10 @@ type Input struct {
 	// CSRName names its request once made.
 	CSRJob  bool
 	CSRName string
-	Now     time.Time
+	// Rotating, when set, renews the certificate now, due or not, for
+	// this reason: the CA that issued it is being replaced.
+	Rotating string
+	Now      time.Time
 }
 
 // Ownership says whether the kubelet rotates a certificate and when
@@ -173,6 +176,12 @@ func renewable(d *Decision, in Input, st state.Cert) {
 		rs.State, rs.NextAction, rs.NextActionAt, rs.Reason = api.StateFailed, "retry", timePtr(st.NextAttempt), st.LastError
 		if expired {
 			rs.State = api.StateExpired
+		}
+	case in.Rotating != "":
+		rs.State, rs.NextAction, rs.NextActionAt, rs.Reason = api.StateRenewing, "renew", timePtr(now), in.Rotating
+		d.Action = RenewLocal
+		if c.RenewalPath == inventory.RenewCSR {
+			d.Action = RenewCSR
 		}
 	case !now.Before(deadline):
 		rs.State, rs.NextAction, rs.NextActionAt = api.StateRenewing, "renew", timePtr(now)

@@ -125,7 +125,7 @@ func (s *scanner) link(fd *found) {
 	info := fd.info
 	if a := fd.issuer; a != nil {
 		info.CAName, info.CAPath = a.info.Name, a.info.Path
-		info.CAKeyPresent = a.keyOK
+		info.CAKeyPresent = a.keyOK || a.partner
 		info.ExternallyManaged = !a.keyHere && !a.bundled
 	}
 	switch {
@@ -139,7 +139,7 @@ func (s *scanner) link(fd *found) {
 		info.RenewalPath = RenewSelfSigned
 	case info.Name == "kubelet-client-current" || info.Name == "kubelet-serving" || fd.csr:
 		info.RenewalPath = RenewCSR
-	case fd.issuer != nil && fd.issuer.keyHere && !fd.issuer.bundled:
+	case fd.issuer != nil && (fd.issuer.keyHere && !fd.issuer.bundled || fd.issuer.partner):
 		// A CA key that is here but unusable (mismatched, unreadable) still
 		// means local renewal: it fails with the reason, not silently.
 		info.RenewalPath = RenewLocalCA

@@ -76,6 +76,11 @@ func (s *scanner) discover() ([]candidate, []Problem) {
 		add(candidate{name: ca[0], path: path.Join(cfg.PKIDir, ca[1]+".crt"),
 			keyPath: path.Join(cfg.PKIDir, ca[1]+".key"), ca: true})
 	}
+	// A CA rotation's new CA, staged next to the CA until it ends.
+	for _, ca := range kubeadmCAs {
+		add(candidate{name: ca[0] + "-next", path: path.Join(cfg.PKIDir, ca[1]+".next.crt"),
+			keyPath: path.Join(cfg.PKIDir, ca[1]+".next.key"), ca: true})
+	}
 	for _, l := range kubeadmLeaves {
 		add(candidate{name: l[0], path: path.Join(cfg.PKIDir, l[1]+".crt"),
 			keyPath: path.Join(cfg.PKIDir, l[1]+".key"), expectKey: true})

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -68,7 +69,11 @@ type authority struct {
 	// wellKnown: bundled in a well-known CA file (ca.crt...), whose chain
 	// may issue other files' certificates.
 	wellKnown bool
-	id        [sha256.Size]byte // digest of the whole certificate, once matching starts
+	// partner: bundled in a well-known CA file with the same subject as
+	// the file's own CA, whose key is here: the CA it replaces during a
+	// rotation, whose certificates that key re-signs.
+	partner bool
+	id      [sha256.Size]byte // digest of the whole certificate, once matching starts
 }
 
 // found is one certificate out of a file, before assessment.
@@ -302,6 +307,7 @@ func (s *scanner) read(c candidate, order int) *result {
 	for i, cc := range b.Certs[1:] {
 		info := s.describe(fmt.Sprintf("%s#%d", name, i+1), c.path, f.Resolved, kind, cc)
 		a := &authority{info: info, cert: cc, bundled: true, wellKnown: c.ca}
+		a.partner = c.ca && fd.info.IsCA && fd.info.Key != nil && fd.info.Key.Matches && bytes.Equal(cc.RawSubject, b.Certs[0].RawSubject)
 		if pki.IsCA(cc) {
 			r.chain = append(r.chain, a)
 		}

@@ -6,13 +6,18 @@
 package kubeclient
 
 import (
+	"context"
 	"crypto/x509"
 	"fmt"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/certagent/certagent/agent/carotate"
 
 	"github.com/certagent/certagent/agent/csrrenew"
 	"github.com/certagent/certagent/agent/report"
@@ -69,4 +74,30 @@ func ForReport(root *pki.Root, kubeconfig string) report.ClientFunc {
 		}
 		return report.Clientset(cs), nil
 	}
+}
+
+// CARotation reads the cluster's CA rotation (the ConfigMap
+// kube-system/certagent-ca-rotation) with the credential in kubeconfig (a
+// node path), read again at every call: one GET. No ConfigMap, or no
+// right to read it (the Role that lets nodes read it comes with a
+// rotation), is no rotation.
+type CARotation struct {
+	Root       *pki.Root
+	Kubeconfig string
+}
+
+// Rotation implements canode.Source.
+func (s CARotation) Rotation(ctx context.Context) (*carotate.Cluster, error) {
+	cs, _, err := New(s.Root, s.Kubeconfig, nil)
+	if err != nil {
+		return nil, err
+	}
+	cm, err := cs.CoreV1().ConfigMaps(carotate.Namespace).Get(ctx, carotate.ConfigMapName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err), apierrors.IsForbidden(err):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return carotate.Parse(cm.Data)
 }

@@ -30,6 +30,11 @@ const (
 	MsgCoordAcquired = "7d2a9c4e1b6f4a3d8e0c2b5f7a9d1c36"
 	MsgCoordAPIDown  = "e5b1f3a7c9d24b6e8f0a2c4d6e8b0f13"
 	MsgCoordLocal    = "a8c6e4b2d0f84e1a9c7b5d3f1e2a4c69"
+	// A node's part in a CA rotation (`certagent ca rotate`): a phase
+	// begun on this node, done on it, or blocked (REASON says why).
+	MsgCAPhaseStart   = "1c38487c6984414e979d65264ae0b2c5"
+	MsgCAPhaseDone    = "c1fd021ba14f4255a770e623eb9c7834"
+	MsgCAPhaseBlocked = "caaf537c59104a4b89d233449355b0fb"
 )
 
 // Cert returns the journal fields of a certificate event. Nothing here

@@ -232,6 +232,15 @@ func (b *builder) ca(c *inventory.Certificate) caResult {
 			auth = a
 		}
 	}
+	if auth != nil && auth.Key == nil {
+		// A CA bundled in a CA file whose own CA's key is here (a
+		// rotation's old CA): that key re-signs what it issued.
+		for _, a := range b.rep.Authorities {
+			if a.Path == auth.Path && a.Key != nil && a.Key.Present {
+				auth = a
+			}
+		}
+	}
 	var r caResult
 	if auth == nil || auth.Key == nil || !auth.Key.Present {
 		r.err = fmt.Errorf("CA %s: %w", c.CAName, rotate.ErrExternalCA)

@@ -6,6 +6,7 @@ package report
 import (
 	"context"
 	"errors"
+	"sort"
 	"sync"
 	"time"
 
@@ -38,11 +39,13 @@ type Reporter struct {
 	// Clock stamps events and condition times (default the real clock).
 	Clock clock.Clock
 
-	mu      sync.Mutex // guards node, pending, cond, sent and clientErr
+	mu      sync.Mutex // guards node, pending, conds, sent and clientErr
 	node    string
 	pending []nodeEvent
-	cond    *condition
-	sent    *sentCondition
+	// conds are the conditions to have, sent those the API server
+	// accepted, by type.
+	conds map[string]condition
+	sent  map[string]*sentCondition
 	// clientErr says why no client could be built.
 	clientErr string
 	wake      chan struct{}
@@ -110,13 +113,35 @@ func (r *Reporter) Event(typ, reason, message string) {
 
 // Condition sets the Node condition (sent when it changes).
 func (r *Reporter) Condition(healthy bool, reason, message string) {
+	r.SetCondition(ConditionType, healthy, reason, message)
+}
+
+// SetCondition sets a Node condition of another type certagent keeps
+// (a CA rotation's progress), sent when it changes.
+func (r *Reporter) SetCondition(typ string, status bool, reason, message string) {
 	if r == nil {
 		return
 	}
 	r.mu.Lock()
-	r.cond = &condition{healthy, reason, message}
+	if r.conds == nil {
+		r.conds, r.sent = map[string]condition{}, map[string]*sentCondition{}
+	}
+	r.conds[typ] = condition{status, reason, message}
 	r.mu.Unlock()
 	r.poke()
+}
+
+// changedConditions lists the types whose condition differs from what
+// was sent, in a stable order.
+func (r *Reporter) changedConditions() []string {
+	var out []string
+	for typ, c := range r.conds {
+		if s := r.sent[typ]; s == nil || s.condition != c {
+			out = append(out, typ)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (r *Reporter) buffer() int {
@@ -187,26 +212,28 @@ func (r *Reporter) Flush(ctx context.Context) {
 		r.mu.Unlock()
 	}
 	r.mu.Lock()
-	cond, sent := r.cond, r.sent
+	types := r.changedConditions()
 	r.mu.Unlock()
-	if cond == nil || (sent != nil && sent.condition == *cond) {
-		return
+	for _, typ := range types {
+		r.mu.Lock()
+		cond, sent := r.conds[typ], r.sent[typ]
+		r.mu.Unlock()
+		next, err := r.sendCondition(ctx, c, node, typ, cond, sent)
+		if err != nil {
+			r.log.WithField("REASON", err.Error()).Debug("node condition not sent yet")
+			return
+		}
+		r.mu.Lock()
+		r.sent[typ] = next
+		r.mu.Unlock()
 	}
-	next, err := r.sendCondition(ctx, c, node, *cond, sent)
-	if err != nil {
-		r.log.WithField("REASON", err.Error()).Debug("node condition not sent yet")
-		return
-	}
-	r.mu.Lock()
-	r.sent = next
-	r.mu.Unlock()
 }
 
 // hasWork reports whether events wait or the condition changed.
 func (r *Reporter) hasWork() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.pending) > 0 || (r.cond != nil && (r.sent == nil || r.sent.condition != *r.cond))
+	return len(r.pending) > 0 || len(r.changedConditions()) > 0
 }
 
 // setClientErr records why no client could be built (nil: one was), and
@@ -264,19 +291,19 @@ func event(node string, ev nodeEvent) *corev1.Event {
 // when the status flips (API conventions); lastHeartbeatTime is the time
 // of this send. With nothing sent since the start, the Node's own
 // condition tells whether the status flips.
-func (r *Reporter) sendCondition(ctx context.Context, c NodeClient, node string, cond condition, sent *sentCondition) (*sentCondition, error) {
+func (r *Reporter) sendCondition(ctx context.Context, c NodeClient, node, typ string, cond condition, sent *sentCondition) (*sentCondition, error) {
 	now := r.now()
 	next := &sentCondition{condition: cond, transition: now}
 	switch {
 	case sent != nil && sent.healthy == cond.healthy:
 		next.transition = sent.transition
 	case sent == nil:
-		if prev, err := c.Condition(ctx, node, ConditionType); err == nil && prev != nil && prev.Status == status(cond.healthy) && !prev.LastTransitionTime.IsZero() {
+		if prev, err := c.Condition(ctx, node, typ); err == nil && prev != nil && prev.Status == status(cond.healthy) && !prev.LastTransitionTime.IsZero() {
 			next.transition = prev.LastTransitionTime.Time
 		}
 	}
 	err := c.PatchCondition(ctx, node, corev1.NodeCondition{
-		Type: ConditionType, Status: status(cond.healthy), Reason: cond.reason, Message: cond.message,
+		Type: corev1.NodeConditionType(typ), Status: status(cond.healthy), Reason: cond.reason, Message: cond.message,
 		LastHeartbeatTime: metav1.NewTime(now), LastTransitionTime: metav1.NewTime(next.transition),
 	})
 	if err != nil {

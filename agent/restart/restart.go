@@ -406,3 +406,64 @@ func (r *Restarter) Coordination() *api.CoordinationStatus {
 	}
 	return nil
 }
+
+// Components lists the names of the components certagent restarts, in
+// restart order.
+func Components(cfg *config.Config) []string {
+	var out []string
+	for _, c := range components(cfg) {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+// RestartComponents restarts the named components, not because of a
+// renewed certificate but because a file they read changed (a trust
+// bundle of a CA rotation): in the usual order, one at a time, static
+// pods each behind the Gate, each confirmed healthy before the next. A
+// component whose manifest is absent is skipped (no entry). It returns
+// every component it restarted or skipped with nil, and the error of the
+// others; nothing is rolled back.
+func (r *Restarter) RestartComponents(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	out := map[string]error{}
+	for _, comp := range components(cfg) {
+		if !want[comp.Name] {
+			continue
+		}
+		delete(want, comp.Name)
+		if comp.Unit == "" && !r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest)) {
+			out[comp.Name] = nil
+			continue
+		}
+		release := func() {}
+		if comp.Unit == "" && r.Gate != nil {
+			rel, err := r.Gate.Acquire(ctx, cfg, comp.Name, ping)
+			if err != nil {
+				out[comp.Name] = fmt.Errorf("no turn to restart %s: %w", comp.Name, err)
+				continue
+			}
+			release = rel
+		}
+		err := r.restartOne(ctx, cfg, comp, nil, ping)
+		release()
+		r.note(comp.Name, err)
+		fields := logrus.Fields{"COMPONENT": comp.Name, "UNIT": comp.Unit, "MESSAGE_ID": logfields.MsgRestartDone}
+		if err != nil {
+			fields["MESSAGE_ID"], fields["REASON"] = logfields.MsgRestartFailed, err.Error()
+			r.Log.WithFields(fields).Error("restart to load changed trust bundles failed")
+		} else {
+			r.Log.WithFields(fields).Info("restarted to load changed trust bundles")
+		}
+		out[comp.Name] = err
+	}
+	for n := range want {
+		out[n] = fmt.Errorf("no component %q", n)
+	}
+	return out
+}

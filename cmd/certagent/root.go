@@ -34,7 +34,7 @@ health and renews them before they expire.`,
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: fmt.Errorf("%w\nsee '%s --help'", err, c.CommandPath())}
 	})
-	cmd.AddCommand(newCheckCommand(g), newRenewCommand(g), newRunCommand(g), newStatusCommand(g), newVersionCommand(), newDemoCommand(), newManCommand())
+	cmd.AddCommand(newCheckCommand(g), newRenewCommand(g), newRunCommand(g), newStatusCommand(g), newCACommand(g), newVersionCommand(), newDemoCommand(), newManCommand())
 	return cmd
 }
 

@@ -119,9 +119,10 @@ func runAgent(ctx context.Context, g *globalFlags, f *agentFlags) error {
 		Root: root, LoadConfig: load, StateDir: stateDir, Socket: socket,
 		Clock: clock.RealClock{}, Log: log, Notifier: testNotifier(systemd.Notifier{}), Version: version,
 		Watchdog: systemd.WatchdogInterval(), Group: cfg.Agent.Group,
-		Restarter: restarter,
-		CSR:       csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root), Hooks: testHooks()},
-		Hooks:     testHooks(),
+		Restarter:  restarter,
+		CSR:        csrrenew.Renewer{Root: root, Client: kubeclient.ForCSR(root), Hooks: testHooks()},
+		Hooks:      testHooks(),
+		CARotation: kubeclient.CARotation{Root: root, Kubeconfig: cfg.Kubelet.Kubeconfig},
 	}
 	if os.Getenv("GOMEMLIMIT") == "" {
 		opts.MemoryLimit = softMemoryLimit

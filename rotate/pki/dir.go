@@ -75,6 +75,16 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// ReadDir lists the directory at nodePath, resolved inside the root.
+func (r *Root) ReadDir(nodePath string) ([]fs.DirEntry, error) {
+	d, err := r.OpenDir(nodePath)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.ReadDir()
+}
+
 // MkdirAll makes nodePath a directory with its missing parents, each with
 // mode perm, and opens it. Existing components may be links; they are
 // followed inside the root. An existing directory keeps its mode.

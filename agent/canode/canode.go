@@ -1,0 +1,330 @@
+// Package canode is a node's daemon in a CA rotation: it takes the phase
+// the cluster asks for (the ConfigMap kube-system/certagent-ca-rotation,
+// read through a Source built in cmd), checks the new CA, and converges
+// its node to that phase: trust bundles given the new CA, the signer
+// switched and certificates re-issued, the old CA dropped, with the
+// restarts each needs. It records its intent in the state directory
+// before it changes a file, so a daemon killed at any point finishes the
+// phase when it starts again, restarting only what was still pending.
+// What it reports goes on the Node condition CertagentCARotation.
+package canode
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/carotate"
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/logfields"
+	"github.com/certagent/certagent/rotate"
+	ca "github.com/certagent/certagent/rotate/carotate"
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+// Source reads the rotation the cluster asks for, with the node's own
+// credential.
+type Source interface {
+	// Rotation returns the rotation; nil (and no error) when there is none.
+	Rotation(ctx context.Context) (*carotate.Cluster, error)
+}
+
+// Restarter restarts named components, confirmed healthy
+// (restart.Restarter.RestartComponents).
+type Restarter interface {
+	RestartComponents(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error
+}
+
+// Leaf is a certificate of the node's scan.
+type Leaf struct {
+	ca.Leaf
+	// CSR: renewed through the cluster (its signer is the controller
+	// manager's), not from a local CA.
+	CSR bool
+	// Fixed: certagent does not renew it here (Why says why).
+	Fixed bool
+	Why   string
+}
+
+// LeavesOf lists a scan's certificates as Converge reads them.
+func LeavesOf(rep *inventory.Report) []Leaf {
+	out := make([]Leaf, 0, len(rep.Certificates))
+	for _, c := range rep.Certificates {
+		l := Leaf{Leaf: ca.Leaf{Name: c.Name, Path: c.Path}, CSR: c.RenewalPath == inventory.RenewCSR}
+		if c.RenewalPath != inventory.RenewCSR && c.RenewalPath != inventory.RenewLocalCA {
+			l.Fixed, l.Why = true, "renewal path "+string(c.RenewalPath)
+			if c.LeftAlone != "" {
+				l.Why += ": " + c.LeftAlone
+			}
+		}
+		if c.Kind == inventory.KindKubeconfigEmbedded {
+			l.User = c.User
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// Node converges one node. Its methods run on the agent's loop only.
+type Node struct {
+	Root *pki.Root
+	// StateDir is the daemon's state directory (a host path).
+	StateDir  string
+	Log       *logrus.Logger
+	Restarter Restarter // nil: nothing is restarted
+	Hooks     rotate.Hooks
+
+	logged map[string]bool // journal lines given, by kind/phase/reason
+}
+
+// Input is what one pass gives the node.
+type Input struct {
+	Cluster *carotate.Cluster
+	Config  *config.Config
+	// Leaves are the certificates of the latest scan.
+	Leaves []Leaf
+	Now    time.Time
+	Ping   func()
+}
+
+// Outcome is what the agent does with a pass's result.
+type Outcome struct {
+	Report carotate.NodeReport
+	Status *api.CARotationStatus
+	// Renew are the certificates to renew now because the CA that
+	// issued them is being replaced (the reissue phase).
+	Renew []string
+}
+
+// RenewReason is the reason a certificate of Outcome.Renew is renewed.
+const RenewReason = "its issuer is being rotated (certagent ca rotate): re-issued from the new CA"
+
+// Converge works the node towards the cluster's phase and says where it
+// stands. A nil Cluster is no rotation: a zero Outcome.
+func (n *Node) Converge(ctx context.Context, in Input) Outcome {
+	c := in.Cluster
+	if c == nil {
+		return Outcome{}
+	}
+	st := &step{n: n, in: in, out: Outcome{Report: carotate.NodeReport{ID: c.ID, Phase: c.Phase}}}
+	st.out.Status = &api.CARotationStatus{CA: c.CA, ID: c.ID, Phase: string(c.Phase), NodePhase: string(c.Phase), Since: c.Since}
+	st.run(ctx)
+	return st.out
+}
+
+// step is one Converge.
+type step struct {
+	n         *Node
+	in        Input
+	out       Outcome
+	it        *Intent
+	old, next *x509.Certificate
+	stem      string
+	left      []string
+	problems  []string
+}
+
+func (s *step) run(ctx context.Context) {
+	c, cfg := s.in.Cluster, s.in.Config
+	var err error
+	if s.stem, err = ca.Stem(c.CA); err != nil {
+		s.block(err.Error())
+		return
+	}
+	if s.old, s.next, err = Verify(c); err != nil {
+		s.block(err.Error())
+		return
+	}
+	s.out.Report.HasNewKey = ca.HasKey(s.n.Root, cfg.PKIDir, s.stem, s.next)
+	if s.it, err = loadIntent(s.n.StateDir); err != nil {
+		s.n.Log.WithField("REASON", err.Error()).Warn("CA rotation record unreadable: the phase is redone")
+	}
+	if s.it.ID != c.ID || s.it.Phase != c.Phase {
+		pending := s.it.Pending
+		if s.it.ID != c.ID {
+			pending = nil
+		}
+		s.it = &Intent{ID: c.ID, CA: c.CA, Phase: c.Phase, Since: s.in.Now.UTC(), Pending: pending}
+		if err := s.it.save(s.n.StateDir); err != nil {
+			s.block(err.Error())
+			return
+		}
+		s.n.journal(logfields.MsgCAPhaseStart, c, "", nil, "CA rotation phase begun")
+	}
+	s.out.Status.Since = s.it.Since
+	if s.it.Done {
+		s.done()
+		return
+	}
+	switch c.Phase {
+	case carotate.Prepare, carotate.Done:
+	case carotate.Trust:
+		s.trust(ctx)
+	case carotate.Reissue:
+		s.reissue(ctx)
+	case carotate.Finish:
+		s.finish(ctx)
+	}
+	s.conclude(ctx)
+}
+
+// conclude runs the pending restarts once nothing else is left, and
+// marks the phase done, blocked or in progress.
+func (s *step) conclude(ctx context.Context) {
+	if len(s.left) == 0 && len(s.problems) == 0 && len(s.it.Pending) > 0 {
+		s.restart(ctx)
+	}
+	for _, p := range s.it.Pending {
+		s.left = append(s.left, "restart "+p)
+	}
+	switch {
+	case len(s.problems) > 0:
+		s.block(strings.Join(s.problems, "; "))
+	case len(s.left) > 0:
+		s.out.Status.State = api.RotationInProgress
+		s.out.Status.Left = s.left
+		s.out.Report.Left = strings.Join(s.left, "; ")
+	default:
+		now := s.in.Now.UTC()
+		s.it.Done, s.it.DoneAt = true, &now
+		if err := s.it.save(s.n.StateDir); err != nil {
+			s.block(err.Error())
+			return
+		}
+		s.n.journal(logfields.MsgCAPhaseDone, s.in.Cluster, "", logrus.Fields{"COMPONENTS": strings.Join(s.it.Restarted, " ")}, "CA rotation phase done on this node")
+		s.done()
+	}
+}
+
+func (s *step) done() {
+	s.out.Report.Done = true
+	s.out.Status.State = api.RotationDone
+	if s.it.DoneAt != nil && s.in.Cluster.Phase == carotate.Done {
+		s.out.Status.Since = *s.it.DoneAt
+	}
+}
+
+func (s *step) block(reason string) {
+	if len(reason) > 800 {
+		reason = reason[:800] + "…"
+	}
+	s.out.Report.Blocked = reason
+	s.out.Report.Done = false
+	s.out.Status.State, s.out.Status.Blocked = api.RotationBlocked, reason
+	s.out.Status.Left = s.left
+	s.n.journal(logfields.MsgCAPhaseBlocked, s.in.Cluster, reason, nil, "CA rotation blocked on this node")
+}
+
+// restart restarts the pending components, and forgets each confirmed.
+func (s *step) restart(ctx context.Context) {
+	cfg := s.in.Config
+	if s.n.Restarter == nil || cfg.Agent.NoRestart {
+		s.n.Log.WithFields(logrus.Fields{"COMPONENTS": strings.Join(s.it.Pending, " "), "REASON": "restarts are off (agent.noRestart)"}).
+			Warn("CA rotation: restart these components by hand so they load the changed trust bundles")
+		s.it.Pending = nil
+		s.save()
+		return
+	}
+	// One at a time, in restart order, each recorded once confirmed: a
+	// daemon killed meanwhile restarts only what was not.
+	for _, name := range restartOrder(s.it.Pending) {
+		err, ok := s.n.Restarter.RestartComponents(ctx, cfg, []string{name}, s.in.Ping)[name]
+		if !ok || err != nil {
+			if err == nil {
+				err = errors.New("not restarted")
+			}
+			s.problems = append(s.problems, fmt.Sprintf("restart %s: %v", name, err))
+			continue
+		}
+		s.it.Pending = slices.DeleteFunc(s.it.Pending, func(p string) bool { return p == name })
+		s.it.addRestarted(name)
+		s.save()
+	}
+}
+
+// restartOrder sorts components in the order they are restarted.
+func restartOrder(names []string) []string {
+	rank := func(n string) int {
+		for i, sp := range staticPods {
+			if sp[0] == n {
+				return i
+			}
+		}
+		if n == "kubelet" {
+			return len(staticPods)
+		}
+		return len(staticPods) + 1
+	}
+	out := slices.Clone(names)
+	slices.SortStableFunc(out, func(a, b string) int { return rank(a) - rank(b) })
+	return out
+}
+
+func (s *step) save() {
+	if err := s.it.save(s.n.StateDir); err != nil {
+		s.problems = append(s.problems, err.Error())
+	}
+}
+
+// Verify checks the rotation's CAs before the node trusts the new one: a
+// CA certificate that may sign, validly self-signed, whose fingerprint is
+// the rotation's id, with the old CA's subject.
+func Verify(c *carotate.Cluster) (old, next *x509.Certificate, err error) {
+	if old, err = onePEM(c.OldCA); err != nil {
+		return nil, nil, fmt.Errorf("oldCA: %w", err)
+	}
+	if next, err = onePEM(c.NewCA); err != nil {
+		return nil, nil, fmt.Errorf("newCA: %w", err)
+	}
+	if got := carotate.Fingerprint(next); got != c.ID {
+		return nil, nil, fmt.Errorf("newCA's fingerprint %s is not the rotation's id %s", got, c.ID)
+	}
+	if err := ca.CheckSuccessor(old, next); err != nil {
+		return nil, nil, err
+	}
+	return old, next, nil
+}
+
+func onePEM(data []byte) (*x509.Certificate, error) {
+	b, err := pki.ParseBundle(data)
+	if err != nil {
+		return nil, err
+	}
+	if len(b.Certs) != 1 || b.Key != nil {
+		return nil, errors.New("not exactly one certificate")
+	}
+	return b.Certs[0], nil
+}
+
+// journal gives a phase's journal line once per rotation, phase and reason.
+func (n *Node) journal(id string, c *carotate.Cluster, reason string, extra logrus.Fields, msg string) {
+	key := id + "/" + c.ID + "/" + string(c.Phase) + "/" + reason
+	if n.logged == nil {
+		n.logged = map[string]bool{}
+	}
+	if n.logged[key] {
+		return
+	}
+	n.logged[key] = true
+	f := logrus.Fields{"MESSAGE_ID": id, "CA_NAME": c.CA, "CA_ROTATION_ID": c.ID, "CA_PHASE": string(c.Phase)}
+	if reason != "" {
+		f["REASON"] = reason
+	}
+	for k, v := range extra {
+		f[k] = v
+	}
+	e := n.Log.WithFields(f)
+	if id == logfields.MsgCAPhaseBlocked {
+		e.Warn(msg)
+	} else {
+		e.Info(msg)
+	}
+}

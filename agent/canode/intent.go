@@ -1,0 +1,85 @@
+package canode
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/google/renameio/v2"
+
+	"github.com/certagent/certagent/agent/carotate"
+)
+
+// IntentFile is the node's record of its part in a rotation, in the
+// daemon's state directory.
+const IntentFile = "ca-rotation.json"
+
+// Intent is written before any file of a phase changes and after each
+// confirmed restart: a daemon killed at any point redoes the phase (its
+// file edits are no-ops once made) and restarts what is still Pending,
+// once.
+type Intent struct {
+	ID    string         `json:"id"`
+	CA    string         `json:"ca"`
+	Phase carotate.Phase `json:"phase"`
+	// Since is when this node began Phase.
+	Since time.Time `json:"since"`
+	// Done: the phase is finished on this node (at DoneAt).
+	Done   bool       `json:"done,omitempty"`
+	DoneAt *time.Time `json:"doneAt,omitempty"`
+	// Pending are the components to restart before the phase is done.
+	Pending []string `json:"pending,omitempty"`
+	// Restarted are the components restarted for this phase, confirmed.
+	Restarted []string `json:"restarted,omitempty"`
+	// Switched: the reissue phase switched this node's signer.
+	Switched bool `json:"switched,omitempty"`
+}
+
+func loadIntent(dir string) (*Intent, error) {
+	data, err := os.ReadFile(filepath.Join(dir, IntentFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &Intent{}, nil
+	}
+	if err != nil {
+		return &Intent{}, err
+	}
+	it := &Intent{}
+	if err := json.Unmarshal(data, it); err != nil {
+		return &Intent{}, fmt.Errorf("%s: %w", IntentFile, err)
+	}
+	return it, nil
+}
+
+// save writes the intent atomically and durably.
+func (it *Intent) save(dir string) error {
+	data, err := json.MarshalIndent(it, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := renameio.WriteFile(filepath.Join(dir, IntentFile), append(data, '\n'), 0o600, renameio.WithTempDir(dir)); err != nil {
+		return fmt.Errorf("write %s: %w", IntentFile, err)
+	}
+	return nil
+}
+
+// addPending adds components to restart, keeping each once.
+func (it *Intent) addPending(names ...string) {
+	for _, n := range names {
+		if !slices.Contains(it.Pending, n) {
+			it.Pending = append(it.Pending, n)
+		}
+	}
+	slices.Sort(it.Pending)
+}
+
+// addRestarted records a confirmed restart.
+func (it *Intent) addRestarted(name string) {
+	if !slices.Contains(it.Restarted, name) {
+		it.Restarted = append(it.Restarted, name)
+	}
+}

@@ -1,0 +1,317 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus/hooks/test"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/canode"
+	"github.com/certagent/certagent/agent/carotate"
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/agent/renewal"
+	"github.com/certagent/certagent/rotate"
+	ca "github.com/certagent/certagent/rotate/carotate"
+	"github.com/certagent/certagent/rotate/pki"
+	"github.com/certagent/certagent/rotate/pki/pkitest"
+	"github.com/certagent/certagent/test/cluster"
+)
+
+// TestCARotationNodeFollowsConfigMap: a worker's daemon, with only the
+// node credential, reads the rotation from the real API server, trusts
+// the new CA, and in reissue asks for its client certificate again; the
+// controller manager still signs with the old CA, so the node stays
+// InProgress, saying what is left, and asks again after a backoff.
+func TestCARotationNodeFollowsConfigMap(t *testing.T) {
+	c := sharedCluster(t)
+	ctx := context.Background()
+	node := "worker-carotation"
+	if _, err := c.Admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	root := makeNode(t, c, nodeOpts{name: node, age: time.Minute, life: 24 * time.Hour})
+	os.WriteFile(filepath.Join(root, "etc/certagent/config.yaml"), []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n"+
+		"agent: {retryInitial: 1s, retryMax: 2s, resyncInterval: 2s}\nkubelet: {rotation: certagent}\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "var/lib/kubelet/config.yaml"), []byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"+
+		"authentication: {x509: {clientCAFile: /etc/kubernetes/pki/ca.crt}}\n"), 0o644)
+	old := clusterCA(t, c)
+	next, _, err := ca.NewCA(old.Cert, old.Key, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Trust, Since: time.Now(), Started: time.Now(),
+		OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Nodes: []string{node}}
+	nodesMayRead(t, c)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: carotate.Namespace, Name: carotate.ConfigMapName}, Data: cl.Data()}
+	if _, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Delete(context.Background(), carotate.ConfigMapName, metav1.DeleteOptions{})
+	})
+	d := startDaemon(t, certagentBin, root, nil)
+	report := func() (carotate.NodeReport, bool) {
+		n, err := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err != nil {
+			return carotate.NodeReport{}, false
+		}
+		for _, cd := range n.Status.Conditions {
+			if string(cd.Type) == carotate.ConditionType {
+				return carotate.ParseCondition(cd.Status == corev1.ConditionTrue, cd.Reason, cd.Message)
+			}
+		}
+		return carotate.NodeReport{}, false
+	}
+	waitFor := func(what string, ok func(carotate.NodeReport) bool) carotate.NodeReport {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			r, found := report()
+			if found && ok(r) {
+				return r
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s: %+v\n%s", what, r, d.log())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor("trust done", func(r carotate.NodeReport) bool { return r.ID == cl.ID && r.Phase == carotate.Trust && r.Done })
+	rootFS, _ := pki.NewRoot(root)
+	bundles, problems := ca.Find(rootFS, ca.Sources{Dirs: []string{"/etc/kubernetes/pki", "/etc/kubernetes"}, Files: []string{"/etc/kubernetes/pki/ca.crt"}}, old.Cert)
+	if len(bundles) < 2 || len(problems) > 0 {
+		t.Fatalf("bundles %d, problems %v", len(bundles), problems)
+	}
+	for _, b := range bundles {
+		if !b.Holds(next) || !b.Certs[0].Equal(old.Cert) {
+			t.Errorf("%s after trust: new CA %v, old first %v", b.Path, b.Holds(next), b.Certs[0].Equal(old.Cert))
+		}
+	}
+	// Reissue: the controller manager signs with the old CA.
+	cl.Phase = carotate.Reissue
+	cm.Data = cl.Data()
+	if _, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r := waitFor("reissue in progress", func(r carotate.NodeReport) bool {
+		return r.Phase == carotate.Reissue && !r.Done && strings.Contains(r.Left, "kubelet-client-current")
+	})
+	if r.Blocked != "" {
+		t.Errorf("blocked: %s", r.Blocked)
+	}
+	csrs := func() int {
+		l, err := c.Admin.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return 0
+		}
+		n := 0
+		for _, r := range l.Items {
+			if r.Spec.Username == "system:node:"+node {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for csrs() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client certificate from the old CA was not asked for again: %d CSRs\n%s", csrs(), d.log())
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	var s struct {
+		CARotation *api.CARotationStatus `json:"caRotation"`
+	}
+	resp, err := unixClient(d.socket).Get("http://x/v1/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&s)
+	resp.Body.Close()
+	if s.CARotation == nil || s.CARotation.NodePhase != "reissue" || s.CARotation.State != api.RotationInProgress || len(s.CARotation.Left) == 0 {
+		t.Errorf("status caRotation: %+v", s.CARotation)
+	}
+	if r, _ := report(); r.Done {
+		t.Error("reissue done while the signer is the old CA")
+	}
+}
+
+// nodesMayRead lets system:nodes read the rotation ConfigMap, as
+// `certagent ca rotate` does in prepare.
+func nodesMayRead(t *testing.T, cl *cluster.Cluster) {
+	t.Helper()
+	ctx := context.Background()
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: carotate.Namespace, Name: "certagent-ca-rotation-test"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, ResourceNames: []string{carotate.ConfigMapName}, Verbs: []string{"get", "list", "watch"}}}}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: carotate.Namespace, Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "Group", Name: "system:nodes"}}}
+	if _, err := cl.Admin.RbacV1().Roles(carotate.Namespace).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Admin.RbacV1().RoleBindings(carotate.Namespace).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cl.Admin.RbacV1().RoleBindings(carotate.Namespace).Delete(context.Background(), rb.Name, metav1.DeleteOptions{})
+		cl.Admin.RbacV1().Roles(carotate.Namespace).Delete(context.Background(), role.Name, metav1.DeleteOptions{})
+	})
+}
+
+// TestCARotationKubeadmLocal: on a PKI made by the real kubeadm, a
+// control-plane node's convergence (trust, the signer switch and
+// re-issue from the local CA, finish) leaves no certificate from the old
+// CA and the old CA in no bundle, and kubeadm still reads the result.
+func TestCARotationKubeadmLocal(t *testing.T) {
+	root := kubeadmPKI(t, "8760h")
+	rfs, _ := pki.NewRoot(root)
+	cfg := config.Default()
+	lc, err := rotate.LoadLocalCA(rfs, "ca", "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/ca.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, key, err := ca.NewCA(lc.Cert, lc.Key, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.Stage(rfs, cfg.PKIDir, "ca", next, key); err != nil {
+		t.Fatal(err)
+	}
+	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Since: time.Now(), Started: time.Now(),
+		OldCA: pkitest.CertPEM(lc.Cert), NewCA: pkitest.CertPEM(next)}
+	log, _ := test.NewNullLogger()
+	n := &canode.Node{Root: rfs, StateDir: t.TempDir(), Log: log}
+	ctx := context.Background()
+	for _, p := range []carotate.Phase{carotate.Prepare, carotate.Trust, carotate.Reissue, carotate.Finish} {
+		cl.Phase = p
+		start := time.Now()
+		for i := 0; ; i++ {
+			rep, err := inventory.Scan(ctx, inventory.Options{Root: rfs, Config: cfg, Now: time.Now()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := n.Converge(ctx, canode.Input{Cluster: cl, Config: cfg, Leaves: canode.LeavesOf(rep), Now: time.Now()})
+			if out.Report.Done {
+				t.Logf("phase %s: %d passes, %s", p, i+1, time.Since(start).Round(time.Millisecond))
+				break
+			}
+			if out.Report.Blocked != "" || i > 3 || len(out.Renew) == 0 {
+				t.Fatalf("phase %s: %+v", p, out)
+			}
+			// What the daemon's pass does with them: the local renewal.
+			res, err := renewal.RenewOnce(ctx, rfs, cfg, api.RenewRequest{Names: out.Renew}, renewal.RenewOptions{})
+			if err != nil || res.Failed {
+				t.Fatalf("renew %v: %v %+v", out.Renew, err, res)
+			}
+		}
+	}
+	if bundles, _ := ca.Find(rfs, ca.Sources{Dirs: []string{"/etc/kubernetes/pki", "/etc/kubernetes/pki/etcd", "/etc/kubernetes"}}, lc.Cert); len(bundles) > 0 {
+		t.Errorf("the old CA is still in %s", bundles[0].Path)
+	}
+	rep, code := certagentCheck(t, root)
+	if code != 0 || len(rep.Problems) > 0 {
+		t.Errorf("check after the rotation: exit %d, %+v", code, rep.Problems)
+	}
+	for _, c := range rep.Certificates {
+		if c.CAName == "ca" && c.RenewalPath != "local-ca" {
+			t.Errorf("%s: renewal path %s", c.Name, c.RenewalPath)
+		}
+	}
+	scan, err := inventory.Scan(ctx, inventory.Options{Root: rfs, Config: cfg, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaves []ca.Leaf
+	for _, l := range canode.LeavesOf(scan) {
+		leaves = append(leaves, l.Leaf)
+	}
+	if still, problems := ca.IssuedBy(rfs, leaves, lc.Cert); len(still) > 0 || len(problems) > 0 {
+		t.Errorf("from the old CA after the rotation: %v (%v)", still, problems)
+	}
+	for _, c := range kubeadmCheck(t, root).Certificates {
+		if c.Missing {
+			t.Errorf("kubeadm misses %s", c.Name)
+		}
+	}
+}
+
+// TestCARotateWithRealDaemon: `certagent ca rotate --until trust` and a
+// real daemon on a worker agree through the API server: the command's
+// RBAC lets the node read the ConfigMap, the node's condition tells the
+// command it is done with prepare and trust, and the node's bundles then
+// hold the CA the command made.
+func TestCARotateWithRealDaemon(t *testing.T) {
+	c := sharedCluster(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root, _ := caRotationSetup(t, ctx, c)
+	node := "worker-carot-real"
+	if _, err := c.Admin.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dur, now := int32(3600), metav1.NewMicroTime(time.Now())
+	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: node, Namespace: carotate.LeaseNamespace},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: &node, LeaseDurationSeconds: &dur, RenewTime: &now}}
+	if _, err := c.Admin.CoordinationV1().Leases(carotate.LeaseNamespace).Create(ctx, lease, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Admin.CoordinationV1().Leases(carotate.LeaseNamespace).Delete(context.Background(), node, metav1.DeleteOptions{})
+	})
+	nroot := makeNode(t, c, nodeOpts{name: node, age: time.Minute, life: 24 * time.Hour})
+	os.WriteFile(filepath.Join(nroot, "etc/certagent/config.yaml"), []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n"+
+		"agent: {retryInitial: 1s, retryMax: 2s, resyncInterval: 2s}\n"), 0o644)
+	d := startDaemon(t, certagentBin, nroot, nil)
+	// The command's precondition: the node runs certagent.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, err := c.Admin.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+		if err == nil && slices.ContainsFunc(n.Status.Conditions, func(cd corev1.NodeCondition) bool { return string(cd.Type) == carotate.HealthConditionType }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no health condition\n%s", d.log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	start := time.Now()
+	r := run(t, certagentBin, "ca", "rotate", "--root", root, "--until", "trust", "--timeout", "90s")
+	if r.code != 0 {
+		t.Fatalf("ca rotate --until trust: exit %d\n%s\n%s\n%s", r.code, r.stdout, r.stderr, d.log())
+	}
+	t.Logf("prepare and trust with a real daemon: %s", time.Since(start).Round(time.Millisecond))
+	cm, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Get(ctx, carotate.ConfigMapName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := carotate.Parse(cm.Data)
+	if err != nil || !slices.Contains(st.NodesDone, node) {
+		t.Fatalf("the real node is not done with trust: %+v %v", st, err)
+	}
+	_, next, err := canode.Verify(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rfs, _ := pki.NewRoot(nroot)
+	bundles, problems := ca.Find(rfs, ca.Sources{Dirs: []string{"/etc/kubernetes/pki", "/etc/kubernetes"}}, clusterCA(t, c).Cert)
+	if len(bundles) < 2 || len(problems) > 0 {
+		t.Fatalf("bundles %d, problems %v", len(bundles), problems)
+	}
+	for _, b := range bundles {
+		if !b.Holds(next) {
+			t.Errorf("%s lacks the command's new CA", b.Path)
+		}
+	}
+}
