@@ -119,11 +119,14 @@ func (rig *caRig) checkRotated(t *testing.T, start time.Time, oldCA *x509.Certif
 func (rig *caRig) restartsPerPhase(t *testing.T, start time.Time, marks []phaseMark, strict bool) {
 	t.Helper()
 	counts := map[string]map[carotate.Phase]int{}
+	times := map[string][]string{}
 	add := func(comp string, at time.Time) {
 		if counts[comp] == nil {
 			counts[comp] = map[carotate.Phase]int{}
 		}
-		counts[comp][phaseAt(marks, at)]++
+		p := phaseAt(marks, at)
+		counts[comp][p]++
+		times[comp] = append(times[comp], string(p)+"@"+at.Format("15:04:05.000"))
 	}
 	for _, iv := range rig.tl.since(start, "") {
 		add(iv.what, iv.start)
@@ -149,9 +152,15 @@ func (rig *caRig) restartsPerPhase(t *testing.T, start time.Time, marks []phaseM
 				}
 			}
 		}
-		lines = append(lines, fmt.Sprintf("  %-32s %s", c, strings.Join(per, ", ")))
+		lines = append(lines, fmt.Sprintf("  %-32s %s  (%s)", c, strings.Join(per, ", "), strings.Join(times[c], " ")))
 	}
-	t.Logf("figures: restarts per component per phase:\n%s", strings.Join(lines, "\n"))
+	var seen []string
+	for _, m := range marks {
+		if m.at.After(start) {
+			seen = append(seen, fmt.Sprintf("%s@%s", m.phase, m.at.Format("15:04:05.000")))
+		}
+	}
+	t.Logf("figures: restarts per component per phase (phases as the administrator saw them begin: %s):\n%s", strings.Join(seen, " "), strings.Join(lines, "\n"))
 }
 
 // logPhaseTimes logs the phases' wall times the rotation's ConfigMap keeps.
@@ -195,4 +204,26 @@ func (r *realNode) unitStarts(unit string, since time.Time) []time.Time {
 		}
 	}
 	return at
+}
+
+// journal is the node's certagent journal since, one line per entry with
+// the fields that say what happened, for failures.
+func (r *realNode) journal(since time.Time) string {
+	out, _ := r.Exec("journalctl", "-u", "certagent", "-o", "json", "--no-pager", "--since", since.UTC().Format("2006-01-02 15:04:05 UTC"))
+	var lines []string
+	for _, line := range strings.Split(string(out), "\n") {
+		var e map[string]any
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		us, _ := strconv.ParseInt(fmt.Sprint(e["__REALTIME_TIMESTAMP"]), 10, 64)
+		l := time.UnixMicro(us).Format("15:04:05.000") + " " + fmt.Sprint(e["MESSAGE"])
+		for _, f := range []string{"COMPONENT", "CERT_NAME", "CA_PHASE", "ISSUER", "REASON"} {
+			if v, ok := e[f]; ok {
+				l += " " + f + "=" + fmt.Sprint(v)
+			}
+		}
+		lines = append(lines, l)
+	}
+	return strings.Join(lines, "\n")
 }

@@ -44,6 +44,9 @@ func TestE2ECARotation(t *testing.T) {
 		t.Logf("figures: certagent ca rotate took %s:\n%s%s", took.Round(time.Millisecond), r.stdout, r.stderr)
 		rig.waitLeaseAfter(t, leases, time.Now())
 		rig.checkRotated(t, start, oldCA, roots, admin, leases, true)
+		if t.Failed() {
+			t.Logf("worker certagent:\n%s", rig.worker.journal(start))
+		}
 	}) {
 		return
 	}
@@ -53,7 +56,12 @@ func TestE2ECARotation(t *testing.T) {
 // dump logs what the nodes' certagents say, for a failure.
 func (rig *caRig) dump(t *testing.T) {
 	t.Helper()
-	log := rig.daemon.log()
+	var log string
+	for _, l := range strings.Split(rig.daemon.log(), "\n") {
+		if !strings.Contains(l, "renewal scheduled") {
+			log += l + "\n"
+		}
+	}
 	if len(log) > 12000 {
 		log = log[len(log)-12000:]
 	}

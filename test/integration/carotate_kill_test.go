@@ -29,7 +29,13 @@ func (rig *caRig) killedRotation(t *testing.T, roots map[string]string, admin *a
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		at := rig.waitPhase(t, admin, prevID, p)
+		at, ok := rig.waitPhase(admin, prevID, p)
+		if !ok {
+			cmd.Process.Kill()
+			cmd.Wait()
+			rig.dump(t)
+			t.Fatalf("the rotation did not reach phase %s within 3 minutes; the command printed:\n%s", p, out.String())
+		}
 		where := "at once"
 		if p != carotate.Prepare {
 			where = rig.waitMiddle(t, admin, p)
@@ -52,18 +58,19 @@ func (rig *caRig) killedRotation(t *testing.T, roots map[string]string, admin *a
 	rig.checkRotated(t, start, oldCA, roots, admin, leases, false)
 }
 
-// waitPhase waits until the administrator sees a rotation other than
-// prevID at phase p (or later), and returns when.
-func (rig *caRig) waitPhase(t *testing.T, admin *adminPoller, prevID string, p carotate.Phase) time.Time {
-	t.Helper()
-	var at time.Time
-	waitFor(t, "phase "+string(p), 3*time.Minute, func() bool {
+// waitPhase waits, at most 3 minutes, until the administrator sees a
+// rotation other than prevID at phase p (or later), and returns when.
+func (rig *caRig) waitPhase(admin *adminPoller, prevID string, p carotate.Phase) (time.Time, bool) {
+	deadline := time.Now().Add(3 * time.Minute)
+	for time.Now().Before(deadline) {
 		_, _, marks := admin.snapshot()
 		m := marks[len(marks)-1]
-		at = m.at
-		return m.id != "" && m.id != prevID && m.phase.Index() >= p.Index()
-	})
-	return at
+		if m.id != "" && m.id != prevID && m.phase.Index() >= p.Index() {
+			return m.at, true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Time{}, false
 }
 
 // waitMiddle waits, in phase p, for the control-plane daemon to have a
