@@ -47,6 +47,9 @@ func (rig *caRig) killedRotation(t *testing.T, roots map[string]string, admin *a
 		t.Logf("phase %s (seen %s): SIGKILLed the command and the control-plane daemon %s, %s into the phase; the command had printed:\n%s",
 			p, at.Format("15:04:05.000"), where, time.Since(at).Round(time.Millisecond), out.String())
 		rig.restartDaemon(t)
+		// The operator reruns once the API answers again (the daemon was
+		// killed with a manifest out: the kube-apiserver is coming back).
+		waitFor(t, "the kube-apiserver ready", time.Minute, func() bool { return rig.h.APIReady(rig.ctx, 0) })
 	}
 	r := run(t, certagentBin, args...)
 	if r.code != 0 {
