@@ -16,6 +16,9 @@ import (
 
 // trust: every bundle that holds the old CA holds the new one after it.
 func (s *step) trust(ctx context.Context) {
+	if !s.toSigner(ctx) {
+		return
+	}
 	s.editBundles(ctx, func(b ca.Bundle) (*rotate.TrustEdit, error) { return b.Add(s.old, s.next) })
 }
 
@@ -33,7 +36,10 @@ func (s *step) finish(ctx context.Context) {
 		}
 	}
 	backup := s.editBundles(ctx, func(b ca.Bundle) (*rotate.TrustEdit, error) { return b.Remove(s.old) })
-	if signer && len(s.problems) == 0 && len(s.left) == 0 {
+	if len(s.problems) > 0 || len(s.left) > 0 || !s.fromSigner(ctx) {
+		return
+	}
+	if signer {
 		if err := ca.Unstage(s.n.Root, cfg.PKIDir, s.stem, backup); err != nil {
 			s.problems = append(s.problems, err.Error())
 		}

@@ -1,6 +1,7 @@
 package carotate
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -32,7 +33,9 @@ func Switch(opts rotate.Options, pkiDir, stem string, next *x509.Certificate) (b
 			return false, err
 		}
 		if b, err := pki.ParseBundle(f.Data); err == nil && b.Certs[0].Equal(next) {
-			return false, nil
+			// Switched; the signer file follows (a transaction that
+			// wrote the pair wrote it too, so this is only a repair).
+			return WriteSignerIfThere(opts, p, next)
 		}
 	}
 	staged, key, err := Staged(opts.Root, pkiDir, stem)
@@ -58,16 +61,36 @@ func Switch(opts rotate.Options, pkiDir, stem string, next *x509.Certificate) (b
 			certs = append(certs, c)
 		}
 	}
-	_, err = rotate.ReplacePair(opts, "switch "+stem, p.Cert, p.Key, certs, key)
+	var also []rotate.TrustEdit
+	if HasSigner(opts.Root, p) {
+		also = append(also, SignerEdit(p, next))
+	}
+	_, err = rotate.ReplacePair(opts, "switch "+stem, p.Cert, p.Key, certs, key, also...)
 	return err == nil, err
 }
 
-// Unstage removes <stem>.next.crt and <stem>.next.key once the rotation
-// is over, keeping a copy of both in keepDir (a node path: the finishing
+// WriteSignerIfThere makes the signer file, when there, hold c alone.
+func WriteSignerIfThere(opts rotate.Options, p Paths, c *x509.Certificate) (bool, error) {
+	f, err := opts.Root.ReadFile(p.Signer)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if string(f.Data) == string(pki.EncodeCertPEM(c)) {
+		return false, nil
+	}
+	_, err = rotate.RewriteTrust(context.Background(), opts, []rotate.TrustEdit{SignerEdit(p, c)})
+	return err == nil, err
+}
+
+// Unstage removes <stem>.next.crt, <stem>.next.key and the signer file
+// once the rotation is over, keeping a copy of both in keepDir (a node path: the finishing
 // transaction's backup directory; "" keeps none).
 func Unstage(root *pki.Root, pkiDir, stem, keepDir string) error {
 	p := PathsOf(pkiDir, stem)
-	for _, f := range []string{p.NextCert, p.NextKey} {
+	for _, f := range []string{p.NextCert, p.NextKey, p.Signer} {
 		if keepDir != "" {
 			data, err := root.ReadFile(f)
 			switch {
