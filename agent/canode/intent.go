@@ -24,8 +24,9 @@ const IntentFile = "ca-rotation.json"
 // file edits are no-ops once made) and restarts what is still Pending,
 // once.
 type Intent struct {
-	ID    string         `json:"id"`
-	CA    string         `json:"ca"`
+	ID string `json:"id"`
+	CA string `json:"ca"`
+	// Phase is the phase this node works on or finished last.
 	Phase carotate.Phase `json:"phase"`
 	// Since is when this node began Phase.
 	Since time.Time `json:"since"`
@@ -36,8 +37,27 @@ type Intent struct {
 	Pending []string `json:"pending,omitempty"`
 	// Restarted are the components restarted for this phase, confirmed.
 	Restarted []string `json:"restarted,omitempty"`
-	// Switched: the reissue phase switched this node's signer.
-	Switched bool `json:"switched,omitempty"`
+	// PhasesDone are the phases of this rotation done on this node: a
+	// phase begins only once those before it are here.
+	PhasesDone []carotate.Phase `json:"phasesDone,omitempty"`
+}
+
+// nextPhase is the first phase, up to the cluster's, not done on this
+// node ("" when none is left).
+func (it *Intent) nextPhase(cluster carotate.Phase) carotate.Phase {
+	for _, p := range carotate.Phases[:cluster.Index()+1] {
+		if !slices.Contains(it.PhasesDone, p) {
+			return p
+		}
+	}
+	return ""
+}
+
+// addDone records phase p done on this node.
+func (it *Intent) addDone(p carotate.Phase) {
+	if !slices.Contains(it.PhasesDone, p) {
+		it.PhasesDone = append(it.PhasesDone, p)
+	}
 }
 
 func loadIntent(dir string) (*Intent, error) {

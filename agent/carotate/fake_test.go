@@ -112,7 +112,7 @@ func (f *fakeCluster) rotator(out *syncBuffer) *Rotator {
 		w = out
 	}
 	return &Rotator{Client: f.cs, Clock: f.clock, Out: w, Kubeconfig: "admin.conf", Timeout: time.Minute, CA: "ca",
-		Current: f.oldCA.Cert, Prepare: func() (*x509.Certificate, error) { return f.newCA, nil }}
+		Current: f.oldCA.Cert, CurrentKey: f.oldCA.Key, Prepare: func() (*x509.Certificate, error) { return f.newCA, nil }}
 }
 
 func (f *fakeCluster) countWrite(a k8stesting.Action) (bool, runtime.Object, error) {

@@ -2,6 +2,7 @@ package carotate
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -40,6 +41,9 @@ type Rotator struct {
 	// Current is the CA in use on this node (the first certificate of
 	// its file); nil when it could not be read (Refusals says why).
 	Current *x509.Certificate
+	// CurrentKey is Current's key: it signs the proof (newCAProof) that
+	// nodes check the new CA with.
+	CurrentKey crypto.Signer
 	// Supplied is the operator's new CA, nil when certagent makes one.
 	Supplied *x509.Certificate
 	// Prepare stages the new CA on this node and returns its certificate:
@@ -87,8 +91,12 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 		}
 		if !resume {
 			now := r.Clock.Now()
+			proof, err := cafiles.Prove(r.Current, r.CurrentKey, newCA, now)
+			if err != nil {
+				return c, fmt.Errorf("prepare: %w", err)
+			}
 			c = &Cluster{CA: r.CA, ID: Fingerprint(newCA), Phase: Prepare, Since: now, Started: now,
-				OldCA: pki.EncodeCertPEM(r.Current), NewCA: pki.EncodeCertPEM(newCA), Nodes: names(nodes)}
+				OldCA: pki.EncodeCertPEM(r.Current), NewCA: pki.EncodeCertPEM(newCA), Proof: proof, Nodes: names(nodes)}
 		}
 	}
 	if err := r.begin(ctx, c, &rv, resume); err != nil {

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 
 	cafiles "github.com/certagent/certagent/rotate/carotate"
+	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
 // run runs r in the background and returns its result channel.
@@ -140,7 +141,7 @@ func TestFinishedRotationIsNotStartedAgain(t *testing.T) {
 	}
 	before := f.writes
 	// The node now uses the new CA.
-	r.Current = f.newCA
+	r.Current, r.CurrentKey = f.newCA, f.newKey
 	if _, err := r.Run(context.Background()); err != nil || f.writes != before {
 		t.Fatalf("rerun of a finished rotation: %v, %d writes (want none)", err, f.writes-before)
 	}
@@ -335,6 +336,12 @@ func TestInvalidConfigMap(t *testing.T) {
 	}
 	good := f.state().Data()
 	other := newFakeCluster(t)
+	// The new CA's key chosen by a key that is not the old CA's.
+	impostor, _ := pkitest.NewCA("kubernetes", t0.Add(-time.Hour), t0.Add(time.Hour), pkitest.ECDSA)
+	forged, err := cafiles.Prove(impostor.Cert, impostor.Key, f.newCA, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, key, value, want string
 	}{
@@ -346,6 +353,10 @@ func TestInvalidConfigMap(t *testing.T) {
 		{"nodesDone", "nodesDone", "intruder", `nodesDone: "intruder" is not in nodes`},
 		{"phaseTimes", "phaseTimes", "trust yesterday today", "phaseTimes:"},
 		{"since", "since", "now", "since:"},
+		// A ConfigMap of an older certagent, or one whose proof the old
+		// CA's key did not sign.
+		{"no proof", "newCAProof", "", "no newCAProof"},
+		{"forged proof", "newCAProof", string(forged), "not signed by the old CA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := map[string]string{}

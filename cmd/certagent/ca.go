@@ -183,7 +183,7 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 		Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout, Until: carotate.Phase(f.until),
 		CA: f.ca, Refusals: n.refusals, New: f.again, Supplied: n.newCert}
 	if n.cur != nil {
-		r.Current, r.Prepare = n.cur.Cert, n.prepare
+		r.Current, r.CurrentKey, r.Prepare = n.cur.Cert, n.cur.Key, n.prepare
 	}
 	_, runErr := r.Run(ctx)
 	if f.output != "table" {

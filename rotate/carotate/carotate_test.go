@@ -162,7 +162,7 @@ func TestTrustSwitchFinish(t *testing.T) {
 	if apply(t, root, old, remove) == 0 || apply(t, root, old, remove) != 0 {
 		t.Fatal("finish is not idempotent")
 	}
-	if err := Unstage(root, pkiDir, "ca", ""); err != nil {
+	if err := Unstage(root, pkiDir, "ca", next, ""); err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := Find(root, sources(), old); len(left) != 0 {

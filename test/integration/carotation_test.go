@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -52,7 +53,7 @@ func TestCARotationNodeFollowsConfigMap(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Trust, Since: time.Now(), Started: time.Now(),
-		OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Nodes: []string{node}}
+		OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Proof: proveNext(t, old, next), Nodes: []string{node}}
 	nodesMayRead(t, c)
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: carotate.Namespace, Name: carotate.ConfigMapName}, Data: cl.Data()}
 	if _, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
@@ -190,7 +191,7 @@ func TestCARotationKubeadmLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Since: time.Now(), Started: time.Now(),
-		OldCA: pkitest.CertPEM(lc.Cert), NewCA: pkitest.CertPEM(next)}
+		OldCA: pkitest.CertPEM(lc.Cert), NewCA: pkitest.CertPEM(next), Proof: proveNext(t, &pkitest.CA{Cert: lc.Cert, Key: lc.Key}, next)}
 	log, _ := test.NewNullLogger()
 	n := &canode.Node{Root: rfs, StateDir: t.TempDir(), Log: log}
 	ctx := context.Background()
@@ -314,4 +315,14 @@ func TestCARotateWithRealDaemon(t *testing.T) {
 			t.Errorf("%s lacks the command's new CA", b.Path)
 		}
 	}
+}
+
+// proveNext is the proof that old's key chose next, as the command makes it.
+func proveNext(t *testing.T, old *pkitest.CA, next *x509.Certificate) []byte {
+	t.Helper()
+	p, err := ca.Prove(old.Cert, old.Key, next, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
