@@ -213,3 +213,18 @@ func TestFinishKeepsStagedCopies(t *testing.T) {
 		t.Fatalf("no copy of the new CA key at %s: %v", keep, err)
 	}
 }
+
+// TestShortLivedNewCA: a new CA that would expire before the leaves it
+// signs is not trusted.
+func TestShortLivedNewCA(t *testing.T) {
+	f := newFixture(t, true)
+	short, err := pkitest.NewCA("kubernetes", now.Add(-time.Hour), now.Add(30*24*time.Hour), pkitest.ECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cluster.NewCA, f.cluster.ID, f.cluster.Proof = pkitest.CertPEM(short.Cert), carotate.Fingerprint(short.Cert), prove(t, f.node.CA, short.Cert)
+	out := f.converge(t, &recorder{}, nil)
+	if !strings.Contains(out.Report.Blocked, "less than") || holdsCert(f.caCrt(t), short) {
+		t.Errorf("a new CA with a month left: %+v", out.Report)
+	}
+}
