@@ -152,7 +152,7 @@ func (s *step) run(ctx context.Context) {
 		s.n.Log.WithField("REASON", err.Error()).Warn("CA rotation record unreadable: the phase is redone")
 	}
 	if s.it.ID != c.ID {
-		s.it = &Intent{ID: c.ID, CA: c.CA}
+		s.it = &Intent{ID: c.ID, CA: c.CA, OldCA: pki.EncodeCertPEM(s.old)}
 	}
 	// The node goes through the phases in order, each done here before
 	// the next begins, whatever phase the cluster asks for.

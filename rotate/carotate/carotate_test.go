@@ -151,7 +151,10 @@ func TestTrustSwitchFinish(t *testing.T) {
 		}
 	}
 	lc := caOf(t, root)
-	if !lc.Cert.Equal(next) || len(lc.Previous) != 1 || !lc.Previous[0].Equal(old) {
+	if len(lc.Previous) != 0 {
+		t.Fatal("a CA bundled in the file re-signs without a rotation's word")
+	}
+	if !lc.Retire(old) || !lc.Cert.Equal(next) || len(lc.Previous) != 1 || !lc.Previous[0].Equal(old) {
 		t.Fatalf("after the switch the signer is %x, previous %d", lc.Cert.SerialNumber, len(lc.Previous))
 	}
 	leaf, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "x", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})

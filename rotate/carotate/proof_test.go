@@ -2,6 +2,7 @@ package carotate
 
 import (
 	"crypto/x509"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -85,4 +86,28 @@ func pool(c *x509.Certificate) *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(c)
 	return p
+}
+
+// TestBundledCAIsNotPrevious: a CA of the same subject bundled in a CA
+// file gets none of what it issued re-signed by the real key, unless a
+// rotation retires it (Retire) and it is in the file.
+func TestBundledCAIsNotPrevious(t *testing.T) {
+	root, n, _ := layout(t)
+	stranger, _ := pkitest.NewCA("kubernetes", now.Add(-time.Hour), now.Add(3650*24*time.Hour), pkitest.ECDSA)
+	data := append(pkitest.CertPEM(n.CA.Cert), pkitest.CertPEM(stranger.Cert)...)
+	if err := os.WriteFile(root.HostPath(pkiDir+"/ca.crt"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	leaf, _, _ := stranger.Issue(pkitest.Spec{CommonName: "system:admin", Organization: []string{"system:masters"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+	lc := caOf(t, root)
+	if lc.Issued(leaf) || len(lc.Previous) != 0 {
+		t.Fatal("the real CA key would re-sign what a bundled stranger issued")
+	}
+	if _, err := lc.Reissue(leaf, leaf.PublicKey, now, time.Hour); err == nil {
+		t.Fatal("re-signed a stranger's certificate")
+	}
+	other, _ := pkitest.NewCA("kubernetes", now.Add(-time.Hour), now.Add(time.Hour), pkitest.ECDSA)
+	if lc.Retire(other.Cert) || lc.Retire(lc.Cert) {
+		t.Error("retired a CA that is not in the file, or the CA itself")
+	}
 }
