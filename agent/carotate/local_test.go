@@ -92,3 +92,24 @@ func TestLocalPrepare(t *testing.T) {
 		t.Fatalf("a supplied CA of another subject: %v", err)
 	}
 }
+
+// TestLocalPrepareRefusesShortLived: a supplied new CA valid now but
+// ending within a month is refused, and nothing is staged.
+func TestLocalPrepareRefusesShortLived(t *testing.T) {
+	l, n := newLocal(t, pkitest.Layout{Now: t0})
+	cur, refusal := l.Current()
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	short, err := pkitest.NewCA(n.FrontProxy.Cert.Subject.CommonName, t0.Add(-time.Hour), t0.Add(30*24*time.Hour), pkitest.ECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Prepare(cur, &Pair{CertPEM: pkitest.CertPEM(short.Cert), KeyPEM: pkitest.KeyPEM(short.Key)}, t0)
+	if err == nil || !strings.Contains(err.Error(), "less than") {
+		t.Fatalf("a new CA with a month left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(l.Root.Dir(), l.Files.NextKey)); !os.IsNotExist(err) {
+		t.Error("a refused CA was staged")
+	}
+}
