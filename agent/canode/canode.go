@@ -151,8 +151,12 @@ func (s *step) run(ctx context.Context) {
 	if s.it, err = loadIntent(s.n.StateDir); err != nil {
 		s.n.Log.WithField("REASON", err.Error()).Warn("CA rotation record unreadable: the phase is redone")
 	}
-	if s.it.ID != c.ID {
+	switch {
+	case s.it.ID != c.ID:
 		s.it = &Intent{ID: c.ID, CA: c.CA, OldCA: pki.EncodeCertPEM(s.old)}
+	case len(s.it.OldCA) == 0:
+		// A record written before it named the old CA (verified above).
+		s.it.OldCA = pki.EncodeCertPEM(s.old)
 	}
 	// The node goes through the phases in order, each done here before
 	// the next begins, whatever phase the cluster asks for.
