@@ -40,7 +40,11 @@ type Rotator struct {
 	// Current is the CA in use on this node (the first certificate of
 	// its file); nil when it could not be read (Refusals says why).
 	Current *x509.Certificate
-	// Supplied is the operator's new CA, nil when certagent makes one.
+	// Supplied is the operator's new CA (its key checked to be its own),
+	// nil when certagent makes one. Run checks that it may replace the
+	// CA: the rotation's oldCA when it is the rotation's own new CA (a
+	// rerun; after this node's signer switch it is the CA in use here),
+	// else Current. A rerun stages nothing again.
 	Supplied *x509.Certificate
 	// Prepare stages the new CA on this node and returns its certificate:
 	// called before a new rotation starts, and on a resumed one when
@@ -77,8 +81,13 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if refusals := slices.Concat(r.Refusals, r.inProgress(c), lines); len(refusals) > 0 {
+	if refusals := slices.Concat(r.Refusals, r.inProgress(c), r.checkSupplied(c, resume), lines); len(refusals) > 0 {
 		return c, &RefusedError{Reasons: refusals}
+	}
+	if resume {
+		// The supplied CA is the rotation's own (inProgress refused any
+		// other): staged already, or in use after the signer switch.
+		r.Supplied = nil
 	}
 	if !resume || r.Supplied != nil {
 		newCA, err := r.Prepare()
@@ -107,6 +116,24 @@ func (r *Rotator) inProgress(c *Cluster) []string {
 	case r.Supplied != nil && Fingerprint(r.Supplied) != c.ID:
 		return []string{fmt.Sprintf("a different rotation of %s (id %s) is in progress, at phase %s: the supplied CA's id is %s; finish that one first",
 			c.CA, c.ID, c.Phase, Fingerprint(r.Supplied))}
+	}
+	return nil
+}
+
+// checkSupplied checks the operator's CA against the CA it replaces (see
+// Supplied).
+func (r *Rotator) checkSupplied(c *Cluster, resume bool) []string {
+	old := r.Current
+	switch {
+	case r.Supplied == nil:
+		return nil
+	case resume && Fingerprint(r.Supplied) == c.ID:
+		old, _ = oneCert("oldCA", c.OldCA) // Store.Get validated it
+	case resume || old == nil:
+		return nil // inProgress or Refusals say why
+	}
+	if err := cafiles.CheckSuccessor(old, r.Supplied); err != nil {
+		return []string{fmt.Sprintf("the supplied CA (--new-ca-cert, --new-ca-key): %v", err)}
 	}
 	return nil
 }

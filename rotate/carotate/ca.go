@@ -64,6 +64,20 @@ func PathsFor(pkiDir, caName string) (Paths, error) {
 // certPEM, and keyPEM) and checks that the key is the certificate's and
 // that it may replace old.
 func ParsePair(certPEM, keyPEM []byte, old *x509.Certificate) (*x509.Certificate, crypto.Signer, error) {
+	cert, key, err := ReadPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := CheckSuccessor(old, cert); err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
+// ReadPair reads a CA the operator supplies (the first certificate of
+// certPEM, and keyPEM) and checks that the key is the certificate's; not
+// what it replaces (see CheckSuccessor).
+func ReadPair(certPEM, keyPEM []byte) (*x509.Certificate, crypto.Signer, error) {
 	b, err := pki.ParseBundle(certPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certificate: %w", err)
@@ -74,9 +88,6 @@ func ParsePair(certPEM, keyPEM []byte, old *x509.Certificate) (*x509.Certificate
 	}
 	if !pki.KeyMatches(b.Certs[0], key) {
 		return nil, nil, errors.New("the key is not the certificate's")
-	}
-	if err := CheckSuccessor(old, b.Certs[0]); err != nil {
-		return nil, nil, err
 	}
 	return b.Certs[0], key, nil
 }
