@@ -152,6 +152,9 @@ func (r *Rotator) begin(ctx context.Context, c *Cluster, rv *string, resume bool
 		return err
 	}
 	r.printf("rotation %s of %s started: phase prepare", c.ID, c.CA)
+	if c.CA == "ca" && (r.Until == "" || r.Until.Index() > Trust.Index()) {
+		r.printf("note: workloads that use in-cluster config must be restarted between trust and reissue; --until trust stops there for that (see README)")
+	}
 	return nil
 }
 
@@ -163,6 +166,9 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 		if r.Until != "" && p.Index() > r.Until.Index() {
 			r.printf("the rotation is past phase %s (--until): it is at %s", r.Until, p)
 			return nil
+		}
+		if err := r.syncClusterInfo(ctx, c, p); err != nil {
+			return err
 		}
 		if !c.finished(p) {
 			r.printf("phase %s: waiting for %d nodes", p, len(c.Nodes))
@@ -185,6 +191,11 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 				for _, why := range missingKeys(views, c) {
 					r.printf("warning: %s", why)
 				}
+			}
+		}
+		if p == Trust {
+			if err := r.waitRootCA(ctx, c); err != nil {
+				return err
 			}
 		}
 		if p == r.Until {
