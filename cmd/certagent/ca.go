@@ -87,12 +87,12 @@ nodes ran past --timeout (the lagging nodes are named; rerun to go on).`,
 	cmd.Flags().StringVar(&f.newCert, "new-ca-cert", "", "the new CA certificate to use instead of one certagent makes (a host path)")
 	cmd.Flags().StringVar(&f.newKey, "new-ca-key", "", "its private key (a host path)")
 	cmd.Flags().BoolVar(&f.stageOnly, "stage-only", false, "only place and check the new CA files on this node; no API")
-	cmd.Flags().StringVar(&f.until, "until", "", "stop once this phase is done on every node: prepare, trust, reissue or finish")
+	cmd.Flags().StringVar(&f.until, "until", "", "stop once this phase is done on every node: prepare, trust (restart in-cluster workloads there), reissue or finish; done: go to the end")
 	cmd.Flags().Var(newDurationFlag(&f.timeout, nil, caTimeoutBounds), "timeout", "how long each wait for the nodes lasts, and how long a failing API request is tried again (at most 1w)")
 	cmd.Flags().BoolVar(&f.again, "new", false, "start a new rotation even though the last one of this CA finished")
 	addOutputFlag(cmd, &f.output)
 	cmd.RegisterFlagCompletionFunc("ca", cobra.FixedCompletions(carotate.CAs, cobra.ShellCompDirectiveNoFileComp))
-	cmd.RegisterFlagCompletionFunc("until", cobra.FixedCompletions([]string{"prepare", "trust", "reissue", "finish"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("until", cobra.FixedCompletions([]string{"prepare", "trust", "reissue", "finish", "done"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
