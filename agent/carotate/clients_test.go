@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -54,15 +55,7 @@ func (f *fakeCluster) clusterInfoCAs() []*x509.Certificate {
 }
 
 func sameCAs(got []*x509.Certificate, want ...*x509.Certificate) bool {
-	if len(got) != len(want) {
-		return false
-	}
-	for i := range got {
-		if !got[i].Equal(want[i]) {
-			return false
-		}
-	}
-	return true
+	return slices.EqualFunc(got, want, (*x509.Certificate).Equal)
 }
 
 // TestClusterInfoFollowsTheRotation: cluster-info trusts the new CA next
