@@ -78,9 +78,15 @@ func TestLocalPrepare(t *testing.T) {
 	if _, err := l.Prepare(cur, nil, t0); err == nil || !strings.Contains(err.Error(), "remove both files") {
 		t.Fatalf("mismatched staged pair: %v", err)
 	}
-	// A supplied pair replaces it, once checked.
+	// Nor by a supplied pair: it is removed first.
 	c, key, _ := cafiles.NewCA(cur.Cert, cur.Key, t0)
-	got, err := l.Prepare(cur, &Pair{CertPEM: pkitest.CertPEM(c), KeyPEM: pkitest.KeyPEM(key)}, t0)
+	supplied := &Pair{CertPEM: pkitest.CertPEM(c), KeyPEM: pkitest.KeyPEM(key)}
+	if _, err := l.Prepare(cur, supplied, t0); err == nil || !strings.Contains(err.Error(), "first") {
+		t.Fatalf("a supplied pair over a mismatched staged one: %v", err)
+	}
+	os.Remove(filepath.Join(l.Root.Dir(), l.Files.NextCert))
+	os.Remove(filepath.Join(l.Root.Dir(), l.Files.NextKey))
+	got, err := l.Prepare(cur, supplied, t0)
 	if err != nil || !got.Equal(c) {
 		t.Fatalf("supplied: %v", err)
 	}

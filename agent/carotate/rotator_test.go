@@ -491,3 +491,36 @@ func TestTimeoutWhileAPIDown(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// TestRerunWithSuppliedCAAfterSignerSwitch: a rerun with the rotation's
+// own --new-ca-cert/--new-ca-key after this node's signer switch (the CA
+// in use is then the supplied one) resumes: the supplied CA is checked
+// against the rotation's oldCA and nothing is staged again. A new
+// rotation whose supplied CA is the one in use is refused.
+func TestRerunWithSuppliedCAAfterSignerSwitch(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true), node("w1", false))
+	r := f.rotator(nil)
+	r.Until, r.Supplied = Reissue, f.newCA
+	if _, err := r.Run(context.Background()); err != nil || f.state().Phase != Reissue {
+		t.Fatalf("to reissue: %v", err)
+	}
+	staged := 0
+	rerun := f.rotator(nil)
+	rerun.Current, rerun.Supplied = f.newCA, f.newCA // the signer switched here
+	rerun.Prepare = func() (*x509.Certificate, error) { staged++; return nil, errors.New("staged again") }
+	if _, err := rerun.Run(context.Background()); err != nil || f.state().Phase != Done || staged != 0 {
+		t.Fatalf("rerun after the switch: %v, phase %s, staged %d times", err, f.state().Phase, staged)
+	}
+	// A new rotation "to" the CA in use.
+	g := newFakeCluster(t, node("cp1", true))
+	same := g.rotator(nil)
+	same.Supplied = g.oldCA.Cert
+	_, err := same.Run(context.Background())
+	var re *RefusedError
+	if !errors.As(err, &re) || len(re.Reasons) != 1 || !strings.Contains(re.Reasons[0], "the supplied CA (--new-ca-cert, --new-ca-key): the new CA has the old CA's key") {
+		t.Fatalf("the CA in use supplied as the new one: %v", err)
+	}
+	if g.state() != nil {
+		t.Error("a refused rotation was started")
+	}
+}
