@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/certagent/certagent/agent/api"
@@ -71,7 +73,8 @@ func (a *Agent) rotateCA(ctx context.Context, rep *inventory.Report, now time.Ti
 		r.status, r.active = nil, false
 		return nil
 	}
-	out := r.node.Converge(ctx, canode.Input{Cluster: r.cluster, Config: a.cfg, Leaves: canode.LeavesOf(rep), Now: now, Ping: a.ping})
+	busy := slices.Sorted(maps.Keys(a.csrJobs))
+	out := r.node.Converge(ctx, canode.Input{Cluster: r.cluster, Config: a.cfg, Leaves: canode.LeavesOf(rep), Now: now, Ping: a.ping, Busy: busy})
 	r.status = out.Status
 	r.active = !out.Report.Done
 	if r.active {

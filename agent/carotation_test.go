@@ -324,3 +324,83 @@ func prove(t *testing.T, old *pkitest.CA, next *x509.Certificate) []byte {
 	}
 	return p
 }
+
+// heldCSR writes the certificate like signerCSR, then holds the job (as
+// a real job is still restarting the kubelet) until release.
+type heldCSR struct {
+	*signerCSR
+	once     sync.Once
+	written  chan struct{}
+	release  chan struct{}
+	finished chan struct{}
+}
+
+func (h *heldCSR) RenewCSR(ctx context.Context, job renewal.CSRJob) renewal.Result {
+	r := h.signerCSR.RenewCSR(ctx, job)
+	h.once.Do(func() { close(h.written) })
+	<-h.release
+	defer close(h.finished)
+	return r
+}
+
+// TestCARotationReissueWaitsForCSRJob: a CSR job has put the new
+// certificate on disk but is not over (its user is not restarted yet):
+// the node does not report reissue done until the job is over.
+func TestCARotationReissueWaitsForCSRJob(t *testing.T) {
+	clk := testingclock.NewFakeClock(t0)
+	dir := t.TempDir()
+	n, next, cluster := controlPlane(t, dir)
+	root, _ := pki.NewRoot(dir)
+	csr := &heldCSR{signerCSR: &signerCSR{signer: next, old: n.CA, asked: 1, root: root, now: clk.Now},
+		written: make(chan struct{}), release: make(chan struct{}), finished: make(chan struct{})}
+	rs := &rotationRestarter{onSigner: func() {}}
+	src := &fakeRotation{c: cluster}
+	h := newHarnessWith(t, dir, clk, "", func(o *Options) {
+		o.CARotation, o.Restarter, o.CSR, o.Reporter = src, rs, csr, &conditions{}
+	})
+	defer h.stop()
+	defer close(csr.release)
+	done := func(p carotate.Phase) bool {
+		s := h.status()
+		return s.CARotation != nil && s.CARotation.NodePhase == string(p) && s.CARotation.State == api.RotationDone
+	}
+	for _, p := range []carotate.Phase{carotate.Prepare, carotate.Trust, carotate.Reissue} {
+		src.set(p)
+		advance(h, clk, 5*time.Minute)
+		if p == carotate.Reissue {
+			break
+		}
+		for deadline := time.Now().Add(30 * time.Second); !done(p); advance(h, clk, 10*time.Second) {
+			if time.Now().After(deadline) {
+				t.Fatalf("phase %s not done: %+v", p, h.status().CARotation)
+			}
+		}
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; advance(h, clk, 10*time.Second) {
+		select {
+		case <-csr.written:
+		default:
+			if time.Now().After(deadline) {
+				t.Fatalf("no CSR job for the kubelet's certificate: %+v", h.status().CARotation)
+			}
+			continue
+		}
+		break
+	}
+	// Passes while the job holds: the disk has no certificate of the old
+	// CA left, but the job is not over.
+	for i := 0; i < 5; i++ {
+		h.a.Rescan("test")
+		advance(h, clk, 10*time.Second)
+		if done(carotate.Reissue) {
+			t.Fatalf("reissue reported done while the kubelet's CSR job was not over: %+v", h.status().CARotation)
+		}
+	}
+	csr.release <- struct{}{}
+	<-csr.finished
+	for deadline := time.Now().Add(30 * time.Second); !done(carotate.Reissue); advance(h, clk, 10*time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("reissue not done after the CSR job: %+v", h.status().CARotation)
+		}
+	}
+}

@@ -93,6 +93,10 @@ type Input struct {
 	Leaves []Leaf
 	Now    time.Time
 	Ping   func()
+	// Busy are the certificates whose CSR job is not over: the job may
+	// have put the new certificate on disk and not yet restarted its
+	// user, so reissue is not done before it is over.
+	Busy []string
 }
 
 // Outcome is what the agent does with a pass's result.
@@ -218,6 +222,11 @@ func (s *step) conclude(ctx context.Context) bool {
 	}
 	for _, p := range s.it.Pending {
 		s.left = append(s.left, "restart "+p)
+	}
+	if s.in.Cluster.Phase == carotate.Reissue {
+		for _, b := range s.in.Busy {
+			s.left = append(s.left, "the certificate signing request of "+b+" is not over")
+		}
 	}
 	switch {
 	case len(s.problems) > 0:

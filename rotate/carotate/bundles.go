@@ -89,7 +89,10 @@ func Find(root *pki.Root, src Sources, ca *x509.Certificate) ([]Bundle, []error)
 		b, refs, err := readCandidate(root, c)
 		cands = append(cands, refs...)
 		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) && (c.named || !errors.Is(err, errNotBundle)) {
+			// A kubeconfig that names its CA file instead of embedding
+			// it is no problem: the file it names is the bundle.
+			refOnly := c.kubeconfig && len(refs) > 0 && errors.Is(err, errNotBundle)
+			if !errors.Is(err, fs.ErrNotExist) && (c.named || !errors.Is(err, errNotBundle)) && !refOnly {
 				problems = append(problems, fmt.Errorf("%s: %w", c.path, err))
 			}
 			continue

@@ -405,3 +405,34 @@ func writeHost(t *testing.T, root *pki.Root, p string, data []byte, mode os.File
 		t.Fatal(err)
 	}
 }
+
+// TestKubeconfigNamingItsCAFile: a kubelet.conf that names its CA file
+// (certificate-authority, as on a worker whose kubelet.conf points at
+// /etc/kubernetes/pki/ca.crt) is no problem: the file it names is the
+// bundle, and is found.
+func TestKubeconfigNamingItsCAFile(t *testing.T) {
+	root, n, _ := layout(t)
+	conf := `apiVersion: v1
+kind: Config
+clusters:
+- name: kubernetes
+  cluster: {server: "https://127.0.0.1:6443", certificate-authority: /etc/kubernetes/pki/ca.crt}
+contexts:
+- name: system:node@kubernetes
+  context: {cluster: kubernetes, user: system:node}
+current-context: system:node@kubernetes
+users:
+- name: system:node
+  user: {client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem, client-key: /var/lib/kubelet/pki/kubelet-client-current.pem}
+`
+	if err := os.WriteFile(root.HostPath("/etc/kubernetes/kubelet.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bundles, problems := Find(root, Sources{Kubeconfigs: []string{"/etc/kubernetes/kubelet.conf"}}, n.CA.Cert)
+	if len(problems) > 0 {
+		t.Errorf("problems: %v", problems)
+	}
+	if len(bundles) != 1 || bundles[0].Path != "/etc/kubernetes/pki/ca.crt" || bundles[0].Kubeconfig {
+		t.Errorf("bundles %+v, want /etc/kubernetes/pki/ca.crt (PEM)", bundles)
+	}
+}

@@ -90,10 +90,12 @@ func Start(ctx context.Context, kubeBin, root, work string, signingDuration time
 		c.Stop()
 		return nil, err
 	}
-	if err := c.bootstrapRBAC(ctx); err != nil {
+	token, err := BootstrapRBAC(ctx, c.Admin)
+	if err != nil {
 		c.Stop()
 		return nil, err
 	}
+	c.BootstrapToken = token
 	if err := c.startControllerManager(kubeBin, signingDuration); err != nil {
 		c.Stop()
 		return nil, err
@@ -228,12 +230,14 @@ func (c *Cluster) WaitReady(ctx context.Context, d time.Duration) error {
 	return fmt.Errorf("kube-apiserver not ready after %s: %v\n%s", d, last, c.Log("apiserver"))
 }
 
-// bootstrapRBAC creates what kubeadm init would for certificates: node
+// BootstrapRBAC creates what kubeadm init would for certificates: node
 // auto-approval (own client certificates and bootstrap requests), the
-// controller-manager's certificate-controller role, and a bootstrap token.
-func (c *Cluster) bootstrapRBAC(ctx context.Context) error {
+// controller-manager's certificate-controller role, the kubeadm
+// cluster-admins binding (admin.conf's group), and a bootstrap token,
+// which it returns ("<id>.<secret>").
+func BootstrapRBAC(ctx context.Context, admin kubernetes.Interface) (string, error) {
 	bind := func(name, role string, subjects ...rbacv1.Subject) error {
-		_, err := c.Admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		_, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
 			ObjectMeta: metav1.ObjectMeta{Name: name},
 			RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
 			Subjects:   subjects,
@@ -258,11 +262,10 @@ func (c *Cluster) bootstrapRBAC(ctx context.Context) error {
 		{"kubeadm:cluster-admins", "cluster-admin", group("kubeadm:cluster-admins")},
 	} {
 		if err := bind(b.name, b.role, b.subj); err != nil {
-			return fmt.Errorf("RBAC %s: %w", b.name, err)
+			return "", fmt.Errorf("RBAC %s: %w", b.name, err)
 		}
 	}
-	c.BootstrapToken = "abcdef.0123456789abcdef"
-	_, err := c.Admin.CoreV1().Secrets("kube-system").Create(ctx, &corev1.Secret{
+	_, err := admin.CoreV1().Secrets("kube-system").Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "bootstrap-token-abcdef", Namespace: "kube-system"},
 		Type:       "bootstrap.kubernetes.io/token",
 		StringData: map[string]string{
@@ -271,7 +274,7 @@ func (c *Cluster) bootstrapRBAC(ctx context.Context) error {
 			"auth-extra-groups": bootstrappers,
 		},
 	}, metav1.CreateOptions{})
-	return err
+	return "abcdef.0123456789abcdef", err
 }
 
 func (c *Cluster) startControllerManager(kubeBin string, signing time.Duration) error {
@@ -286,17 +289,25 @@ func (c *Cluster) startControllerManager(kubeBin string, signing time.Duration) 
 	if err := c.PointKubeconfig(kc); err != nil {
 		return err
 	}
-	controllers := "csrsigning,csrapproving,csrcleaner"
-	if c.noApproval {
-		controllers = "csrsigning,csrcleaner"
-	}
-	args := []string{"--kubeconfig=" + kc, "--controllers=" + controllers,
-		"--cluster-signing-cert-file=" + c.pki("ca.crt"), "--cluster-signing-key-file=" + c.pki("ca.key"),
-		"--secure-port=0", "--leader-elect=false", "--use-service-account-credentials=false"}
+	args := append(controllerManagerArgs(kc, c.pki, !c.noApproval), "--secure-port=0")
 	if signing > 0 {
 		args = append(args, "--cluster-signing-duration="+signing.String())
 	}
 	return c.spawn("controller-manager", filepath.Join(kubeBin, "kube-controller-manager"), args...)
+}
+
+// controllerManagerArgs are the flags of a test kube-controller-manager
+// with the kubeconfig, signing with the cluster CA of the PKI pki names:
+// the certificate controllers only (approval when approve), no leader
+// election, no secure port flags.
+func controllerManagerArgs(kubeconfig string, pki func(string) string, approve bool) []string {
+	controllers := "csrsigning,csrapproving,csrcleaner"
+	if !approve {
+		controllers = "csrsigning,csrcleaner"
+	}
+	return []string{"--kubeconfig=" + kubeconfig, "--controllers=" + controllers,
+		"--cluster-signing-cert-file=" + pki("ca.crt"), "--cluster-signing-key-file=" + pki("ca.key"),
+		"--leader-elect=false", "--use-service-account-credentials=false"}
 }
 
 // Stop kills every component and removes nothing (logs stay in work).

@@ -18,10 +18,12 @@ import (
 )
 
 // HANode is one control-plane node of an HA cluster: its kubeadm root
-// and the loopback ports of its etcd member and kube-apiserver.
+// and the loopback ports of its etcd member, kube-apiserver and
+// kube-controller-manager (its secure port, when StartControllerManager
+// runs one).
 type HANode struct {
-	Name, Root              string
-	EtcdPort, PeerPort, API int
+	Name, Root                  string
+	EtcdPort, PeerPort, API, CM int
 }
 
 // EtcdAddr, PeerAddr and APIAddr are the node's host:port.
@@ -55,7 +57,7 @@ func StartHA(ctx context.Context, kubeBin, work string, names, roots []string) (
 	h := &HA{kubeBin: kubeBin, c: &Cluster{dir: work, procs: map[string]*exec.Cmd{}, ports: map[string]int{}}}
 	for i, r := range roots {
 		n := &HANode{Name: names[i], Root: r}
-		for _, p := range []*int{&n.EtcdPort, &n.PeerPort, &n.API} {
+		for _, p := range []*int{&n.EtcdPort, &n.PeerPort, &n.API, &n.CM} {
 			var err error
 			if *p, err = FreePort(); err != nil {
 				return nil, err

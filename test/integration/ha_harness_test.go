@@ -119,10 +119,11 @@ type interval struct {
 	start, end time.Time
 }
 
-// restartLog collects restarts and invariant breaches.
+// restartLog collects restarts, crashes and invariant breaches.
 type restartLog struct {
 	mu       sync.Mutex
 	restarts []interval
+	crashes  []string // "<node> <component> at <time>: <end of its log>"
 	breaches []string
 	polls    int
 	checkAPI bool
@@ -151,36 +152,48 @@ func (tl *restartLog) overlaps() []string {
 }
 
 // runHAStaticPods stands in for each node's kubelet: a component whose
-// manifest leaves the directory is killed, and started again when it
-// comes back; the restart ends when the new process is healthy.
-func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *restartLog) {
+// manifest leaves the directory is killed, and started again (reading its
+// files as they are then) when it comes back; the restart ends when the
+// new process is healthy. A component that exits by itself is recorded as
+// a crash and started again after 2 s (the kubelet's restartPolicy
+// Always). comps are the static pods run (default etcd and kube-apiserver).
+func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *restartLog, comps ...string) {
+	if len(comps) == 0 {
+		comps = []string{"etcd", "kube-apiserver"}
+	}
 	for i, n := range h.Nodes {
-		for _, comp := range []string{"etcd", "kube-apiserver"} {
+		for _, comp := range comps {
+			proc, start, healthy, ok := h.StaticPod(comp, i)
+			if !ok {
+				t.Fatalf("no static pod %s", comp)
+			}
 			go func() {
 				manifest := filepath.Join(n.Root, "etc/kubernetes/manifests", comp+".yaml")
-				proc := map[string]string{"etcd": "etcd-", "kube-apiserver": "apiserver-"}[comp] + n.Name
 				running := true
 				var stopped time.Time
 				for ctx.Err() == nil {
 					time.Sleep(100 * time.Millisecond)
 					_, err := os.Stat(manifest)
 					switch here := err == nil; {
+					case here && running && h.Exited(proc):
+						tl.mu.Lock()
+						tl.crashes = append(tl.crashes, fmt.Sprintf("%s %s at %s: %s", n.Name, comp, time.Now().Format("15:04:05.000"), lastLines(h.Log(proc), 3)))
+						tl.mu.Unlock()
+						stopped = time.Now()
+						h.Kill(proc)
+						running = false
+						time.Sleep(2 * time.Second)
 					case !here && running:
 						stopped = time.Now()
 						h.Kill(proc)
 						running = false
 					case here && !running:
-						start := h.StartAPIServer
-						healthy := h.APIReady
-						if comp == "etcd" {
-							start, healthy = h.StartEtcd, h.EtcdHealthy
-						}
-						if err := start(i); err != nil {
+						if err := start(); err != nil {
 							t.Error(err)
 							return
 						}
 						running = true
-						for ctx.Err() == nil && !healthy(ctx, i) {
+						for ctx.Err() == nil && !healthy(ctx) {
 							time.Sleep(50 * time.Millisecond)
 						}
 						tl.add(interval{what: n.Name + " " + comp, start: stopped, end: time.Now()})
@@ -189,6 +202,12 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *resta
 			}()
 		}
 	}
+}
+
+// lastLines is the end of a log.
+func lastLines(log string, n int) string {
+	l := strings.Split(strings.TrimSpace(log), "\n")
+	return strings.Join(l[max(0, len(l)-n):], "\n")
 }
 
 // pollHA checks, every 100 ms, that etcd keeps quorum (2 of 3 members

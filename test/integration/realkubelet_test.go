@@ -74,9 +74,14 @@ func requireRealNode(t *testing.T) {
 // bootRealNodeOn is bootRealNode against the control plane c.
 func bootRealNodeOn(t *testing.T, c *cluster.Cluster, k nspawn.Kubelet, setup func(r *realNode)) *realNode {
 	t.Helper()
+	return bootRealNodeIn(t, c, k, unpackedRootfs(t), setup)
+}
+
+// bootRealNodeIn is bootRealNodeOn on a rootfs already unpacked in dir.
+func bootRealNodeIn(t *testing.T, c *cluster.Cluster, k nspawn.Kubelet, dir string, setup func(r *realNode)) *realNode {
+	t.Helper()
 	deb := e2eDeb(t)
 	k.KubeBin, k.ContainerdBin = filepath.Dir(requireKube(t, "kubelet")), containerdBin(t)
-	dir := unpackedRootfs(t)
 	r := &realNode{t: t, c: c, name: k.NodeName, dir: dir, k: k, put: rootWriter(t, dir), ca: clusterCA(t, c)}
 	r.put("etc/kubernetes/pki/ca.crt", pkitest.CertPEM(r.ca.Cert), 0o644)
 	setup(r)

@@ -28,6 +28,9 @@ type Kubelet struct {
 	ServerTLSBootstrap bool
 	// Port and HealthzPort are the kubelet's (0: 10250 and 10248).
 	Port, HealthzPort int
+	// StaticPodPath is the kubelet's staticPodPath (default
+	// /etc/kubernetes/manifests).
+	StaticPodPath string
 }
 
 // Ports returns the kubelet's port and healthz port.
@@ -98,12 +101,19 @@ failSwapOn: false
 cgroupsPerQOS: false
 enforceNodeAllocatable: []
 containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
-staticPodPath: /etc/kubernetes/manifests
+staticPodPath: %s
 rotateCertificates: %t
 serverTLSBootstrap: %t
 port: %d
 healthzPort: %d
-`, k.Rotate, k.ServerTLSBootstrap, port, healthz)
+`, k.staticPodPath(), k.Rotate, k.ServerTLSBootstrap, port, healthz)
+}
+
+func (k Kubelet) staticPodPath() string {
+	if k.StaticPodPath == "" {
+		return "/etc/kubernetes/manifests"
+	}
+	return k.StaticPodPath
 }
 
 // Install writes the units (enabled), the kubelet's configuration and the
@@ -131,7 +141,7 @@ func (k Kubelet) Install(dir string) error {
 			return err
 		}
 	}
-	for _, d := range []string{"etc/kubernetes/manifests", "var/lib/kubelet/pki", "etc/systemd/system/multi-user.target.wants"} {
+	for _, d := range []string{strings.TrimPrefix(k.staticPodPath(), "/"), "var/lib/kubelet/pki", "etc/systemd/system/multi-user.target.wants"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return err
 		}
