@@ -181,7 +181,7 @@ func controlPlane(t *testing.T, dir string) (*pkitest.Node, *pkitest.CA, *carota
 		t.Fatal(err)
 	}
 	c := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Prepare, Since: t0, Started: t0,
-		OldCA: pkitest.CertPEM(n.CA.Cert), NewCA: pkitest.CertPEM(next), Nodes: []string{"node1"}}
+		OldCA: pkitest.CertPEM(n.CA.Cert), NewCA: pkitest.CertPEM(next), Proof: prove(t, n.CA, next), Nodes: []string{"node1"}}
 	return n, &pkitest.CA{Cert: next, Key: key}, c
 }
 
@@ -313,6 +313,16 @@ func TestCARotationOnNode(t *testing.T) {
 			t.Errorf("condition %s never reported: %s", r, reasons)
 		}
 	}
+}
+
+// prove is the proof that old's key chose next, as the command makes it.
+func prove(t *testing.T, old *pkitest.CA, next *x509.Certificate) []byte {
+	t.Helper()
+	p, err := ca.Prove(old.Cert, old.Key, next, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // heldCSR writes the certificate like signerCSR, then holds the job (as

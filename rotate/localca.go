@@ -55,12 +55,30 @@ type LocalCA struct {
 	Name string
 	Cert *x509.Certificate
 	Key  crypto.Signer
-	// Previous are the other CA certificates of the same subject bundled
-	// in the CA's certificate file: during a rotation (`certagent ca
-	// rotate`), the CA being replaced once Key is the new one's.
-	// Certificates they issued are re-signed by Cert; none of them ever
+	// Previous is, during a rotation (`certagent ca rotate`) once Key is
+	// the new CA's, the CA being replaced (set by Retire, never from the
+	// file alone). Certificates it issued are re-signed by Cert; it never
 	// signs.
 	Previous []*x509.Certificate
+	// bundled are the certificates of the CA's file.
+	bundled []*x509.Certificate
+}
+
+// Retire lets ca re-sign what old issued: old must be a CA of ca's
+// subject bundled in ca's file, not ca itself. The caller vouches that
+// old is the CA a rotation replaces with ca (its own record of the
+// rotation); a same-subject CA that is merely in the file never is.
+func (ca *LocalCA) Retire(old *x509.Certificate) bool {
+	if old == nil || old.Equal(ca.Cert) || !pki.IsCA(old) || !bytes.Equal(old.RawSubject, ca.Cert.RawSubject) {
+		return false
+	}
+	for _, c := range ca.bundled {
+		if c.Equal(old) {
+			ca.Previous = []*x509.Certificate{old}
+			return true
+		}
+	}
+	return false
 }
 
 // Issued reports whether c was signed by the CA or by a CA it replaces.
@@ -125,14 +143,14 @@ func LoadLocalCA(root *pki.Root, name, certPath, keyPath string) (*LocalCA, erro
 	if err != nil {
 		return nil, fmt.Errorf("CA %s: %s: %w", name, keyPath, err)
 	}
-	cert, previous := PickCA(b.Certs, key)
+	cert, _ := PickCA(b.Certs, key)
 	if cert == nil {
 		return nil, fmt.Errorf("CA %s: %w: %s is not the key of %s", name, ErrUnsafeCAKey, keyPath, certPath)
 	}
 	if !pki.IsCA(cert) {
 		return nil, fmt.Errorf("CA %s: %s is not a CA certificate", name, certPath)
 	}
-	return &LocalCA{Name: name, Cert: cert, Key: key, Previous: previous}, nil
+	return &LocalCA{Name: name, Cert: cert, Key: key, bundled: b.Certs}, nil
 }
 
 // Policy says how a renewed certificate differs from the one it replaces.

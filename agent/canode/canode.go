@@ -147,29 +147,63 @@ func (s *step) run(ctx context.Context) {
 		s.block(err.Error())
 		return
 	}
+	if err := s.anchor(); err != nil {
+		s.block(err.Error())
+		return
+	}
 	s.out.Report.HasNewKey = ca.HasKey(s.n.Root, cfg.PKIDir, s.stem, s.next)
 	if s.it, err = loadIntent(s.n.StateDir); err != nil {
 		s.n.Log.WithField("REASON", err.Error()).Warn("CA rotation record unreadable: the phase is redone")
 	}
-	if s.it.ID != c.ID || s.it.Phase != c.Phase {
-		pending := s.it.Pending
-		if s.it.ID != c.ID {
-			pending = nil
-		}
-		s.it = &Intent{ID: c.ID, CA: c.CA, Phase: c.Phase, Since: s.in.Now.UTC(), Pending: pending}
-		if err := s.it.save(s.n.StateDir); err != nil {
-			s.block(err.Error())
+	switch {
+	case s.it.ID != c.ID:
+		s.it = &Intent{ID: c.ID, CA: c.CA, OldCA: pki.EncodeCertPEM(s.old)}
+	case len(s.it.OldCA) == 0:
+		// A record written before it named the old CA (verified above).
+		s.it.OldCA = pki.EncodeCertPEM(s.old)
+	}
+	// The node goes through the phases in order, each done here before
+	// the next begins, whatever phase the cluster asks for.
+	for {
+		p := s.it.nextPhase(c.Phase)
+		if p == "" {
+			s.out.Report.Phase, s.out.Status.NodePhase = c.Phase, string(c.Phase)
+			s.out.Status.Since = s.it.Since
+			s.done()
 			return
 		}
-		s.n.journal(logfields.MsgCAPhaseStart, c, "", nil, "CA rotation phase begun")
+		if !s.enter(ctx, p) {
+			return
+		}
+		s.left, s.problems = nil, nil
+	}
+}
+
+// enter works on phase p of this node; true when p is done.
+func (s *step) enter(ctx context.Context, p carotate.Phase) bool {
+	s.out.Report.Phase, s.out.Status.NodePhase = p, string(p)
+	if s.it.Phase != p || s.it.Done {
+		s.it.Phase, s.it.Since, s.it.Done, s.it.DoneAt, s.it.Restarted = p, s.in.Now.UTC(), false, nil, nil
+		if err := s.it.save(s.n.StateDir); err != nil {
+			s.block(err.Error())
+			return false
+		}
+		s.n.journal(logfields.MsgCAPhaseStart, s.in.Cluster, p, "", nil, "CA rotation phase begun")
 	}
 	s.out.Status.Since = s.it.Since
-	if s.it.Done {
-		s.done()
-		return
+	if p.Index() <= carotate.Trust.Index() {
+		// Before this node trusts the new CA: it must be fit to.
+		if err := ca.CheckLifetime(s.old, s.next, s.in.Now); err != nil {
+			s.block(err.Error())
+			return false
+		}
 	}
-	switch c.Phase {
-	case carotate.Prepare, carotate.Done:
+	if p != carotate.Prepare && p != carotate.Done && s.hasCAKey() && !s.nextStaged() {
+		s.block(fmt.Sprintf("this node holds the CA key (%s) but %s is not the rotation's new CA: stage it first (copy it, or certagent ca rotate --stage-only; see README)",
+			ca.PathsOf(s.in.Config.PKIDir, s.stem).Key, ca.PathsOf(s.in.Config.PKIDir, s.stem).NextCert))
+		return false
+	}
+	switch p {
 	case carotate.Trust:
 		s.trust(ctx)
 	case carotate.Reissue:
@@ -177,12 +211,12 @@ func (s *step) run(ctx context.Context) {
 	case carotate.Finish:
 		s.finish(ctx)
 	}
-	s.conclude(ctx)
+	return s.conclude(ctx)
 }
 
 // conclude runs the pending restarts once nothing else is left, and
-// marks the phase done, blocked or in progress.
-func (s *step) conclude(ctx context.Context) {
+// marks the phase done (true), blocked or in progress.
+func (s *step) conclude(ctx context.Context) bool {
 	if len(s.left) == 0 && len(s.problems) == 0 && len(s.it.Pending) > 0 {
 		s.restart(ctx)
 	}
@@ -204,13 +238,15 @@ func (s *step) conclude(ctx context.Context) {
 	default:
 		now := s.in.Now.UTC()
 		s.it.Done, s.it.DoneAt = true, &now
+		s.it.addDone(s.it.Phase)
 		if err := s.it.save(s.n.StateDir); err != nil {
 			s.block(err.Error())
-			return
+			return false
 		}
-		s.n.journal(logfields.MsgCAPhaseDone, s.in.Cluster, "", logrus.Fields{"COMPONENTS": strings.Join(s.it.Restarted, " ")}, "CA rotation phase done on this node")
-		s.done()
+		s.n.journal(logfields.MsgCAPhaseDone, s.in.Cluster, s.it.Phase, "", logrus.Fields{"COMPONENTS": strings.Join(s.it.Restarted, " ")}, "CA rotation phase done on this node")
+		return true
 	}
+	return false
 }
 
 func (s *step) done() {
@@ -229,17 +265,19 @@ func (s *step) block(reason string) {
 	s.out.Report.Done = false
 	s.out.Status.State, s.out.Status.Blocked = api.RotationBlocked, reason
 	s.out.Status.Left = s.left
-	s.n.journal(logfields.MsgCAPhaseBlocked, s.in.Cluster, reason, nil, "CA rotation blocked on this node")
+	s.n.journal(logfields.MsgCAPhaseBlocked, s.in.Cluster, s.out.Report.Phase, reason, nil, "CA rotation blocked on this node")
 }
 
 // restart restarts the pending components, and forgets each confirmed.
 func (s *step) restart(ctx context.Context) {
 	cfg := s.in.Config
-	if s.n.Restarter == nil || cfg.Agent.NoRestart {
-		s.n.Log.WithFields(logrus.Fields{"COMPONENTS": strings.Join(s.it.Pending, " "), "REASON": "restarts are off (agent.noRestart)"}).
-			Warn("CA rotation: restart these components by hand so they load the changed trust bundles")
-		s.it.Pending = nil
-		s.save()
+	switch {
+	case cfg.Agent.NoRestart:
+		s.problems = append(s.problems, fmt.Sprintf("CA rotation restarts components (%s); restarts are off on this node (agent.noRestart): turn them on, the phase is done only once they are restarted",
+			strings.Join(s.it.Pending, " ")))
+		return
+	case s.n.Restarter == nil:
+		s.problems = append(s.problems, fmt.Sprintf("CA rotation restarts components (%s); this node's daemon cannot restart them", strings.Join(s.it.Pending, " ")))
 		return
 	}
 	// One at a time, in restart order, each recorded once confirmed: a
@@ -283,9 +321,11 @@ func (s *step) save() {
 	}
 }
 
-// Verify checks the rotation's CAs before the node trusts the new one: a
-// CA certificate that may sign, validly self-signed, whose fingerprint is
-// the rotation's id, with the old CA's subject.
+// Verify checks the rotation's CAs against each other before the node
+// trusts the new one: a CA certificate that may sign, validly
+// self-signed, whose fingerprint is the rotation's id, with the old CA's
+// subject, and a proof (newCAProof) that the old CA's key chose it. The
+// node then ties the old CA to its own files (step.anchor).
 func Verify(c *carotate.Cluster) (old, next *x509.Certificate, err error) {
 	if old, err = onePEM(c.OldCA); err != nil {
 		return nil, nil, fmt.Errorf("oldCA: %w", err)
@@ -297,6 +337,9 @@ func Verify(c *carotate.Cluster) (old, next *x509.Certificate, err error) {
 		return nil, nil, fmt.Errorf("newCA's fingerprint %s is not the rotation's id %s", got, c.ID)
 	}
 	if err := ca.CheckSuccessor(old, next); err != nil {
+		return nil, nil, err
+	}
+	if err := ca.CheckProof(c.Proof, old, next); err != nil {
 		return nil, nil, err
 	}
 	return old, next, nil
@@ -314,8 +357,8 @@ func onePEM(data []byte) (*x509.Certificate, error) {
 }
 
 // journal gives a phase's journal line once per rotation, phase and reason.
-func (n *Node) journal(id string, c *carotate.Cluster, reason string, extra logrus.Fields, msg string) {
-	key := id + "/" + c.ID + "/" + string(c.Phase) + "/" + reason
+func (n *Node) journal(id string, c *carotate.Cluster, phase carotate.Phase, reason string, extra logrus.Fields, msg string) {
+	key := id + "/" + c.ID + "/" + string(phase) + "/" + reason
 	if n.logged == nil {
 		n.logged = map[string]bool{}
 	}
@@ -323,7 +366,7 @@ func (n *Node) journal(id string, c *carotate.Cluster, reason string, extra logr
 		return
 	}
 	n.logged[key] = true
-	f := logrus.Fields{"MESSAGE_ID": id, "CA_NAME": c.CA, "CA_ROTATION_ID": c.ID, "CA_PHASE": string(c.Phase)}
+	f := logrus.Fields{"MESSAGE_ID": id, "CA_NAME": c.CA, "CA_ROTATION_ID": c.ID, "CA_PHASE": string(phase)}
 	if reason != "" {
 		f["REASON"] = reason
 	}

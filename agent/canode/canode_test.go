@@ -2,6 +2,7 @@ package canode
 
 import (
 	"context"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"slices"
@@ -94,7 +95,7 @@ func newFixture(t *testing.T, worker bool) *fixture {
 	os.MkdirAll(state, 0o700)
 	return &fixture{root: root, dir: dir, state: state, node: n, next: &pkitest.CA{Cert: next, Key: key}, cfg: config.Default(),
 		cluster: &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Trust, Since: now, Started: now,
-			OldCA: pkitest.CertPEM(n.CA.Cert), NewCA: pkitest.CertPEM(next)}}
+			OldCA: pkitest.CertPEM(n.CA.Cert), NewCA: pkitest.CertPEM(next), Proof: prove(t, n.CA, next)}}
 }
 
 func (f *fixture) converge(t *testing.T, r Restarter, hooks rotate.Hooks, leaves ...Leaf) Outcome {
@@ -181,7 +182,8 @@ func TestBlocked(t *testing.T) {
 	other, _ := pkitest.NewCA("kubernetes", now.Add(-time.Hour), now.Add(time.Hour), pkitest.ECDSA)
 	onext, _, _ := ca.NewCA(other.Cert, other.Key, now)
 	h.cluster.Phase, h.cluster.OldCA, h.cluster.NewCA, h.cluster.ID = carotate.Reissue, pkitest.CertPEM(other.Cert), pkitest.CertPEM(onext), carotate.Fingerprint(onext)
-	if out := h.converge(t, &recorder{}, nil); !strings.Contains(out.Report.Blocked, "not the rotation's old CA") {
+	h.cluster.Proof = prove(t, other, onext)
+	if out := h.converge(t, &recorder{}, nil); !strings.Contains(out.Report.Blocked, "is not the CA in /etc/kubernetes/pki/ca.crt") {
 		t.Errorf("another CA's rotation: %+v", out.Report)
 	}
 	g := newFixture(t, false)
@@ -216,4 +218,14 @@ func TestWorkerReissue(t *testing.T) {
 	if !strings.Contains(out.Report.Blocked, "webhook (/etc/webhook.crt) is from the old CA") || !slices.Equal(out.Renew, []string{"kubelet-client-current"}) {
 		t.Errorf("a certificate nothing renews: %+v", out)
 	}
+}
+
+// prove is the proof that old's key chose next, as the command makes it.
+func prove(t *testing.T, old *pkitest.CA, next *x509.Certificate) []byte {
+	t.Helper()
+	p, err := ca.Prove(old.Cert, old.Key, next, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/google/renameio/v2"
 
 	"github.com/certagent/certagent/agent/carotate"
+	"github.com/certagent/certagent/rotate"
+	"github.com/certagent/certagent/rotate/pki"
 )
 
 // IntentFile is the node's record of its part in a rotation, in the
@@ -24,8 +27,9 @@ const IntentFile = "ca-rotation.json"
 // file edits are no-ops once made) and restarts what is still Pending,
 // once.
 type Intent struct {
-	ID    string         `json:"id"`
-	CA    string         `json:"ca"`
+	ID string `json:"id"`
+	CA string `json:"ca"`
+	// Phase is the phase this node works on or finished last.
 	Phase carotate.Phase `json:"phase"`
 	// Since is when this node began Phase.
 	Since time.Time `json:"since"`
@@ -36,8 +40,30 @@ type Intent struct {
 	Pending []string `json:"pending,omitempty"`
 	// Restarted are the components restarted for this phase, confirmed.
 	Restarted []string `json:"restarted,omitempty"`
-	// Switched: the reissue phase switched this node's signer.
-	Switched bool `json:"switched,omitempty"`
+	// OldCA is the CA being replaced (PEM), as verified against this
+	// node's files when the rotation began here.
+	OldCA []byte `json:"oldCA,omitempty"`
+	// PhasesDone are the phases of this rotation done on this node: a
+	// phase begins only once those before it are here.
+	PhasesDone []carotate.Phase `json:"phasesDone,omitempty"`
+}
+
+// nextPhase is the first phase, up to the cluster's, not done on this
+// node ("" when none is left).
+func (it *Intent) nextPhase(cluster carotate.Phase) carotate.Phase {
+	for _, p := range carotate.Phases[:cluster.Index()+1] {
+		if !slices.Contains(it.PhasesDone, p) {
+			return p
+		}
+	}
+	return ""
+}
+
+// addDone records phase p done on this node.
+func (it *Intent) addDone(p carotate.Phase) {
+	if !slices.Contains(it.PhasesDone, p) {
+		it.PhasesDone = append(it.PhasesDone, p)
+	}
 }
 
 func loadIntent(dir string) (*Intent, error) {
@@ -81,5 +107,23 @@ func (it *Intent) addPending(names ...string) {
 func (it *Intent) addRestarted(name string) {
 	if !slices.Contains(it.Restarted, name) {
 		it.Restarted = append(it.Restarted, name)
+	}
+}
+
+// Retire lets lc re-sign what the CA it replaces issued, when lc is the
+// new CA of this node's rotation (the switch is made) and that rotation's
+// old CA is bundled in lc's file. stateDir is the daemon's state
+// directory (a node path). Without such a rotation it does nothing.
+func Retire(root *pki.Root, stateDir string, lc *rotate.LocalCA) {
+	f, err := root.ReadFile(path.Join(stateDir, IntentFile))
+	if err != nil {
+		return
+	}
+	it := &Intent{}
+	if json.Unmarshal(f.Data, it) != nil || it.ID != carotate.Fingerprint(lc.Cert) {
+		return
+	}
+	if b, err := pki.ParseBundle(it.OldCA); err == nil && len(b.Certs) == 1 {
+		lc.Retire(b.Certs[0])
 	}
 }

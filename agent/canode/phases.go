@@ -29,18 +29,34 @@ func (s *step) finish(ctx context.Context) {
 	// The CA's own file may lose the old CA only once the signer is the
 	// new one: otherwise the key would lose its certificate.
 	signer := s.hasCAKey()
-	if signer {
-		if c, err := rotate.LoadLocalCA(s.n.Root, s.stem, p.Cert, p.Key); err != nil || !c.Cert.Equal(s.next) {
-			s.problems = append(s.problems, fmt.Sprintf("%s still signs with the old CA: the reissue phase did not switch it", p.Cert))
-			return
-		}
+	if signer && !s.signerIsNext() {
+		s.problems = append(s.problems, fmt.Sprintf("%s still signs with the old CA: the reissue phase did not switch it", p.Cert))
+		return
 	}
-	backup := s.editBundles(ctx, func(b ca.Bundle) (*rotate.TrustEdit, error) { return b.Remove(s.old) })
+	// Nothing leaves a bundle while a certificate here still needs the
+	// old CA to be trusted.
+	all := make([]ca.Leaf, 0, len(s.in.Leaves))
+	for _, l := range s.in.Leaves {
+		all = append(all, l.Leaf)
+	}
+	still, probs := ca.IssuedBy(s.n.Root, all, s.old)
+	for _, p := range probs {
+		s.left = append(s.left, p.Error())
+	}
+	if len(still) > 0 {
+		s.problems = append(s.problems, "still issued by the old CA: "+strings.Join(still, ", ")+"; the old CA leaves the bundles only once no certificate here comes from it")
+		return
+	}
+	s.editBundles(ctx, func(b ca.Bundle) (*rotate.TrustEdit, error) { return b.Remove(s.old) })
+	// The controller manager's flag goes back to <stem>.crt, one CA again.
 	if len(s.problems) > 0 || len(s.left) > 0 || !s.fromSigner(ctx) {
 		return
 	}
 	if signer {
-		if err := ca.Unstage(s.n.Root, cfg.PKIDir, s.stem, backup); err != nil {
+		// The copies stay in a directory of their own, whatever pass
+		// (or crash) the bundles changed in.
+		keep := path.Join(cfg.Renewal.BackupDir, "ca-rotation-"+s.in.Cluster.ID[:16])
+		if err := ca.Unstage(s.n.Root, cfg.PKIDir, s.stem, s.next, keep); err != nil {
 			s.problems = append(s.problems, err.Error())
 		}
 	}
@@ -110,7 +126,7 @@ func (s *step) reissue(ctx context.Context) {
 	// Trust first, should this node have missed the phase (a no-op once
 	// every bundle holds the new CA).
 	s.trust(ctx)
-	if s.hasCAKey() && !s.it.Switched && !s.switchSigner(ctx) {
+	if s.hasCAKey() && !ca.IsSwitched(s.n.Root, s.in.Config.PKIDir, s.stem, s.next) && !s.switchSigner(ctx) {
 		return
 	}
 	local, probs := ca.IssuedBy(s.n.Root, s.leaves(false), s.old)
@@ -175,8 +191,6 @@ func (s *step) switchSigner(ctx context.Context) bool {
 		s.problems = append(s.problems, err.Error())
 		return false
 	}
-	s.it.Switched = true
-	s.save()
 	return true
 }
 

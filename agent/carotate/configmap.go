@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	cafiles "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
 
@@ -83,7 +84,8 @@ func (s Store) Put(ctx context.Context, c *Cluster, rv string) (string, error) {
 
 // Validate checks what Parse cannot: a known CA name, a new CA that is a
 // self-signed CA whose fingerprint is the id, an old CA with the same
-// subject, node lists without doubles, nodesDone among nodes, and
+// subject, a proof (newCAProof) that the old CA's key chose the new CA,
+// node lists without doubles, nodesDone among nodes, and
 // phaseTimes lines in their form.
 func Validate(c *Cluster) error {
 	if !slices.Contains(CAs, c.CA) {
@@ -105,6 +107,12 @@ func Validate(c *Cluster) error {
 	}
 	if !bytes.Equal(oldCA.RawSubject, newCA.RawSubject) || bytes.Equal(oldCA.Raw, newCA.Raw) {
 		return errors.New("oldCA and newCA are the same certificate, or their subjects differ")
+	}
+	if len(c.Proof) == 0 {
+		return errors.New("no newCAProof (the new CA signed by the old CA key): nodes refuse a rotation without it; a rotation begun by an older certagent cannot go on: delete the ConfigMap and run certagent ca rotate again")
+	}
+	if err := cafiles.CheckProof(c.Proof, oldCA, newCA); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, n := range c.Nodes {

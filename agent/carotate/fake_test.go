@@ -112,7 +112,7 @@ func (f *fakeCluster) rotator(out *syncBuffer) *Rotator {
 		w = out
 	}
 	return &Rotator{Client: f.cs, Clock: f.clock, Out: w, Kubeconfig: "admin.conf", Timeout: time.Minute, CA: "ca",
-		Current: f.oldCA.Cert, Prepare: func() (*x509.Certificate, error) { return f.newCA, nil }}
+		Current: f.oldCA.Cert, CurrentKey: f.oldCA.Key, Prepare: func() (*x509.Certificate, error) { return f.newCA, nil }}
 }
 
 func (f *fakeCluster) countWrite(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -131,6 +131,9 @@ func (f *fakeCluster) countWrite(a k8stesting.Action) (bool, runtime.Object, err
 
 // configMaps serves the one ConfigMap with resourceVersion checks.
 func (f *fakeCluster) configMaps(a k8stesting.Action) (bool, runtime.Object, error) {
+	if !isRotation(a) {
+		return false, nil, nil // other ConfigMaps: the tracker's
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	gr := schema.GroupResource{Resource: "configmaps"}
@@ -159,6 +162,21 @@ func (f *fakeCluster) configMaps(a k8stesting.Action) (bool, runtime.Object, err
 		return true, cm.DeepCopy(), nil
 	}
 	return true, nil, errors.New("unexpected configmap action " + a.GetVerb())
+}
+
+// isRotation reports whether a is about the rotation's ConfigMap.
+func isRotation(a k8stesting.Action) bool {
+	if a.GetNamespace() != Namespace {
+		return false
+	}
+	switch a := a.(type) {
+	case k8stesting.GetAction:
+		return a.GetName() == ConfigMapName
+	case interface{ GetObject() runtime.Object }:
+		cm, ok := a.GetObject().(*corev1.ConfigMap)
+		return ok && cm.Name == ConfigMapName
+	}
+	return false
 }
 
 // setData writes ConfigMap data directly (an edit by someone else).

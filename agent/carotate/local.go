@@ -64,6 +64,9 @@ func (l *Local) Prepare(cur *rotate.LocalCA, supplied *Pair, now time.Time) (*x5
 	}
 	if supplied != nil {
 		cert, key, err := cafiles.ParsePair(supplied.CertPEM, supplied.KeyPEM, cur.Cert)
+		if err == nil {
+			err = cafiles.CheckLifetime(cur.Cert, cert, now)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("the supplied CA: %w", err)
 		}
@@ -72,7 +75,7 @@ func (l *Local) Prepare(cur *rotate.LocalCA, supplied *Pair, now time.Time) (*x5
 	staged, _, err := cafiles.Staged(l.Root, l.PKIDir, stem)
 	switch {
 	case err == nil:
-		if err := cafiles.CheckSuccessor(cur.Cert, staged); err != nil {
+		if err := errors.Join(cafiles.CheckSuccessor(cur.Cert, staged), cafiles.CheckLifetime(cur.Cert, staged, now)); err != nil {
 			return nil, fmt.Errorf("%s: %w; remove both files to have certagent make a new CA", l.Files.NextCert, err)
 		}
 		return staged, nil

@@ -78,9 +78,15 @@ func TestLocalPrepare(t *testing.T) {
 	if _, err := l.Prepare(cur, nil, t0); err == nil || !strings.Contains(err.Error(), "remove both files") {
 		t.Fatalf("mismatched staged pair: %v", err)
 	}
-	// A supplied pair replaces it, once checked.
+	// Nor by a supplied pair: it is removed first.
 	c, key, _ := cafiles.NewCA(cur.Cert, cur.Key, t0)
-	got, err := l.Prepare(cur, &Pair{CertPEM: pkitest.CertPEM(c), KeyPEM: pkitest.KeyPEM(key)}, t0)
+	supplied := &Pair{CertPEM: pkitest.CertPEM(c), KeyPEM: pkitest.KeyPEM(key)}
+	if _, err := l.Prepare(cur, supplied, t0); err == nil || !strings.Contains(err.Error(), "first") {
+		t.Fatalf("a supplied pair over a mismatched staged one: %v", err)
+	}
+	os.Remove(filepath.Join(l.Root.Dir(), l.Files.NextCert))
+	os.Remove(filepath.Join(l.Root.Dir(), l.Files.NextKey))
+	got, err := l.Prepare(cur, supplied, t0)
 	if err != nil || !got.Equal(c) {
 		t.Fatalf("supplied: %v", err)
 	}
@@ -90,5 +96,26 @@ func TestLocalPrepare(t *testing.T) {
 	other := mustCA(t)
 	if _, err := l.Prepare(cur, &Pair{CertPEM: pkitest.CertPEM(other.Cert), KeyPEM: pkitest.KeyPEM(other.Key)}, t0); err == nil || !strings.Contains(err.Error(), "subject") {
 		t.Fatalf("a supplied CA of another subject: %v", err)
+	}
+}
+
+// TestLocalPrepareRefusesShortLived: a supplied new CA valid now but
+// ending within a month is refused, and nothing is staged.
+func TestLocalPrepareRefusesShortLived(t *testing.T) {
+	l, n := newLocal(t, pkitest.Layout{Now: t0})
+	cur, refusal := l.Current()
+	if refusal != "" {
+		t.Fatal(refusal)
+	}
+	short, err := pkitest.NewCA(n.FrontProxy.Cert.Subject.CommonName, t0.Add(-time.Hour), t0.Add(30*24*time.Hour), pkitest.ECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Prepare(cur, &Pair{CertPEM: pkitest.CertPEM(short.Cert), KeyPEM: pkitest.KeyPEM(short.Key)}, t0)
+	if err == nil || !strings.Contains(err.Error(), "less than") {
+		t.Fatalf("a new CA with a month left: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(l.Root.Dir(), l.Files.NextKey)); !os.IsNotExist(err) {
+		t.Error("a refused CA was staged")
 	}
 }

@@ -2,6 +2,7 @@ package carotate
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -40,7 +41,14 @@ type Rotator struct {
 	// Current is the CA in use on this node (the first certificate of
 	// its file); nil when it could not be read (Refusals says why).
 	Current *x509.Certificate
-	// Supplied is the operator's new CA, nil when certagent makes one.
+	// CurrentKey is Current's key: it signs the proof (newCAProof) that
+	// nodes check the new CA with.
+	CurrentKey crypto.Signer
+	// Supplied is the operator's new CA (its key checked to be its own),
+	// nil when certagent makes one. Run checks that it may replace the
+	// CA: the rotation's oldCA when it is the rotation's own new CA (a
+	// rerun; after this node's signer switch it is the CA in use here),
+	// else Current. A rerun stages nothing again.
 	Supplied *x509.Certificate
 	// Prepare stages the new CA on this node and returns its certificate:
 	// called before a new rotation starts, and on a resumed one when
@@ -77,8 +85,13 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	if refusals := slices.Concat(r.Refusals, r.inProgress(c), lines); len(refusals) > 0 {
+	if refusals := slices.Concat(r.Refusals, r.inProgress(c), r.checkSupplied(c, resume), lines); len(refusals) > 0 {
 		return c, &RefusedError{Reasons: refusals}
+	}
+	if resume {
+		// The supplied CA is the rotation's own (inProgress refused any
+		// other): staged already, or in use after the signer switch.
+		r.Supplied = nil
 	}
 	if !resume || r.Supplied != nil {
 		newCA, err := r.Prepare()
@@ -87,8 +100,12 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 		}
 		if !resume {
 			now := r.Clock.Now()
+			proof, err := cafiles.Prove(r.Current, r.CurrentKey, newCA, now)
+			if err != nil {
+				return c, fmt.Errorf("prepare: %w", err)
+			}
 			c = &Cluster{CA: r.CA, ID: Fingerprint(newCA), Phase: Prepare, Since: now, Started: now,
-				OldCA: pki.EncodeCertPEM(r.Current), NewCA: pki.EncodeCertPEM(newCA), Nodes: names(nodes)}
+				OldCA: pki.EncodeCertPEM(r.Current), NewCA: pki.EncodeCertPEM(newCA), Proof: proof, Nodes: names(nodes)}
 		}
 	}
 	if err := r.begin(ctx, c, &rv, resume); err != nil {
@@ -111,6 +128,24 @@ func (r *Rotator) inProgress(c *Cluster) []string {
 	return nil
 }
 
+// checkSupplied checks the operator's CA against the CA it replaces (see
+// Supplied).
+func (r *Rotator) checkSupplied(c *Cluster, resume bool) []string {
+	old := r.Current
+	switch {
+	case r.Supplied == nil:
+		return nil
+	case resume && Fingerprint(r.Supplied) == c.ID:
+		old, _ = oneCert("oldCA", c.OldCA) // Store.Get validated it
+	case resume || old == nil:
+		return nil // inProgress or Refusals say why
+	}
+	if err := cafiles.CheckSuccessor(old, r.Supplied); err != nil {
+		return []string{fmt.Sprintf("the supplied CA (--new-ca-cert, --new-ca-key): %v", err)}
+	}
+	return nil
+}
+
 // begin creates the RBAC (before the ConfigMap, so that nodes can read it
 // as soon as it exists), then the ConfigMap of a new rotation.
 func (r *Rotator) begin(ctx context.Context, c *Cluster, rv *string, resume bool) error {
@@ -125,6 +160,9 @@ func (r *Rotator) begin(ctx context.Context, c *Cluster, rv *string, resume bool
 		return err
 	}
 	r.printf("rotation %s of %s started: phase prepare", c.ID, c.CA)
+	if c.CA == "ca" && (r.Until == "" || r.Until.Index() > Trust.Index()) {
+		r.printf("note: workloads that use in-cluster config must be restarted between trust and reissue; --until trust stops there for that (see README)")
+	}
 	return nil
 }
 
@@ -136,6 +174,9 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 		if r.Until != "" && p.Index() > r.Until.Index() {
 			r.printf("the rotation is past phase %s (--until): it is at %s", r.Until, p)
 			return nil
+		}
+		if err := r.syncClusterInfo(ctx, c, p); err != nil {
+			return err
 		}
 		if !c.finished(p) {
 			r.printf("phase %s: waiting for %d nodes", p, len(c.Nodes))
@@ -158,6 +199,11 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 				for _, why := range missingKeys(views, c) {
 					r.printf("warning: %s", why)
 				}
+			}
+		}
+		if p == Trust {
+			if err := r.waitRootCA(ctx, c); err != nil {
+				return err
 			}
 		}
 		if p == r.Until {

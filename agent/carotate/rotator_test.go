@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 
 	cafiles "github.com/certagent/certagent/rotate/carotate"
+	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
 // run runs r in the background and returns its result channel.
@@ -140,7 +141,7 @@ func TestFinishedRotationIsNotStartedAgain(t *testing.T) {
 	}
 	before := f.writes
 	// The node now uses the new CA.
-	r.Current = f.newCA
+	r.Current, r.CurrentKey = f.newCA, f.newKey
 	if _, err := r.Run(context.Background()); err != nil || f.writes != before {
 		t.Fatalf("rerun of a finished rotation: %v, %d writes (want none)", err, f.writes-before)
 	}
@@ -335,6 +336,12 @@ func TestInvalidConfigMap(t *testing.T) {
 	}
 	good := f.state().Data()
 	other := newFakeCluster(t)
+	// The new CA's key chosen by a key that is not the old CA's.
+	impostor, _ := pkitest.NewCA("kubernetes", t0.Add(-time.Hour), t0.Add(time.Hour), pkitest.ECDSA)
+	forged, err := cafiles.Prove(impostor.Cert, impostor.Key, f.newCA, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name, key, value, want string
 	}{
@@ -346,6 +353,10 @@ func TestInvalidConfigMap(t *testing.T) {
 		{"nodesDone", "nodesDone", "intruder", `nodesDone: "intruder" is not in nodes`},
 		{"phaseTimes", "phaseTimes", "trust yesterday today", "phaseTimes:"},
 		{"since", "since", "now", "since:"},
+		// A ConfigMap of an older certagent, or one whose proof the old
+		// CA's key did not sign.
+		{"no proof", "newCAProof", "", "no newCAProof"},
+		{"forged proof", "newCAProof", string(forged), "not signed by the old CA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := map[string]string{}
@@ -478,5 +489,38 @@ func TestTimeoutWhileAPIDown(t *testing.T) {
 	var te *TimeoutError
 	if !errors.As(err, &te) || te.Phase != Trust || te.API == nil || !strings.Contains(err.Error(), "the API did not answer: list nodes: down") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// TestRerunWithSuppliedCAAfterSignerSwitch: a rerun with the rotation's
+// own --new-ca-cert/--new-ca-key after this node's signer switch (the CA
+// in use is then the supplied one) resumes: the supplied CA is checked
+// against the rotation's oldCA and nothing is staged again. A new
+// rotation whose supplied CA is the one in use is refused.
+func TestRerunWithSuppliedCAAfterSignerSwitch(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true), node("w1", false))
+	r := f.rotator(nil)
+	r.Until, r.Supplied = Reissue, f.newCA
+	if _, err := r.Run(context.Background()); err != nil || f.state().Phase != Reissue {
+		t.Fatalf("to reissue: %v", err)
+	}
+	staged := 0
+	rerun := f.rotator(nil)
+	rerun.Current, rerun.Supplied = f.newCA, f.newCA // the signer switched here
+	rerun.Prepare = func() (*x509.Certificate, error) { staged++; return nil, errors.New("staged again") }
+	if _, err := rerun.Run(context.Background()); err != nil || f.state().Phase != Done || staged != 0 {
+		t.Fatalf("rerun after the switch: %v, phase %s, staged %d times", err, f.state().Phase, staged)
+	}
+	// A new rotation "to" the CA in use.
+	g := newFakeCluster(t, node("cp1", true))
+	same := g.rotator(nil)
+	same.Supplied = g.oldCA.Cert
+	_, err := same.Run(context.Background())
+	var re *RefusedError
+	if !errors.As(err, &re) || len(re.Reasons) != 1 || !strings.Contains(re.Reasons[0], "the supplied CA (--new-ca-cert, --new-ca-key): the new CA has the old CA's key") {
+		t.Fatalf("the CA in use supplied as the new one: %v", err)
+	}
+	if g.state() != nil {
+		t.Error("a refused rotation was started")
 	}
 }

@@ -59,6 +59,7 @@ const (
 	keyStarted    = "started"    // RFC 3339: when the rotation began
 	keyOldCA      = "oldCA"      // PEM: the CA being replaced
 	keyNewCA      = "newCA"      // PEM: the new CA certificate (never its key)
+	keyProof      = "newCAProof" // PEM: newCA's subject and key signed by the old CA key
 	keyNodes      = "nodes"      // the nodes taking part, one per line
 	keyNodesDone  = "nodesDone"  // the nodes done with phase, one per line
 	keyPhaseTimes = "phaseTimes" // "<phase> <start> <end>" lines, for the figures
@@ -73,6 +74,10 @@ type Cluster struct {
 	Started time.Time
 	OldCA   []byte // PEM
 	NewCA   []byte // PEM
+	// Proof is newCA's subject and public key signed by the old CA's key
+	// (rotate/carotate.Prove, PEM): nodes trust newCA only when it
+	// verifies against the old CA in their own files. It goes in no bundle.
+	Proof []byte
 	// Nodes take part (every Node when the rotation began); NodesDone
 	// have reported Phase done (kept up to date by the command).
 	Nodes, NodesDone []string
@@ -85,7 +90,7 @@ func (c *Cluster) Data() map[string]string {
 	return map[string]string{
 		keyCA: c.CA, keyID: c.ID, keyPhase: string(c.Phase),
 		keySince: c.Since.UTC().Format(time.RFC3339), keyStarted: c.Started.UTC().Format(time.RFC3339),
-		keyOldCA: string(c.OldCA), keyNewCA: string(c.NewCA),
+		keyOldCA: string(c.OldCA), keyNewCA: string(c.NewCA), keyProof: string(c.Proof),
 		keyNodes: strings.Join(c.Nodes, "\n"), keyNodesDone: strings.Join(c.NodesDone, "\n"),
 		keyPhaseTimes: strings.Join(c.PhaseTimes, "\n"),
 	}
@@ -95,7 +100,7 @@ func (c *Cluster) Data() map[string]string {
 // node still verifies NewCA (a CA, its fingerprint is ID) before using it.
 func Parse(data map[string]string) (*Cluster, error) {
 	c := &Cluster{CA: data[keyCA], ID: data[keyID], Phase: Phase(data[keyPhase]),
-		OldCA: []byte(data[keyOldCA]), NewCA: []byte(data[keyNewCA])}
+		OldCA: []byte(data[keyOldCA]), NewCA: []byte(data[keyNewCA]), Proof: []byte(data[keyProof])}
 	if c.Phase.Index() < 0 {
 		return nil, fmt.Errorf("%s/%s: phase %q is not one of prepare, trust, reissue, finish, done", Namespace, ConfigMapName, data[keyPhase])
 	}

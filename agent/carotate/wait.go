@@ -194,6 +194,9 @@ type TimeoutError struct {
 	Lagging []string // "node X: what it reports"
 	// API is the API's failure when the wait ended while it failed.
 	API error
+	// Waiting, when set, says what was not there in time instead of
+	// nodes (Lagging is then empty).
+	Waiting string
 }
 
 // Error names the phase, the bound and each lagging node on its own line.
@@ -201,6 +204,9 @@ func (e *TimeoutError) Error() string {
 	lines := e.Lagging
 	if e.API != nil {
 		lines = append(slices.Clip(lines), "the API did not answer: "+e.API.Error())
+	}
+	if e.Waiting != "" {
+		return fmt.Sprintf("after phase %s, within %s: %s (rerun to go on waiting)%s", e.Phase, e.After, e.Waiting, strings.Join(append([]string{""}, lines...), "\n  "))
 	}
 	return fmt.Sprintf("phase %s not done on every node within %s (rerun to go on waiting):\n  %s", e.Phase, e.After, strings.Join(lines, "\n  "))
 }

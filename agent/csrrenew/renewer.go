@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	"github.com/certagent/certagent/agent/canode"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/renewal"
@@ -68,7 +69,7 @@ func (j Renewer) RenewCSR(ctx context.Context, job renewal.CSRJob) renewal.Resul
 	}
 	if req.kind == KindKubeletClient && now.After(old.NotAfter) {
 		// The node cannot authenticate with an expired certificate.
-		if ca := localCAFor(j.Root, c, job.Report); ca != nil {
+		if ca := localCAFor(j.Root, cfg, c, job.Report); ca != nil {
 			r.Method = "local-ca"
 			key, err := rotate.NewKey(nil, "ecdsa-p256")
 			if err != nil {
@@ -289,7 +290,7 @@ func nodeAddresses(ctx context.Context, client kubernetes.Interface, node string
 }
 
 // localCAFor returns the certificate's issuing CA when its key is here.
-func localCAFor(root *pki.Root, c *inventory.Certificate, rep *inventory.Report) *rotate.LocalCA {
+func localCAFor(root *pki.Root, cfg *config.Config, c *inventory.Certificate, rep *inventory.Report) *rotate.LocalCA {
 	if !c.CAKeyPresent || rep == nil {
 		return nil
 	}
@@ -304,6 +305,7 @@ func localCAFor(root *pki.Root, c *inventory.Certificate, rep *inventory.Report)
 	for _, au := range rep.Authorities {
 		if au.Path == path && au.Key != nil && au.Key.Present {
 			if ca, err := rotate.LoadLocalCA(root, au.Name, au.Path, au.Key.Path); err == nil {
+				canode.Retire(root, cfg.Agent.StateDir, ca)
 				return ca
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/certagent/certagent/agent/canode"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/agent/schedule"
@@ -246,6 +247,10 @@ func (b *builder) ca(c *inventory.Certificate) caResult {
 		r.err = fmt.Errorf("CA %s: %w", c.CAName, rotate.ErrExternalCA)
 	} else {
 		r.ca, r.err = rotate.LoadLocalCA(b.root, auth.Name, auth.Path, auth.Key.Path)
+		if r.err == nil {
+			// Only the CA that this node's rotation replaces, once switched.
+			canode.Retire(b.root, b.cfg.Agent.StateDir, r.ca)
+		}
 	}
 	b.cas[c.CAName] = r
 	return r

@@ -87,12 +87,12 @@ nodes ran past --timeout (the lagging nodes are named; rerun to go on).`,
 	cmd.Flags().StringVar(&f.newCert, "new-ca-cert", "", "the new CA certificate to use instead of one certagent makes (a host path)")
 	cmd.Flags().StringVar(&f.newKey, "new-ca-key", "", "its private key (a host path)")
 	cmd.Flags().BoolVar(&f.stageOnly, "stage-only", false, "only place and check the new CA files on this node; no API")
-	cmd.Flags().StringVar(&f.until, "until", "", "stop once this phase is done on every node: prepare, trust, reissue or finish")
+	cmd.Flags().StringVar(&f.until, "until", "", "stop once this phase is done on every node: prepare, trust (restart in-cluster workloads there), reissue or finish; done: go to the end")
 	cmd.Flags().Var(newDurationFlag(&f.timeout, nil, caTimeoutBounds), "timeout", "how long each wait for the nodes lasts, and how long a failing API request is tried again (at most 1w)")
 	cmd.Flags().BoolVar(&f.again, "new", false, "start a new rotation even though the last one of this CA finished")
 	addOutputFlag(cmd, &f.output)
 	cmd.RegisterFlagCompletionFunc("ca", cobra.FixedCompletions(carotate.CAs, cobra.ShellCompDirectiveNoFileComp))
-	cmd.RegisterFlagCompletionFunc("until", cobra.FixedCompletions([]string{"prepare", "trust", "reissue", "finish"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RegisterFlagCompletionFunc("until", cobra.FixedCompletions([]string{"prepare", "trust", "reissue", "finish", "done"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -138,12 +138,26 @@ func loadCANode(root *pki.Root, cfg *config.Config, f *caFlags) (*caNode, error)
 	if n.supplied, err = f.supplied(); err != nil {
 		return nil, &exitError{code: ExitUsage, err: err}
 	}
-	if n.supplied != nil && n.cur != nil {
-		if n.newCert, _, err = cafiles.ParsePair(n.supplied.CertPEM, n.supplied.KeyPEM, n.cur.Cert); err != nil {
-			n.refusals = append(n.refusals, fmt.Sprintf("the supplied CA (%s, %s): %v", f.newCert, f.newKey, err))
-		}
+	if n.supplied == nil {
+		return n, nil
+	}
+	// What the supplied CA replaces is checked by the Rotator once it has
+	// read the rotation (after this node's signer switch the CA in use is
+	// the supplied one); --stage-only checks it against the CA in use.
+	n.newCert, _, err = cafiles.ReadPair(n.supplied.CertPEM, n.supplied.KeyPEM)
+	if err == nil && f.stageOnly && n.cur != nil && !n.inUse() {
+		err = cafiles.CheckSuccessor(n.cur.Cert, n.newCert)
+	}
+	if err != nil {
+		n.refusals = append(n.refusals, fmt.Sprintf("the supplied CA (%s, %s): %v", f.newCert, f.newKey, err))
 	}
 	return n, nil
+}
+
+// inUse reports whether the supplied CA is already the CA in use here
+// (the node's signer switched to it).
+func (n *caNode) inUse() bool {
+	return n.cur != nil && n.newCert != nil && n.cur.Cert.Equal(n.newCert)
 }
 
 // prepare stages the new CA on this node (see carotate.Local.Prepare).
@@ -157,6 +171,10 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 		return err
 	}
 	if f.stageOnly {
+		if n.inUse() {
+			fmt.Fprintf(out, "the supplied CA (id %s) is already this node's CA (its signer switched): nothing to stage\n", carotate.Fingerprint(n.newCert))
+			return nil
+		}
 		if len(n.refusals) > 0 {
 			return caError(&carotate.RefusedError{Reasons: n.refusals})
 		}
@@ -183,7 +201,7 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 		Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout, Until: carotate.Phase(f.until),
 		CA: f.ca, Refusals: n.refusals, New: f.again, Supplied: n.newCert}
 	if n.cur != nil {
-		r.Current, r.Prepare = n.cur.Cert, n.prepare
+		r.Current, r.CurrentKey, r.Prepare = n.cur.Cert, n.cur.Key, n.prepare
 	}
 	_, runErr := r.Run(ctx)
 	if f.output != "table" {

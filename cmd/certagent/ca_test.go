@@ -124,3 +124,53 @@ func TestCAStatusExitCodes(t *testing.T) {
 		t.Fatalf("no client: exit %d", code)
 	}
 }
+
+// TestCARotateRerunWithSuppliedCAAfterSwitch: after this node's signer
+// switch (ca.crt = [new, old], ca.key = the new key) a rerun with the
+// same --new-ca-cert/--new-ca-key resumes instead of refusing, and
+// --stage-only with it has nothing to stage.
+func TestCARotateRerunWithSuppliedCAAfterSwitch(t *testing.T) {
+	dir := t.TempDir()
+	n, err := (pkitest.Layout{}).Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, key, err := cafiles.NewCA(n.CA.Cert, n.CA.Key, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkiDir := filepath.Join(dir, "etc/kubernetes/pki")
+	os.WriteFile(filepath.Join(pkiDir, "ca.crt"), append(pkitest.CertPEM(next), pkitest.CertPEM(n.CA.Cert)...), 0o644)
+	os.WriteFile(filepath.Join(pkiDir, "ca.key"), pkitest.KeyPEM(key), 0o600)
+	files := t.TempDir()
+	certF, keyF := filepath.Join(files, "new.crt"), filepath.Join(files, "new.key")
+	os.WriteFile(certF, pkitest.CertPEM(next), 0o644)
+	os.WriteFile(keyF, pkitest.KeyPEM(key), 0o600)
+	fakeCAClient(t, "node1")
+	cs, _ := newCAClient(nil, "")
+	now := time.Now().UTC().Truncate(time.Second)
+	var times []string
+	for _, p := range []carotate.Phase{carotate.Prepare, carotate.Trust, carotate.Reissue} {
+		times = append(times, carotate.PhaseTime{Phase: p, Start: now, End: now}.Line())
+	}
+	proof, err := cafiles.Prove(n.CA.Cert, n.CA.Key, next, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Reissue, Since: now, Started: now,
+		OldCA: pkitest.CertPEM(n.CA.Cert), NewCA: pkitest.CertPEM(next), Proof: proof, Nodes: []string{"node1"}, NodesDone: []string{"node1"}, PhaseTimes: times}
+	if _, err := (carotate.Store{Client: cs}).Put(context.Background(), c, ""); err != nil {
+		t.Fatal(err)
+	}
+	out, msg, code := executeErr(t, "ca", "rotate", "--root", dir, "--new-ca-cert", certF, "--new-ca-key", keyF, "--until", "reissue")
+	if code != 0 || !strings.Contains(out, "resuming rotation "+c.ID) {
+		t.Fatalf("rerun after the switch: exit %d %s\n%s", code, msg, out)
+	}
+	if _, err := os.Stat(filepath.Join(pkiDir, "ca.next.crt")); !os.IsNotExist(err) {
+		t.Errorf("the rerun staged the CA again: %v", err)
+	}
+	out, msg, code = executeErr(t, "ca", "rotate", "--root", dir, "--stage-only", "--new-ca-cert", certF, "--new-ca-key", keyF)
+	if code != 0 || !strings.Contains(out, "is already this node's CA") {
+		t.Fatalf("--stage-only after the switch: exit %d %s\n%s", code, msg, out)
+	}
+}

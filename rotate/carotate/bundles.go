@@ -235,26 +235,32 @@ func sortedClusters(kc *clientcmdapi.Config) []string {
 // bundle (the old CA stays first), in every kubeconfig cluster whose CA
 // data holds old; nil when nothing is to change.
 func (b Bundle) Add(old, next *x509.Certificate) (*rotate.TrustEdit, error) {
-	return b.edit(old, func(certs []*x509.Certificate) []*x509.Certificate {
-		if indexOf(certs, next) >= 0 {
-			return certs
-		}
-		return append(certs[:len(certs):len(certs)], next)
-	})
+	return b.edit(old, func(certs []*x509.Certificate) []*x509.Certificate { return withCA(certs, next) })
+}
+
+// withCA is certs with c after them, unless they hold it.
+func withCA(certs []*x509.Certificate, c *x509.Certificate) []*x509.Certificate {
+	if indexOf(certs, c) >= 0 {
+		return certs
+	}
+	return append(certs[:len(certs):len(certs)], c)
 }
 
 // Remove returns the edit that takes old out of the bundle; nil when it
 // is not there. A bundle left with no certificate is an error.
 func (b Bundle) Remove(old *x509.Certificate) (*rotate.TrustEdit, error) {
-	return b.edit(old, func(certs []*x509.Certificate) []*x509.Certificate {
-		var out []*x509.Certificate
-		for _, c := range certs {
-			if !c.Equal(old) {
-				out = append(out, c)
-			}
+	return b.edit(old, func(certs []*x509.Certificate) []*x509.Certificate { return withoutCA(certs, old) })
+}
+
+// withoutCA is certs without c.
+func withoutCA(certs []*x509.Certificate, c *x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, x := range certs {
+		if !x.Equal(c) {
+			out = append(out, x)
 		}
-		return out
-	})
+	}
+	return out
 }
 
 // edit applies change to the certificates of the bundle (of each
@@ -362,4 +368,20 @@ func editKubeconfig(data []byte, old *x509.Certificate, change func([]*x509.Cert
 		return nil, false, errors.New("rewritten kubeconfig differs in more than its clusters' CA data")
 	}
 	return out, true, nil
+}
+
+// KubeconfigTrust edits a kubeconfig that is not a node file (the
+// cluster's cluster-info): every cluster whose CA data holds old trusts
+// next too (keep: old stays first, next after it), or next instead of old
+// (!keep). The rest of the text stays byte for byte where it can (see
+// editKubeconfig). changed is false when no cluster holds old, or every
+// one is already so.
+func KubeconfigTrust(data []byte, old, next *x509.Certificate, keep bool) (out []byte, changed bool, err error) {
+	return editKubeconfig(data, old, func(certs []*x509.Certificate) []*x509.Certificate {
+		certs = withCA(certs, next)
+		if !keep {
+			certs = withoutCA(certs, old)
+		}
+		return certs
+	})
 }

@@ -68,6 +68,20 @@ func PathsFor(pkiDir, caName string) (Paths, error) {
 // certPEM, and keyPEM) and checks that the key is the certificate's and
 // that it may replace old.
 func ParsePair(certPEM, keyPEM []byte, old *x509.Certificate) (*x509.Certificate, crypto.Signer, error) {
+	cert, key, err := ReadPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := CheckSuccessor(old, cert); err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
+// ReadPair reads a CA the operator supplies (the first certificate of
+// certPEM, and keyPEM) and checks that the key is the certificate's; not
+// what it replaces (see CheckSuccessor).
+func ReadPair(certPEM, keyPEM []byte) (*x509.Certificate, crypto.Signer, error) {
 	b, err := pki.ParseBundle(certPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("certificate: %w", err)
@@ -78,9 +92,6 @@ func ParsePair(certPEM, keyPEM []byte, old *x509.Certificate) (*x509.Certificate
 	}
 	if !pki.KeyMatches(b.Certs[0], key) {
 		return nil, nil, errors.New("the key is not the certificate's")
-	}
-	if err := CheckSuccessor(old, b.Certs[0]); err != nil {
-		return nil, nil, err
 	}
 	return b.Certs[0], key, nil
 }
@@ -141,7 +152,12 @@ func CheckSuccessor(old, next *x509.Certificate) error {
 // Stage places a new CA as <stem>.next.crt (0644) and <stem>.next.key
 // (0600) below pkiDir, after checking that the key is the certificate's
 // and that it may replace the CA in <stem>.crt. Staging the same CA
-// again does nothing; a different one already staged is an error.
+// again does nothing; a different one already staged is an error, and so
+// is a staged pair that cannot be used (unreadable, a key others may
+// read, a key that is not the certificate's, a certificate without its
+// key): its key may be the only copy of a CA already trusted, so it is
+// never overwritten. Only a key without its certificate (Stage killed
+// between its two writes) is replaced.
 func Stage(root *pki.Root, pkiDir, stem string, cert *x509.Certificate, key crypto.Signer) error {
 	p := PathsOf(pkiDir, stem)
 	if !pki.KeyMatches(cert, key) {
@@ -160,8 +176,8 @@ func Stage(root *pki.Root, pkiDir, stem string, cert *x509.Certificate, key cryp
 		return nil
 	case err == nil:
 		return fmt.Errorf("%s holds another new CA (serial %X): remove it first", p.NextCert, staged.SerialNumber)
-	case !errors.Is(err, fs.ErrNotExist):
-		// An unreadable or half-written pair is replaced.
+	case !errors.Is(err, fs.ErrNotExist) || exists(root, p.NextCert):
+		return fmt.Errorf("a new CA staged here cannot be used (%w); it is never overwritten, its key may be the only copy of a CA already trusted: fix it, or remove %s and %s first", err, p.NextCert, p.NextKey)
 	}
 	keyPEM, err := pki.EncodeKeyPEM(key, "")
 	if err != nil {
@@ -214,6 +230,13 @@ func HasKey(root *pki.Root, pkiDir, stem string, next *x509.Certificate) bool {
 	// After the switch the new key is the CA key itself.
 	ca, err := rotate.LoadLocalCA(root, stem, PathsOf(pkiDir, stem).Cert, PathsOf(pkiDir, stem).Key)
 	return err == nil && ca.Cert.Equal(next)
+}
+
+// exists reports whether p is there (or cannot be told apart from being
+// there: any error but not-exist).
+func exists(root *pki.Root, p string) bool {
+	_, err := root.ReadFile(p)
+	return !errors.Is(err, fs.ErrNotExist)
 }
 
 // readCA reads the first certificate of a CA file.

@@ -151,7 +151,10 @@ func TestTrustSwitchFinish(t *testing.T) {
 		}
 	}
 	lc := caOf(t, root)
-	if !lc.Cert.Equal(next) || len(lc.Previous) != 1 || !lc.Previous[0].Equal(old) {
+	if len(lc.Previous) != 0 {
+		t.Fatal("a CA bundled in the file re-signs without a rotation's word")
+	}
+	if !lc.Retire(old) || !lc.Cert.Equal(next) || len(lc.Previous) != 1 || !lc.Previous[0].Equal(old) {
 		t.Fatalf("after the switch the signer is %x, previous %d", lc.Cert.SerialNumber, len(lc.Previous))
 	}
 	leaf, _, _ := n.CA.Issue(pkitest.Spec{CommonName: "x", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
@@ -162,7 +165,7 @@ func TestTrustSwitchFinish(t *testing.T) {
 	if apply(t, root, old, remove) == 0 || apply(t, root, old, remove) != 0 {
 		t.Fatal("finish is not idempotent")
 	}
-	if err := Unstage(root, pkiDir, "ca", ""); err != nil {
+	if err := Unstage(root, pkiDir, "ca", next, ""); err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := Find(root, sources(), old); len(left) != 0 {
@@ -326,6 +329,80 @@ func TestIssuedBy(t *testing.T) {
 	got, problems := IssuedBy(root, leaves, n.CA.Cert)
 	if strings.Join(got, ",") != "apiserver,admin.conf" || len(problems) != 1 {
 		t.Errorf("issued by the CA: %v, problems %v", got, problems)
+	}
+}
+
+// TestStageNeverOverwritesAnInvalidPair: a staged pair that cannot be
+// used (its key readable by others, its key not its certificate's, its
+// certificate without a key, junk) is refused, "remove it first", and
+// left as it was; only a key left without its certificate by a crash of
+// Stage itself is replaced.
+func TestStageNeverOverwritesAnInvalidPair(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		spoil func(t *testing.T, root *pki.Root)
+		want  string
+	}{
+		{"key mode 0644", func(t *testing.T, root *pki.Root) {
+			if err := os.Chmod(root.HostPath(pkiDir+"/ca.next.key"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "chmod 600"},
+		{"key of another CA", func(t *testing.T, root *pki.Root) {
+			other, _ := pkitest.NewCA("kubernetes", now, now.Add(time.Hour), pkitest.ECDSA)
+			writeHost(t, root, pkiDir+"/ca.next.key", pkitest.KeyPEM(other.Key), 0o600)
+		}, "is not the key of"},
+		{"certificate without its key", func(t *testing.T, root *pki.Root) {
+			if err := os.Remove(root.HostPath(pkiDir + "/ca.next.key")); err != nil {
+				t.Fatal(err)
+			}
+		}, "the new CA key"},
+		{"junk certificate", func(t *testing.T, root *pki.Root) {
+			writeHost(t, root, pkiDir+"/ca.next.crt", []byte("junk\n"), 0o644)
+		}, "ca.next.crt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root, n, _ := layout(t)
+			tc.spoil(t, root)
+			beforeCrt, _ := os.ReadFile(root.HostPath(pkiDir + "/ca.next.crt"))
+			beforeKey, _ := os.ReadFile(root.HostPath(pkiDir + "/ca.next.key"))
+			supplied, skey, err := NewCA(n.CA.Cert, n.CA.Key, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = Stage(root, pkiDir, "ca", supplied, skey)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "remove") || !strings.Contains(err.Error(), "first") {
+				t.Fatalf("got %v, want a refusal naming %q and saying to remove it first", err, tc.want)
+			}
+			afterCrt, _ := os.ReadFile(root.HostPath(pkiDir + "/ca.next.crt"))
+			afterKey, _ := os.ReadFile(root.HostPath(pkiDir + "/ca.next.key"))
+			if string(afterCrt) != string(beforeCrt) || string(afterKey) != string(beforeKey) {
+				t.Error("the staged pair was overwritten")
+			}
+		})
+	}
+	// A key alone (Stage killed between its two writes) is replaced.
+	root, n, _ := layout(t)
+	if err := os.Remove(root.HostPath(pkiDir + "/ca.next.crt")); err != nil {
+		t.Fatal(err)
+	}
+	supplied, skey, _ := NewCA(n.CA.Cert, n.CA.Key, now)
+	if err := Stage(root, pkiDir, "ca", supplied, skey); err != nil {
+		t.Fatalf("a key left alone by a crash: %v", err)
+	}
+	if cert, _, err := Staged(root, pkiDir, "ca"); err != nil || !cert.Equal(supplied) {
+		t.Fatalf("staged after a crash: %v", err)
+	}
+}
+
+// writeHost writes a file below root as the test's user.
+func writeHost(t *testing.T, root *pki.Root, p string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(root.HostPath(p), data, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(root.HostPath(p), mode); err != nil {
+		t.Fatal(err)
 	}
 }
 

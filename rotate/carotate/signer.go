@@ -20,23 +20,17 @@ var ErrNoNewKey = errors.New("the new CA key is not on this node")
 // certificates it held but next] and <stem>.key next's staged key, in one
 // transaction (the pair never mismatches, even after a crash). It
 // reports whether it changed anything: a CA already switched is left as
-// it is. Without the staged key it fails with ErrNoNewKey.
+// it is. Without the staged key it fails with ErrNoNewKey. The signer
+// file, when there, becomes next alone in the same transaction.
 func Switch(opts rotate.Options, pkiDir, stem string, next *x509.Certificate) (bool, error) {
 	p := PathsOf(pkiDir, stem)
-	ca, err := rotate.LoadLocalCA(opts.Root, stem, p.Cert, p.Key)
-	if err != nil {
+	if _, err := rotate.LoadLocalCA(opts.Root, stem, p.Cert, p.Key); err != nil {
 		return false, err
 	}
-	if ca.Cert.Equal(next) {
-		f, err := opts.Root.ReadFile(p.Cert)
-		if err != nil {
-			return false, err
-		}
-		if b, err := pki.ParseBundle(f.Data); err == nil && b.Certs[0].Equal(next) {
-			// Switched; the signer file follows (a transaction that
-			// wrote the pair wrote it too, so this is only a repair).
-			return WriteSignerIfThere(opts, p, next)
-		}
+	if IsSwitched(opts.Root, pkiDir, stem, next) {
+		// The signer file follows (a transaction that wrote the pair
+		// wrote it too, so this is only a repair).
+		return WriteSignerIfThere(opts, p, next)
 	}
 	staged, key, err := Staged(opts.Root, pkiDir, stem)
 	switch {
@@ -85,21 +79,46 @@ func WriteSignerIfThere(opts rotate.Options, p Paths, c *x509.Certificate) (bool
 	return err == nil, err
 }
 
+// IsSwitched reports, from the files, whether next signs: the key in
+// <stem>.key is next's and next is the first certificate of <stem>.crt.
+func IsSwitched(root *pki.Root, pkiDir, stem string, next *x509.Certificate) bool {
+	p := PathsOf(pkiDir, stem)
+	ca, err := rotate.LoadLocalCA(root, stem, p.Cert, p.Key)
+	if err != nil || !ca.Cert.Equal(next) {
+		return false
+	}
+	f, err := root.ReadFile(p.Cert)
+	if err != nil {
+		return false
+	}
+	b, err := pki.ParseBundle(f.Data)
+	return err == nil && b.Certs[0].Equal(next)
+}
+
 // Unstage removes <stem>.next.crt, <stem>.next.key and the signer file
-// once the rotation is over, keeping a copy of both in keepDir (a node path: the finishing
-// transaction's backup directory; "" keeps none).
-func Unstage(root *pki.Root, pkiDir, stem, keepDir string) error {
+// (<stem>.signer.crt) once the rotation of next is over, keeping a copy of both in keepDir (a node path, below
+// keepDir/files; "" keeps none). A staged file that is not next's (the
+// next rotation's, placed early) stays.
+func Unstage(root *pki.Root, pkiDir, stem string, next *x509.Certificate, keepDir string) error {
 	p := PathsOf(pkiDir, stem)
 	for _, f := range []string{p.NextCert, p.NextKey, p.Signer} {
+		data, err := root.ReadFile(f)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			continue
+		case err != nil:
+			return err
+		case !ofCA(data.Data, next):
+			continue
+		}
 		if keepDir != "" {
-			data, err := root.ReadFile(f)
-			switch {
-			case errors.Is(err, fs.ErrNotExist):
-				continue
-			case err != nil:
-				return err
+			dst := path.Join(keepDir, "files", f)
+			d, err := root.MkdirAll(path.Dir(dst), 0o700)
+			if err != nil {
+				return fmt.Errorf("keep %s: %w", f, err)
 			}
-			if err := root.WriteFile(path.Join(keepDir, "files", f), data.Data, 0o600, os.Geteuid(), os.Getegid()); err != nil {
+			d.Close()
+			if err := root.WriteFile(dst, data.Data, 0o600, os.Geteuid(), os.Getegid()); err != nil {
 				return fmt.Errorf("keep %s: %w", f, err)
 			}
 		}
@@ -108,6 +127,15 @@ func Unstage(root *pki.Root, pkiDir, stem, keepDir string) error {
 		}
 	}
 	return nil
+}
+
+// ofCA: data is ca's certificate or its private key (PEM).
+func ofCA(data []byte, ca *x509.Certificate) bool {
+	if key, err := pki.ParseKeyPEM(data); err == nil {
+		return pki.KeyMatches(ca, key)
+	}
+	b, err := pki.ParseBundle(data)
+	return err == nil && len(b.Certs) == 1 && b.Certs[0].Equal(ca)
 }
 
 // Leaf is one certificate on the node: the first certificate of a PEM

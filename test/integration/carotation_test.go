@@ -2,11 +2,13 @@ package integration
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,7 +54,7 @@ func TestCARotationNodeFollowsConfigMap(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Trust, Since: time.Now(), Started: time.Now(),
-		OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Nodes: []string{node}}
+		OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Proof: proveNext(t, old, next), Nodes: []string{node}}
 	nodesMayRead(t, c)
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: carotate.Namespace, Name: carotate.ConfigMapName}, Data: cl.Data()}
 	if _, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
@@ -88,7 +90,13 @@ func TestCARotationNodeFollowsConfigMap(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	waitFor("trust done", func(r carotate.NodeReport) bool { return r.ID == cl.ID && r.Phase == carotate.Trust && r.Done })
+	// The daemon runs with --no-restart (the host has no kubelet unit):
+	// the bundles change, and the phase is blocked on the restart, never
+	// done without it.
+	waitFor("trust blocked on its restarts", func(r carotate.NodeReport) bool {
+		return r.ID == cl.ID && r.Phase == carotate.Trust && !r.Done &&
+			strings.Contains(r.Blocked, "CA rotation restarts components (kubelet); restarts are off on this node (agent.noRestart)")
+	})
 	rootFS, _ := pki.NewRoot(root)
 	bundles, problems := ca.Find(rootFS, ca.Sources{Dirs: []string{"/etc/kubernetes/pki", "/etc/kubernetes"}, Files: []string{"/etc/kubernetes/pki/ca.crt"}}, old.Cert)
 	if len(bundles) < 2 || len(problems) > 0 {
@@ -99,6 +107,11 @@ func TestCARotationNodeFollowsConfigMap(t *testing.T) {
 			t.Errorf("%s after trust: new CA %v, old first %v", b.Path, b.Holds(next), b.Certs[0].Equal(old.Cert))
 		}
 	}
+	// Stand in for the kubelet restart the host cannot do: the daemon's
+	// record says trust is done here, as a confirmed restart would.
+	d.stop(t)
+	markDone(t, filepath.Join(root, "var/lib/certagent", canode.IntentFile), carotate.Prepare, carotate.Trust)
+	d = startDaemon(t, certagentBin, root, nil)
 	// Reissue: the controller manager signs with the old CA.
 	cl.Phase = carotate.Reissue
 	cm.Data = cl.Data()
@@ -190,9 +203,15 @@ func TestCARotationKubeadmLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Since: time.Now(), Started: time.Now(),
-		OldCA: pkitest.CertPEM(lc.Cert), NewCA: pkitest.CertPEM(next)}
+		OldCA: pkitest.CertPEM(lc.Cert), NewCA: pkitest.CertPEM(next), Proof: proveNext(t, &pkitest.CA{Cert: lc.Cert, Key: lc.Key}, next)}
 	log, _ := test.NewNullLogger()
-	n := &canode.Node{Root: rfs, StateDir: t.TempDir(), Log: log}
+	// The daemon's state directory, where renewals read which CA this
+	// node's rotation retires.
+	stateDir, err := rfs.HostDir(cfg.Agent.StateDir, 0o700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &canode.Node{Root: rfs, StateDir: stateDir, Log: log, Restarter: &recordRestarts{}}
 	ctx := context.Background()
 	for _, p := range []carotate.Phase{carotate.Prepare, carotate.Trust, carotate.Reissue, carotate.Finish} {
 		cl.Phase = p
@@ -287,9 +306,11 @@ func TestCARotateWithRealDaemon(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	start := time.Now()
-	r := run(t, certagentBin, "ca", "rotate", "--root", root, "--until", "trust", "--timeout", "90s")
-	if r.code != 0 {
-		t.Fatalf("ca rotate --until trust: exit %d\n%s\n%s\n%s", r.code, r.stdout, r.stderr, d.log())
+	// The daemon runs with --no-restart: trust edits the bundles and is
+	// blocked on the kubelet's restart; the command names the node and why.
+	r := run(t, certagentBin, "ca", "rotate", "--root", root, "--until", "trust", "--timeout", "40s")
+	if r.code != 7 || !strings.Contains(r.stdout+r.stderr, "restarts are off on this node (agent.noRestart)") {
+		t.Fatalf("ca rotate --until trust: exit %d (want 7, the node blocked on its restarts)\n%s\n%s\n%s", r.code, r.stdout, r.stderr, d.log())
 	}
 	t.Logf("prepare and trust with a real daemon: %s", time.Since(start).Round(time.Millisecond))
 	cm, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Get(ctx, carotate.ConfigMapName, metav1.GetOptions{})
@@ -297,8 +318,8 @@ func TestCARotateWithRealDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err := carotate.Parse(cm.Data)
-	if err != nil || !slices.Contains(st.NodesDone, node) {
-		t.Fatalf("the real node is not done with trust: %+v %v", st, err)
+	if err != nil || st.Phase != carotate.Trust || slices.Contains(st.NodesDone, node) {
+		t.Fatalf("the real node is done with trust without its restarts: %+v %v", st, err)
 	}
 	_, next, err := canode.Verify(st)
 	if err != nil {
@@ -314,4 +335,54 @@ func TestCARotateWithRealDaemon(t *testing.T) {
 			t.Errorf("%s lacks the command's new CA", b.Path)
 		}
 	}
+}
+
+// proveNext is the proof that old's key chose next, as the command makes it.
+func proveNext(t *testing.T, old *pkitest.CA, next *x509.Certificate) []byte {
+	t.Helper()
+	p, err := ca.Prove(old.Cert, old.Key, next, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// markDone records phases done in a stopped daemon's CA rotation intent.
+func markDone(t *testing.T, file string, phases ...carotate.Phase) {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var it canode.Intent
+	if err := json.Unmarshal(data, &it); err != nil {
+		t.Fatal(err)
+	}
+	it.Pending, it.Done, it.PhasesDone = nil, true, phases
+	if data, err = json.Marshal(&it); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recordRestarts stands in for systemd and the kubelet in an in-process
+// node: every restart is confirmed.
+type recordRestarts struct{ names []string }
+
+func (r *recordRestarts) RestartComponents(_ context.Context, _ *config.Config, names []string, _ func()) map[string]error {
+	out := map[string]error{}
+	for _, n := range names {
+		r.names = append(r.names, n)
+		out[n] = nil
+	}
+	return out
+}
+
+// stop ends the daemon (SIGTERM) and waits for it.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	d.cmd.Wait()
 }
