@@ -10,6 +10,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/certagent/certagent/agent/restart"
 	"github.com/certagent/certagent/rotate"
 	ca "github.com/certagent/certagent/rotate/carotate"
 )
@@ -136,6 +137,14 @@ func (s *step) reissue(ctx context.Context) {
 	}
 	s.fixed()
 	if len(local) > 0 {
+		// Their users' restarts are recorded before the renewals: a
+		// daemon killed after a renewal and before its restart restarts
+		// them when it starts again.
+		s.it.addPendingAt(s.in.Now, restart.Users(s.in.Config, local)...)
+		if err := s.it.save(s.n.StateDir); err != nil {
+			s.problems = append(s.problems, err.Error())
+			return
+		}
 		s.out.Renew = local
 		s.left = append(s.left, "from the old CA, to re-issue from the local CA: "+strings.Join(local, ", "))
 		return

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"sync"
 	"time"
 
@@ -445,6 +446,21 @@ func Components(cfg *config.Config) []string {
 	var out []string
 	for _, c := range components(cfg) {
 		out = append(out, c.Name)
+	}
+	return out
+}
+
+// Users returns the components that use the named certificates, in
+// restart order, each once.
+func Users(cfg *config.Config, certs []string) []string {
+	var out []string
+	for _, c := range components(cfg) {
+		for _, n := range c.Certs {
+			if slices.Contains(certs, n) {
+				out = append(out, c.Name)
+				break
+			}
+		}
 	}
 	return out
 }
