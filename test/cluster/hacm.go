@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"time"
 )
 
@@ -23,9 +24,29 @@ func (n *HANode) CMAddr() string { return fmt.Sprintf("127.0.0.1:%d", n.CM) }
 func (h *HA) StartControllerManager(i int) error {
 	n := h.Nodes[i]
 	args := append(controllerManagerArgs(filepath.Join(n.Root, "etc/kubernetes/controller-manager.conf"), n.pki, true),
+		// As the kubelet would run the manifest: the signer file it names.
+		"--cluster-signing-cert-file="+n.pki(signerFile(n.Root)),
 		fmt.Sprintf("--secure-port=%d", n.CM), "--bind-address=127.0.0.1",
 		"--cert-dir="+filepath.Join(h.c.dir, "controller-manager-"+n.Name))
 	return h.c.spawn("controller-manager-"+n.Name, filepath.Join(h.kubeBin, "kube-controller-manager"), args...)
+}
+
+// signingFlag finds the controller manager's signer flag in a manifest.
+var signingFlag = regexp.MustCompile(`--cluster-signing-cert-file=(\S+)`)
+
+// signerFile is the file, below the PKI directory, that the root's
+// kube-controller-manager manifest names as its cluster signer
+// (kubeadm's ca.crt when there is no manifest or no such flag).
+func signerFile(root string) string {
+	data, err := os.ReadFile(filepath.Join(root, "etc/kubernetes/manifests/kube-controller-manager.yaml"))
+	if err != nil {
+		return "ca.crt"
+	}
+	m := signingFlag.FindSubmatch(data)
+	if m == nil {
+		return "ca.crt"
+	}
+	return filepath.Base(string(m[1]))
 }
 
 // ControllerManagerHealthy asks node i's kube-controller-manager /healthz.

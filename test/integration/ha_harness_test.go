@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -171,10 +172,17 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *resta
 				manifest := filepath.Join(n.Root, "etc/kubernetes/manifests", comp+".yaml")
 				running := true
 				var stopped time.Time
+				ran, _ := os.ReadFile(manifest) // the manifest the process runs
 				for ctx.Err() == nil {
 					time.Sleep(100 * time.Millisecond)
-					_, err := os.Stat(manifest)
+					now, err := os.ReadFile(manifest)
 					switch here := err == nil; {
+					case here && running && !bytes.Equal(now, ran):
+						// The kubelet runs a changed manifest's pod anew.
+						stopped = time.Now()
+						h.Kill(proc)
+						running = false
+						ran = now
 					case here && running && h.Exited(proc):
 						tl.mu.Lock()
 						tl.crashes = append(tl.crashes, fmt.Sprintf("%s %s at %s: %s", n.Name, comp, time.Now().Format("15:04:05.000"), lastLines(h.Log(proc), 3)))
@@ -188,6 +196,7 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *resta
 						h.Kill(proc)
 						running = false
 					case here && !running:
+						ran = now
 						if err := start(); err != nil {
 							t.Error(err)
 							return
