@@ -204,6 +204,10 @@ func (s *step) enter(ctx context.Context, p carotate.Phase) bool {
 		return false
 	}
 	switch p {
+	case carotate.Prepare:
+		s.toSigner(ctx)
+	case carotate.Done:
+		s.fromSigner(ctx)
 	case carotate.Trust:
 		s.trust(ctx)
 	case carotate.Reissue:

@@ -49,11 +49,7 @@ func (s *step) finish(ctx context.Context) {
 		return
 	}
 	s.editBundles(ctx, func(b ca.Bundle) (*rotate.TrustEdit, error) { return b.Remove(s.old) })
-	// The controller manager's flag goes back to <stem>.crt, one CA again.
-	if len(s.problems) > 0 || len(s.left) > 0 || !s.fromSigner(ctx) {
-		return
-	}
-	if signer {
+	if signer && len(s.problems) == 0 && len(s.left) == 0 {
 		// The copies stay in a directory of their own, whatever pass
 		// (or crash) the bundles changed in.
 		keep := path.Join(cfg.Renewal.BackupDir, "ca-rotation-"+s.in.Cluster.ID[:16])

@@ -27,9 +27,11 @@ func (s *step) signerManifest() string {
 }
 
 // toSigner gives the controller manager its one-certificate signer file
-// before <stem>.crt holds two CAs: the file written (the CA of the key),
-// then the manifest's flag pointed at it, the controller manager to
-// restart recorded first. False when the bundles must wait.
+// before <stem>.crt holds two CAs (in prepare, where it holds the same
+// CA as <stem>.crt: the kubelet's restart on the manifest change is
+// that phase's one restart; trust does it again should prepare have
+// missed it): the file written (the CA of the key), then the manifest's
+// flag pointed at it. False when the bundles must wait.
 func (s *step) toSigner(ctx context.Context) bool {
 	m := s.signerManifest()
 	if m == "" {
@@ -45,35 +47,35 @@ func (s *step) toSigner(ctx context.Context) bool {
 	return ok
 }
 
-// fromSigner points the controller manager's flag back at <stem>.crt,
-// once that file holds one CA again (finish).
+// fromSigner points the controller manager's flag back at <stem>.crt
+// once the rotation is done (<stem>.crt holds the new CA alone again;
+// the kubelet's restart on the manifest change is the one restart, not
+// in finish where the bundles' readers restart), then removes the
+// signer file, a copy kept with the staged CA's.
 func (s *step) fromSigner(ctx context.Context) bool {
 	m := s.signerManifest()
 	if m == "" {
 		return true
 	}
-	p := ca.PathsOf(s.in.Config.PKIDir, s.stem)
+	cfg := s.in.Config
+	p := ca.PathsOf(cfg.PKIDir, s.stem)
+	if f, err := s.n.Root.ReadFile(p.Cert); err != nil || !ca.OneCA(f.Data, s.next) {
+		s.problems = append(s.problems, fmt.Sprintf("%s does not hold the new CA alone: the controller manager's signer stays %s", p.Cert, p.Signer))
+		return false
+	}
+	keep := path.Join(cfg.Renewal.BackupDir, "ca-rotation-"+s.in.Cluster.ID[:16])
 	return s.locked(ctx, "point the controller manager back at "+p.Cert, func() error {
-		return s.editFlag(ctx, ca.SignerFlagEdit(m, p, false))
+		if err := s.editFlag(ctx, ca.SignerFlagEdit(m, p, false)); err != nil {
+			return err
+		}
+		return ca.RemoveSigner(s.n.Root, p, s.next, keep)
 	})
 }
 
-// editFlag edits the manifest's flag in a transaction, the controller
-// manager (which the kubelet restarts on the change, and certagent
-// after it, confirmed) recorded as pending first.
+// editFlag edits the manifest's flag in a transaction; the kubelet
+// restarts the controller manager on the change.
 func (s *step) editFlag(ctx context.Context, e rotate.FlagEdit) error {
-	f, err := s.n.Root.ReadFile(e.Path)
-	if err != nil {
-		return err
-	}
-	if d, err := e.Edit(f.Data); err != nil || d == nil {
-		return err
-	}
-	s.it.addPending("kube-controller-manager")
-	if err := s.it.save(s.n.StateDir); err != nil {
-		return err
-	}
-	_, _, err = rotate.EditFlags(ctx, s.opts(), []rotate.FlagEdit{e})
+	_, _, err := rotate.EditFlags(ctx, s.opts(), []rotate.FlagEdit{e})
 	return err
 }
 

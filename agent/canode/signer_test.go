@@ -22,8 +22,10 @@ const cmManifest = `spec:
 `
 
 // TestSignerFile: the controller manager never reads a two-CA file as
-// its signer (it exits on one): from trust to finish its flag names a
-// file of the key's CA alone, switched with the key.
+// its signer (it exits on one): from prepare (before ca.crt holds two
+// CAs) to done (after it holds one again) its flag names a file of the
+// key's CA alone, switched with the key; the flag's edits fall in
+// phases where the controller manager restarts for nothing else.
 func TestSignerFile(t *testing.T) {
 	f := newFixture(t, false)
 	manifest := filepath.Join(f.dir, "etc/kubernetes/manifests/kube-controller-manager.yaml")
@@ -70,9 +72,11 @@ func TestSignerFile(t *testing.T) {
 		flag           string
 		signer, bundle string
 	}{
+		{carotate.Prepare, "/etc/kubernetes/pki/ca.signer.crt", "old", "old"},
 		{carotate.Trust, "/etc/kubernetes/pki/ca.signer.crt", "old", "old new"},
 		{carotate.Reissue, "/etc/kubernetes/pki/ca.signer.crt", "new", "new old"},
-		{carotate.Finish, "/etc/kubernetes/pki/ca.crt", "", "new"},
+		{carotate.Finish, "/etc/kubernetes/pki/ca.signer.crt", "new", "new"},
+		{carotate.Done, "/etc/kubernetes/pki/ca.crt", "", "new"},
 	}
 	for _, st := range steps {
 		f.cluster.Phase = st.phase

@@ -95,13 +95,13 @@ func IsSwitched(root *pki.Root, pkiDir, stem string, next *x509.Certificate) boo
 	return err == nil && b.Certs[0].Equal(next)
 }
 
-// Unstage removes <stem>.next.crt, <stem>.next.key and the signer file
-// (<stem>.signer.crt) once the rotation of next is over, keeping a copy of both in keepDir (a node path, below
+// Unstage removes <stem>.next.crt and <stem>.next.key once the rotation
+// of next is over, keeping a copy of both in keepDir (a node path, below
 // keepDir/files; "" keeps none). A staged file that is not next's (the
 // next rotation's, placed early) stays.
 func Unstage(root *pki.Root, pkiDir, stem string, next *x509.Certificate, keepDir string) error {
 	p := PathsOf(pkiDir, stem)
-	for _, f := range []string{p.NextCert, p.NextKey, p.Signer} {
+	for _, f := range []string{p.NextCert, p.NextKey} {
 		data, err := root.ReadFile(f)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):

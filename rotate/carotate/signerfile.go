@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 
 	"github.com/certagent/certagent/rotate"
@@ -90,4 +91,32 @@ func SignerFlagNames(root *pki.Root, manifest, base string) bool {
 	}
 	v, err := rotate.FlagValue(f.Data, SignerFlag)
 	return err == nil && path.Base(v) == base
+}
+
+// OneCA reports whether PEM data holds c and nothing else.
+func OneCA(data []byte, c *x509.Certificate) bool { return ofCA(data, c) }
+
+// RemoveSigner removes the signer file of p once no manifest names it,
+// keeping a copy below keepDir/files when it holds next (anything else
+// stays: certagent removes only what it wrote for this rotation).
+func RemoveSigner(root *pki.Root, p Paths, next *x509.Certificate, keepDir string) error {
+	f, err := root.ReadFile(p.Signer)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil
+	case err != nil:
+		return err
+	case !ofCA(f.Data, next):
+		return fmt.Errorf("%s holds another CA than the rotation's new one: left in place", p.Signer)
+	}
+	dst := path.Join(keepDir, "files", p.Signer)
+	d, err := root.MkdirAll(path.Dir(dst), 0o700)
+	if err != nil {
+		return fmt.Errorf("keep %s: %w", p.Signer, err)
+	}
+	d.Close()
+	if err := root.WriteFile(dst, f.Data, 0o600, os.Geteuid(), os.Getegid()); err != nil {
+		return fmt.Errorf("keep %s: %w", p.Signer, err)
+	}
+	return rotate.RemoveFile(root, p.Signer)
 }
