@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/x509"
 	"maps"
 	"slices"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/certagent/certagent/agent/canode"
 	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/rotate/pki"
 )
 
 // While a rotation needs this node, the agent reads the ConfigMap this
@@ -107,6 +109,20 @@ func (r *caRotation) force(names []string, now time.Time) map[string]string {
 	}
 	r.tries = keep
 	return out
+}
+
+// retiring is the CA a rotation replaces, from its reissue phase until
+// it is done (nil otherwise): a certificate it issues then is of no use.
+func (r *caRotation) retiring() *x509.Certificate {
+	c := r.cluster
+	if c == nil || c.Phase != carotate.Reissue && c.Phase != carotate.Finish {
+		return nil
+	}
+	b, err := pki.ParseBundle(c.OldCA)
+	if err != nil || len(b.Certs) != 1 {
+		return nil
+	}
+	return b.Certs[0]
 }
 
 func minTime(a, b time.Time) time.Time {

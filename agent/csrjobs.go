@@ -29,7 +29,7 @@ func (a *Agent) startCSR(ctx context.Context, c *inventory.Certificate, rep *inv
 			case a.csrPending <- csrUpdate{name: c.Name, csr: csr}:
 			case <-ctx.Done():
 			}
-		}}
+		}, NotFrom: a.ca.retiring()}
 	csr := a.opts.CSR
 	go func() {
 		var r renewal.Result

@@ -105,7 +105,10 @@ func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 		n = a.ca.pollAt
 	}
 	for _, s := range statuses {
-		if s.NextAction != "none" && s.NextActionAt != nil && s.NextActionAt.Before(n) {
+		// A CSR job in progress ("wait", at now) wakes the loop itself
+		// when it is over (csrDone): as a deadline it would run pass
+		// after pass while the cluster does not answer.
+		if s.NextAction != "none" && s.NextAction != "wait" && s.NextActionAt != nil && s.NextActionAt.Before(n) {
 			n = *s.NextActionAt
 		}
 	}

@@ -261,12 +261,18 @@ func removeUnmade(root *pki.Root, backupDir string) {
 // process or another, leave a live transaction alone; a crash releases
 // the lock.
 func runTx(opts Options, ps []*prepared) (dir string, err error) {
+	return runTxOf(opts, ps, false)
+}
+
+// runTxOf is runTx; together makes every target's failure before the
+// commit abort the whole transaction.
+func runTxOf(opts Options, ps []*prepared, together bool) (dir string, err error) {
 	dir, unlock, err := mkBackupDir(opts.Root, opts.BackupDir, opts.Now, opts.Hooks)
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
-	tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks}
+	tx := &transaction{now: opts.Now, root: opts.Root, j: &journal{dir: dir, root: opts.Root}, hooks: opts.Hooks, together: together}
 	return dir, tx.commit(ps)
 }
 

@@ -31,8 +31,11 @@ func init() {
 	codecs[StorageKubeconfigCA] = trustCodec{kubeconfig: true}
 }
 
-// keyless reports whether a storage holds certificates without a key.
-func keyless(s Storage) bool { return s == StorageBundle || s == StorageKubeconfigCA }
+// keyless reports whether a storage holds no key (certificates without
+// one, or a manifest).
+func keyless(s Storage) bool {
+	return s == StorageBundle || s == StorageKubeconfigCA || s == StorageManifestFlag
+}
 
 // trustCodec reads a trust file: every certificate in it must be a CA.
 // It has no encoder: TrustEdit brings the new contents whole.
@@ -187,8 +190,10 @@ func prepareTrust(root *pki.Root, e TrustEdit) (*prepared, error) {
 // ReplacePair writes certs (the certificate its key belongs to first, the
 // rest bundled after it) and key over a certificate file and a key file
 // in one transaction: a CA's signer switch. The pair never mismatches on
-// disk, even after a crash (Repair).
-func ReplacePair(opts Options, name, certPath, keyPath string, certs []*x509.Certificate, key crypto.Signer) (Result, error) {
+// disk, even after a crash (Repair). The trust files of also (the
+// signer file of a rotation) are written in the same transaction; any of
+// them failing fails it all before anything is swapped.
+func ReplacePair(opts Options, name, certPath, keyPath string, certs []*x509.Certificate, key crypto.Signer, also ...TrustEdit) (Result, error) {
 	if len(certs) == 0 || !pki.KeyMatches(certs[0], key) {
 		err := fmt.Errorf("%s: the key is not the first certificate's", name)
 		return Result{Name: name, Err: err}, err
@@ -198,8 +203,39 @@ func ReplacePair(opts Options, name, certPath, keyPath string, certs []*x509.Cer
 	if err != nil {
 		return Result{Name: name, Err: err}, err
 	}
-	return install(opts, t, cur, certs, key)
+	if len(also) == 0 {
+		return install(opts, t, cur, certs, key)
+	}
+	opts = opts.withDefaults()
+	r := Result{Name: name, NewSerial: serialHex(certs[0]), NotAfter: certs[0].NotAfter, OldSerial: serialHex(cur.cert)}
+	files, err := render(t, cur, certs, key)
+	if err != nil {
+		r.Err = err
+		return r, err
+	}
+	ps := []*prepared{{t: t, cur: cur, cert: certs[0], key: key, files: files}}
+	for _, e := range also {
+		p, err := prepareTrust(opts.Root, e)
+		if err != nil {
+			r.Err = fmt.Errorf("%s: %w", e.Path, err)
+			return r, r.Err
+		}
+		ps = append(ps, p)
+	}
+	r.Backup, err = runTxOf(opts, ps, true)
+	for _, p := range ps {
+		if err == nil && p.err != nil {
+			err = p.err
+		}
+	}
+	Prune(opts.Root, opts.BackupDir, opts.KeepBackups)
+	r.Err = err
+	return r, err
 }
+
+// errDropped fails a transaction whose files must change together when
+// one of them could not be staged.
+var errDropped = errors.New("a file of the transaction could not be staged: none is written")
 
 // RemoveFile removes a file (a link as a link) inside the root and syncs
 // its directory; a missing file is not an error.

@@ -37,6 +37,8 @@ type transaction struct {
 	root  *pki.Root
 	j     *journal
 	hooks Hooks
+	// together: one target dropped before the commit aborts them all.
+	together bool
 }
 
 // Hooks lets tests stop a transaction at a named step. Step names:
@@ -98,6 +100,13 @@ func (tx *transaction) commit(ps []*prepared) error {
 	}
 	if live == 0 {
 		return j.save(stateAborted)
+	}
+	if tx.together && live < len(ps) {
+		tx.cleanupAll(ps)
+		if err := j.save(stateAborted); err != nil {
+			return err
+		}
+		return errDropped
 	}
 	tx.step("backed-up")
 	if err := j.save(stateCommitting); err != nil {
@@ -298,7 +307,7 @@ func (tx *transaction) reverify(p *prepared) error {
 	if err != nil {
 		return fmt.Errorf("read back %s: %w", p.t.Name, err)
 	}
-	if !cert.Equal(p.cert) {
+	if (cert == nil) != (p.cert == nil) || cert != nil && !cert.Equal(p.cert) {
 		return fmt.Errorf("read back %s: not the certificate written", p.t.Name)
 	}
 	return verify(p.t, p.cur.cert, cert, bundled, key, tx.now)

@@ -283,6 +283,11 @@ func (s *step) restart(ctx context.Context) {
 	// One at a time, in restart order, each recorded once confirmed: a
 	// daemon killed meanwhile restarts only what was not.
 	for _, name := range restartOrder(s.it.Pending) {
+		if s.restartedSince(name) {
+			s.it.confirmed(name)
+			s.save()
+			continue
+		}
 		err, ok := s.n.Restarter.RestartComponents(ctx, cfg, []string{name}, s.in.Ping)[name]
 		if !ok || err != nil {
 			if err == nil {
@@ -291,10 +296,32 @@ func (s *step) restart(ctx context.Context) {
 			s.problems = append(s.problems, fmt.Sprintf("restart %s: %v", name, err))
 			continue
 		}
-		s.it.Pending = slices.DeleteFunc(s.it.Pending, func(p string) bool { return p == name })
-		s.it.addRestarted(name)
+		s.it.confirmed(name)
 		s.save()
 	}
+}
+
+// Results reports the restarts a Restarter confirmed
+// (restart.Restarter.Results).
+type Results interface {
+	Results(cfg *config.Config) []api.ComponentStatus
+}
+
+// restartedSince: the component was pending because of renewals, and
+// this daemon's Restarter has confirmed a restart of it since (the
+// renewal's own): it is not restarted again.
+func (s *step) restartedSince(name string) bool {
+	at, ok := s.it.PendingAt[name]
+	rs, isR := s.n.Restarter.(Results)
+	if !ok || !isR {
+		return false
+	}
+	for _, c := range rs.Results(s.in.Config) {
+		if c.Name == name && c.LastRestart != nil && !c.LastRestart.Before(at) && c.LastResult == "ok" {
+			return true
+		}
+	}
+	return false
 }
 
 // restartOrder sorts components in the order they are restarted.

@@ -38,6 +38,11 @@ type Intent struct {
 	DoneAt *time.Time `json:"doneAt,omitempty"`
 	// Pending are the components to restart before the phase is done.
 	Pending []string `json:"pending,omitempty"`
+	// PendingAt is, for a component pending because certificates it uses
+	// are renewed (reissue), when it became so: a restart of it confirmed
+	// since (by the renewal's own restart) counts; after a crash none is
+	// known and it is restarted.
+	PendingAt map[string]time.Time `json:"pendingAt,omitempty"`
 	// Restarted are the components restarted for this phase, confirmed.
 	Restarted []string `json:"restarted,omitempty"`
 	// OldCA is the CA being replaced (PEM), as verified against this
@@ -91,6 +96,28 @@ func (it *Intent) save(dir string) error {
 		return fmt.Errorf("write %s: %w", IntentFile, err)
 	}
 	return nil
+}
+
+// addPendingAt adds components to restart because of renewals at t;
+// one already pending keeps its time.
+func (it *Intent) addPendingAt(t time.Time, names ...string) {
+	for _, n := range names {
+		if slices.Contains(it.Pending, n) {
+			continue
+		}
+		if it.PendingAt == nil {
+			it.PendingAt = map[string]time.Time{}
+		}
+		it.PendingAt[n] = t.UTC()
+	}
+	it.addPending(names...)
+}
+
+// confirmed forgets a pending component once its restart is confirmed.
+func (it *Intent) confirmed(name string) {
+	it.Pending = slices.DeleteFunc(it.Pending, func(p string) bool { return p == name })
+	delete(it.PendingAt, name)
+	it.addRestarted(name)
 }
 
 // addPending adds components to restart, keeping each once.

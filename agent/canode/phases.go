@@ -10,12 +10,16 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/certagent/certagent/agent/restart"
 	"github.com/certagent/certagent/rotate"
 	ca "github.com/certagent/certagent/rotate/carotate"
 )
 
 // trust: every bundle that holds the old CA holds the new one after it.
 func (s *step) trust(ctx context.Context) {
+	if !s.toSigner(ctx) {
+		return
+	}
 	s.editBundles(ctx, func(b ca.Bundle) (*rotate.TrustEdit, error) { return b.Add(s.old, s.next) })
 }
 
@@ -45,7 +49,11 @@ func (s *step) finish(ctx context.Context) {
 		return
 	}
 	s.editBundles(ctx, func(b ca.Bundle) (*rotate.TrustEdit, error) { return b.Remove(s.old) })
-	if signer && len(s.problems) == 0 && len(s.left) == 0 {
+	// The controller manager's flag goes back to <stem>.crt, one CA again.
+	if len(s.problems) > 0 || len(s.left) > 0 || !s.fromSigner(ctx) {
+		return
+	}
+	if signer {
 		// The copies stay in a directory of their own, whatever pass
 		// (or crash) the bundles changed in.
 		keep := path.Join(cfg.Renewal.BackupDir, "ca-rotation-"+s.in.Cluster.ID[:16])
@@ -129,6 +137,14 @@ func (s *step) reissue(ctx context.Context) {
 	}
 	s.fixed()
 	if len(local) > 0 {
+		// Their users' restarts are recorded before the renewals: a
+		// daemon killed after a renewal and before its restart restarts
+		// them when it starts again.
+		s.it.addPendingAt(s.in.Now, restart.Users(s.in.Config, local)...)
+		if err := s.it.save(s.n.StateDir); err != nil {
+			s.problems = append(s.problems, err.Error())
+			return
+		}
 		s.out.Renew = local
 		s.left = append(s.left, "from the old CA, to re-issue from the local CA: "+strings.Join(local, ", "))
 		return

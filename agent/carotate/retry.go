@@ -3,6 +3,7 @@ package carotate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,6 +65,36 @@ func (r *Rotator) reconnect() {
 	}
 	if cs, err := r.Connect(); err == nil {
 		r.Client = cs
+	}
+}
+
+// firstReadWindow bounds how long the command's first read is tried
+// again when it is refused (401, 403) before that is taken as a refusal.
+var firstReadWindow = 30 * time.Second
+
+// firstRead reads the rotation. A refusal (401, 403) or a transient error
+// is tried again, the client built again each time, for up to
+// firstReadWindow (or r.Timeout when shorter): a kube-apiserver that just
+// started answers 403 until its authorizer's caches are filled (the
+// command is often rerun right after a restart). A refusal that lasts is
+// a *RefusedError.
+func (r *Rotator) firstRead(ctx context.Context) (*Cluster, string, error) {
+	deadline := r.Clock.Now().Add(min(firstReadWindow, r.timeout()))
+	for {
+		c, rv, err := Store{Client: r.Client}.Get(ctx)
+		denied := apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err)
+		if err == nil || !denied && !transient(ctx, err) || ctx.Err() != nil || r.Clock.Now().After(deadline) {
+			if denied {
+				return nil, "", &RefusedError{Reasons: append(r.Refusals, fmt.Sprintf("the admin credential %s is not allowed to: %v", r.Kubeconfig, err))}
+			}
+			return c, rv, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		case <-r.Clock.After(retryAfter):
+		}
+		r.reconnect()
 	}
 }
 

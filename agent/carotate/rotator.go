@@ -11,7 +11,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
@@ -65,10 +64,7 @@ type Rotator struct {
 // written. A failed precondition is a *RefusedError, a wait that ran out
 // a *TimeoutError; either way a rerun goes on from where it stopped.
 func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
-	c, rv, err := Store{Client: r.Client}.Get(ctx)
-	if apierrors.IsUnauthorized(err) || apierrors.IsForbidden(err) {
-		return nil, &RefusedError{Reasons: append(r.Refusals, fmt.Sprintf("the admin credential %s is not allowed to: %v", r.Kubeconfig, err))}
-	}
+	c, rv, err := r.firstRead(ctx)
 	if err != nil {
 		return nil, err
 	}

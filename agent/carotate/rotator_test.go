@@ -195,6 +195,7 @@ func TestRefusals(t *testing.T) {
 			f := newFakeCluster(t, node("cp1", true), node("w1", false))
 			r := f.rotator(nil)
 			tc.setup(f, r)
+			defer f.stepWhileWaiting()()
 			_, err := r.Run(context.Background())
 			var re *RefusedError
 			if !errors.As(err, &re) || len(re.Reasons) != len(tc.want) {
@@ -209,6 +210,48 @@ func TestRefusals(t *testing.T) {
 				t.Errorf("a refused start wrote %d times", f.writes)
 			}
 		})
+	}
+}
+
+// stepWhileWaiting moves the fake clock on by retryAfter whenever the
+// command waits on it (a retry), until the returned function is called.
+func (f *fakeCluster) stepWhileWaiting() func() {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+			if f.clock.HasWaiters() {
+				f.clock.Step(retryAfter)
+			}
+		}
+	}()
+	return func() { close(stop); <-done }
+}
+
+// TestFirstReadForbiddenWhileStarting: a kube-apiserver that just
+// started answers 403 until its authorizer is ready: the command's first
+// read tries again instead of refusing (exit 6).
+func TestFirstReadForbiddenWhileStarting(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true), node("w1", false))
+	var denied atomic.Int32
+	f.cs.PrependReactor("get", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if denied.Add(1) <= 3 {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, ConfigMapName, errors.New("RBAC: not ready"))
+		}
+		return false, nil, nil
+	})
+	r := f.rotator(nil)
+	defer f.stepWhileWaiting()()
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatalf("a 403 of a starting kube-apiserver: %v", err)
+	}
+	if denied.Load() < 4 {
+		t.Errorf("the first read was tried %d times", denied.Load())
 	}
 }
 

@@ -197,6 +197,10 @@ type Restart struct {
 	// StaleAfter: a served certificate that differs from the disk this long
 	// is "stale" (default 2m).
 	StaleAfter string `json:"staleAfter,omitempty"`
+	// Settle: a restarted component is confirmed only once it has stayed
+	// healthy this long, every check passing (default 10s): one that
+	// answers and then exits (a crash loop) is not.
+	Settle string `json:"settle,omitempty"`
 	// Endpoints override where components serve TLS: kube-apiserver
 	// (127.0.0.1:6443), etcd (127.0.0.1:2379), etcd-peer (127.0.0.1:2380),
 	// kubelet (127.0.0.1:10250), kube-controller-manager (127.0.0.1:10257),
@@ -205,7 +209,7 @@ type Restart struct {
 	// Units restart other systemd units after their certificates renew.
 	Units []UnitMapping `json:"units,omitempty"`
 
-	FileCheckDuration, TimeoutDuration, StaleAfterDuration time.Duration `json:"-"`
+	FileCheckDuration, TimeoutDuration, StaleAfterDuration, SettleDuration time.Duration `json:"-"`
 }
 
 // Coordination configures how control-plane nodes of one cluster take
@@ -402,6 +406,7 @@ func (c *Config) durations() []durationField {
 		{"restart.fileCheckFrequency", c.Restart.FileCheckFrequency, &c.Restart.FileCheckDuration, Bounds{time.Millisecond, time.Hour}, 20 * time.Second},
 		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration, Bounds{time.Millisecond, time.Hour}, 2 * time.Minute},
 		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration, Bounds{time.Millisecond, day}, 2 * time.Minute},
+		{"restart.settle", c.Restart.Settle, &c.Restart.SettleDuration, Bounds{0, 10 * time.Minute}, 10 * time.Second},
 		{"coordination.leaseDuration", c.Coordination.LeaseDuration, &c.Coordination.LeaseDurationDuration, Bounds{time.Second, time.Hour}, 30 * time.Second},
 		{"coordination.retryInterval", c.Coordination.RetryInterval, &c.Coordination.RetryIntervalDuration, Bounds{10 * time.Millisecond, time.Hour}, 2 * time.Second},
 		{"coordination.apiDownWindow", c.Coordination.APIDownWindow, &c.Coordination.APIDownWindowDuration, Bounds{time.Second, day}, 10 * time.Minute},

@@ -106,12 +106,22 @@ func (j Renewer) RenewCSR(ctx context.Context, job renewal.CSRJob) renewal.Resul
 	if req.kind == KindCustom {
 		roots = nil // a custom signer's CA is not the cluster's
 	}
+	if job.NotFrom != nil && pki.SignedBy(certs[0], job.NotFrom) {
+		// The cluster's signer is not switched yet: installing it would
+		// restart the kubelet for nothing. A new request next time.
+		pending.Drop(c.Name)
+		return fail(fmt.Errorf("%w (CSR %s): discarded, asked again later", ErrFromRotatedCA, r.CSR))
+	}
 	res := j.finish(r, cfg, certs, key, roots, now)
 	if res.Err == nil {
 		pending.Drop(c.Name)
 	}
 	return res
 }
+
+// ErrFromRotatedCA: the cluster answered a CSR with a certificate of the
+// CA being rotated out.
+var ErrFromRotatedCA = errors.New("issued by the CA being rotated out (the cluster's signer is not switched yet)")
 
 // csrRequest is what to ask the cluster for, and with which credential.
 type csrRequest struct {

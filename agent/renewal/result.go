@@ -2,6 +2,7 @@ package renewal
 
 import (
 	"context"
+	"crypto/x509"
 	"time"
 
 	"github.com/certagent/certagent/agent/config"
@@ -90,6 +91,10 @@ type CSRJob struct {
 	ReusePending bool
 	// Waiting, when set, is called once the request exists, with its name.
 	Waiting func(csr string)
+	// NotFrom, when set, is a CA being rotated out (from the reissue
+	// phase of a CA rotation on): an answer it signed is discarded (not
+	// installed, nothing restarted) and the request asked again later.
+	NotFrom *x509.Certificate
 }
 
 // CSRRenewer renews certificates through CertificateSigningRequests

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"slices"
 	"sync"
 	"time"
 
@@ -239,14 +240,36 @@ func (r *Restarter) restartOne(ctx context.Context, cfg *config.Config, comp com
 	} else if err := r.cyclePod(ctx, cfg, comp.Manifest); err != nil {
 		return err
 	}
-	deadline := r.Clock.Now().Add(cfg.Restart.TimeoutDuration)
+	return r.settle(ctx, cfg, comp, expect, ping)
+}
+
+// settle waits until the restarted component is healthy and has stayed
+// so for restart.settle, every check in between passing: a component
+// that answers and then exits (a crash loop: the controller manager's
+// /healthz answers before a controller fails to start) is not confirmed.
+func (r *Restarter) settle(ctx context.Context, cfg *config.Config, comp component, expect map[string]string, ping func()) error {
+	settle := cfg.Restart.SettleDuration
+	if !checked(comp, expect) {
+		settle = 0 // nothing to watch stay up
+	}
+	deadline := r.Clock.Now().Add(cfg.Restart.TimeoutDuration + settle)
+	var up time.Time // since when every check passed; zero: not up
 	var last error
 	for {
-		if last = r.healthy(ctx, cfg, comp, expect); last == nil {
+		now := r.Clock.Now()
+		if last = r.healthy(ctx, cfg, comp, expect); last != nil {
+			up = time.Time{}
+		} else if up.IsZero() {
+			up = now
+		}
+		if last == nil && now.Sub(up) >= settle {
 			return nil
 		}
-		if r.Clock.Now().After(deadline) {
-			return fmt.Errorf("%s not healthy with the new certificate after %s: %w", comp.Name, cfg.Restart.TimeoutDuration, last)
+		if now.After(deadline) {
+			if last == nil {
+				last = errors.New("it did not stay up")
+			}
+			return fmt.Errorf("%s not healthy with the new certificate for %s after %s: %w", comp.Name, cfg.Restart.SettleDuration, cfg.Restart.TimeoutDuration, last)
 		}
 		if ping != nil {
 			ping()
@@ -257,6 +280,16 @@ func (r *Restarter) restartOne(ctx context.Context, cfg *config.Config, comp com
 		case <-r.Clock.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// checked reports whether healthy checks anything of comp.
+func checked(comp component, expect map[string]string) bool {
+	for _, s := range comp.Served {
+		if _, ok := expect[s.Cert]; ok {
+			return true
+		}
+	}
+	return comp.Healthz != ""
 }
 
 // cyclePod recreates a static pod the documented way: the manifest goes
@@ -413,6 +446,21 @@ func Components(cfg *config.Config) []string {
 	var out []string
 	for _, c := range components(cfg) {
 		out = append(out, c.Name)
+	}
+	return out
+}
+
+// Users returns the components that use the named certificates, in
+// restart order, each once.
+func Users(cfg *config.Config, certs []string) []string {
+	var out []string
+	for _, c := range components(cfg) {
+		for _, n := range c.Certs {
+			if slices.Contains(certs, n) {
+				out = append(out, c.Name)
+				break
+			}
+		}
 	}
 	return out
 }

@@ -69,7 +69,8 @@ type candidate struct {
 // Find returns the trust bundles of src that hold ca, in path order, and
 // one problem per file that should be a bundle and cannot be used: a link
 // in place of the file, junk in it, a kubeconfig that does not load. The
-// staged new CA (<stem>.next.crt) is no bundle.
+// staged new CA (<stem>.next.crt) and the signer file (<stem>.signer.crt,
+// one certificate by design) are no bundles.
 func Find(root *pki.Root, src Sources, ca *x509.Certificate) ([]Bundle, []error) {
 	var cands []candidate
 	for _, d := range src.Dirs {
@@ -136,7 +137,7 @@ func listDir(root *pki.Root, dir string) []candidate {
 	for _, e := range entries {
 		n := e.Name()
 		switch {
-		case strings.HasPrefix(n, "."), strings.HasSuffix(n, ".next.crt"), e.IsDir():
+		case strings.HasPrefix(n, "."), strings.HasSuffix(n, ".next.crt"), strings.HasSuffix(n, ".signer.crt"), e.IsDir():
 		case strings.HasSuffix(n, ".crt"), strings.HasSuffix(n, ".pem"):
 			out = append(out, candidate{path: path.Join(dir, n)})
 		case strings.HasSuffix(n, ".conf"):

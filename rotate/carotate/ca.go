@@ -42,12 +42,16 @@ func Stem(caName string) (string, error) {
 // Paths are the files of one CA below a PKI directory (node paths).
 type Paths struct {
 	Cert, Key, NextCert, NextKey string
+	// Signer is the one-certificate file the controller manager signs
+	// with during a rotation (its --cluster-signing-cert-file): the CA
+	// of Key alone, while Cert holds two CAs.
+	Signer string
 }
 
 // PathsOf returns the files of the CA stem below pkiDir.
 func PathsOf(pkiDir, stem string) Paths {
 	p := path.Join(pkiDir, stem)
-	return Paths{Cert: p + ".crt", Key: p + ".key", NextCert: p + ".next.crt", NextKey: p + ".next.key"}
+	return Paths{Cert: p + ".crt", Key: p + ".key", NextCert: p + ".next.crt", NextKey: p + ".next.key", Signer: p + ".signer.crt"}
 }
 
 // PathsFor returns the files of the CA named caName (ca, etcd-ca or

@@ -1,6 +1,7 @@
 package carotate
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -19,14 +20,17 @@ var ErrNoNewKey = errors.New("the new CA key is not on this node")
 // certificates it held but next] and <stem>.key next's staged key, in one
 // transaction (the pair never mismatches, even after a crash). It
 // reports whether it changed anything: a CA already switched is left as
-// it is. Without the staged key it fails with ErrNoNewKey.
+// it is. Without the staged key it fails with ErrNoNewKey. The signer
+// file, when there, becomes next alone in the same transaction.
 func Switch(opts rotate.Options, pkiDir, stem string, next *x509.Certificate) (bool, error) {
 	p := PathsOf(pkiDir, stem)
 	if _, err := rotate.LoadLocalCA(opts.Root, stem, p.Cert, p.Key); err != nil {
 		return false, err
 	}
 	if IsSwitched(opts.Root, pkiDir, stem, next) {
-		return false, nil
+		// The signer file follows (a transaction that wrote the pair
+		// wrote it too, so this is only a repair).
+		return WriteSignerIfThere(opts, p, next)
 	}
 	staged, key, err := Staged(opts.Root, pkiDir, stem)
 	switch {
@@ -51,7 +55,27 @@ func Switch(opts rotate.Options, pkiDir, stem string, next *x509.Certificate) (b
 			certs = append(certs, c)
 		}
 	}
-	_, err = rotate.ReplacePair(opts, "switch "+stem, p.Cert, p.Key, certs, key)
+	var also []rotate.TrustEdit
+	if HasSigner(opts.Root, p) {
+		also = append(also, SignerEdit(p, next))
+	}
+	_, err = rotate.ReplacePair(opts, "switch "+stem, p.Cert, p.Key, certs, key, also...)
+	return err == nil, err
+}
+
+// WriteSignerIfThere makes the signer file, when there, hold c alone.
+func WriteSignerIfThere(opts rotate.Options, p Paths, c *x509.Certificate) (bool, error) {
+	f, err := opts.Root.ReadFile(p.Signer)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if string(f.Data) == string(pki.EncodeCertPEM(c)) {
+		return false, nil
+	}
+	_, err = rotate.RewriteTrust(context.Background(), opts, []rotate.TrustEdit{SignerEdit(p, c)})
 	return err == nil, err
 }
 
@@ -71,13 +95,13 @@ func IsSwitched(root *pki.Root, pkiDir, stem string, next *x509.Certificate) boo
 	return err == nil && b.Certs[0].Equal(next)
 }
 
-// Unstage removes <stem>.next.crt and <stem>.next.key once the rotation
-// of next is over, keeping a copy of both in keepDir (a node path, below
+// Unstage removes <stem>.next.crt, <stem>.next.key and the signer file
+// (<stem>.signer.crt) once the rotation of next is over, keeping a copy of both in keepDir (a node path, below
 // keepDir/files; "" keeps none). A staged file that is not next's (the
 // next rotation's, placed early) stays.
 func Unstage(root *pki.Root, pkiDir, stem string, next *x509.Certificate, keepDir string) error {
 	p := PathsOf(pkiDir, stem)
-	for _, f := range []string{p.NextCert, p.NextKey} {
+	for _, f := range []string{p.NextCert, p.NextKey, p.Signer} {
 		data, err := root.ReadFile(f)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):

@@ -1,0 +1,96 @@
+package canode
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"time"
+
+	"github.com/certagent/certagent/rotate"
+	ca "github.com/certagent/certagent/rotate/carotate"
+)
+
+// signerManifest is the controller manager's manifest when this node
+// runs it with the CA being rotated as its cluster signer (its
+// --cluster-signing-cert-file names <stem>.crt or the signer file), ""
+// otherwise.
+func (s *step) signerManifest() string {
+	if s.stem != "ca" || !s.hasCAKey() {
+		return ""
+	}
+	m := path.Join(s.in.Config.Restart.ManifestsDir, ca.SignerManifest)
+	p := ca.PathsOf(s.in.Config.PKIDir, s.stem)
+	if ca.SignerFlagNames(s.n.Root, m, path.Base(p.Cert)) || ca.SignerFlagNames(s.n.Root, m, path.Base(p.Signer)) {
+		return m
+	}
+	return ""
+}
+
+// toSigner gives the controller manager its one-certificate signer file
+// before <stem>.crt holds two CAs: the file written (the CA of the key),
+// then the manifest's flag pointed at it, the controller manager to
+// restart recorded first. False when the bundles must wait.
+func (s *step) toSigner(ctx context.Context) bool {
+	m := s.signerManifest()
+	if m == "" {
+		return true
+	}
+	p := ca.PathsOf(s.in.Config.PKIDir, s.stem)
+	ok := s.locked(ctx, "give the controller manager its signer file", func() error {
+		if _, err := ca.WriteSigner(s.opts(), s.in.Config.PKIDir, s.stem); err != nil {
+			return err
+		}
+		return s.editFlag(ctx, ca.SignerFlagEdit(m, p, true))
+	})
+	return ok
+}
+
+// fromSigner points the controller manager's flag back at <stem>.crt,
+// once that file holds one CA again (finish).
+func (s *step) fromSigner(ctx context.Context) bool {
+	m := s.signerManifest()
+	if m == "" {
+		return true
+	}
+	p := ca.PathsOf(s.in.Config.PKIDir, s.stem)
+	return s.locked(ctx, "point the controller manager back at "+p.Cert, func() error {
+		return s.editFlag(ctx, ca.SignerFlagEdit(m, p, false))
+	})
+}
+
+// editFlag edits the manifest's flag in a transaction, the controller
+// manager (which the kubelet restarts on the change, and certagent
+// after it, confirmed) recorded as pending first.
+func (s *step) editFlag(ctx context.Context, e rotate.FlagEdit) error {
+	f, err := s.n.Root.ReadFile(e.Path)
+	if err != nil {
+		return err
+	}
+	if d, err := e.Edit(f.Data); err != nil || d == nil {
+		return err
+	}
+	s.it.addPending("kube-controller-manager")
+	if err := s.it.save(s.n.StateDir); err != nil {
+		return err
+	}
+	_, _, err = rotate.EditFlags(ctx, s.opts(), []rotate.FlagEdit{e})
+	return err
+}
+
+// locked runs f under the renewal lock; false (with a problem, or left
+// when the lock was not had) when it did not succeed.
+func (s *step) locked(ctx context.Context, what string, f func() error) bool {
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	lock, err := rotate.Acquire(lctx, s.n.Root, s.in.Config.Renewal.BackupDir)
+	cancel()
+	if err != nil {
+		s.left = append(s.left, fmt.Sprintf("%s (%v)", what, err))
+		return false
+	}
+	defer lock.Unlock()
+	if err := f(); err != nil {
+		s.problems = append(s.problems, fmt.Sprintf("%s: %v", what, err))
+		return false
+	}
+	return true
+}

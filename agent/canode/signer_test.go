@@ -1,0 +1,93 @@
+package canode
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/certagent/certagent/agent/carotate"
+	"github.com/certagent/certagent/rotate"
+	"github.com/certagent/certagent/rotate/pki"
+)
+
+const cmManifest = `spec:
+  containers:
+  - command:
+    - kube-controller-manager
+    - --cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt
+    - --cluster-signing-key-file=/etc/kubernetes/pki/ca.key
+    - --root-ca-file=/etc/kubernetes/pki/ca.crt
+    - --kubeconfig=/etc/kubernetes/controller-manager.conf
+`
+
+// TestSignerFile: the controller manager never reads a two-CA file as
+// its signer (it exits on one): from trust to finish its flag names a
+// file of the key's CA alone, switched with the key.
+func TestSignerFile(t *testing.T) {
+	f := newFixture(t, false)
+	manifest := filepath.Join(f.dir, "etc/kubernetes/manifests/kube-controller-manager.yaml")
+	if err := os.WriteFile(manifest, []byte(cmManifest), 0o600); err != nil || os.Chmod(manifest, 0o600) != nil {
+		t.Fatal(err)
+	}
+	pkiDir := filepath.Join(f.dir, "etc/kubernetes/pki")
+	certs := func(name string) []string {
+		data, err := os.ReadFile(filepath.Join(pkiDir, name))
+		if err != nil {
+			return nil
+		}
+		b, err := pki.ParseBundle(data)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var out []string
+		for _, c := range b.Certs {
+			switch {
+			case c.Equal(f.node.CA.Cert):
+				out = append(out, "old")
+			case c.Equal(f.next.Cert):
+				out = append(out, "new")
+			default:
+				out = append(out, "other")
+			}
+		}
+		return out
+	}
+	flag := func() string {
+		data, _ := os.ReadFile(manifest)
+		v, err := rotate.FlagValue(data, "cluster-signing-cert-file")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := os.Stat(manifest)
+		if st.Mode().Perm() != 0o600 || !strings.Contains(string(data), "--root-ca-file=/etc/kubernetes/pki/ca.crt") {
+			t.Errorf("the manifest changed beyond the flag: %04o\n%s", st.Mode().Perm(), data)
+		}
+		return v
+	}
+	steps := []struct {
+		phase          carotate.Phase
+		flag           string
+		signer, bundle string
+	}{
+		{carotate.Trust, "/etc/kubernetes/pki/ca.signer.crt", "old", "old new"},
+		{carotate.Reissue, "/etc/kubernetes/pki/ca.signer.crt", "new", "new old"},
+		{carotate.Finish, "/etc/kubernetes/pki/ca.crt", "", "new"},
+	}
+	for _, st := range steps {
+		f.cluster.Phase = st.phase
+		out := f.converge(t, &recorder{}, nil)
+		if !out.Report.Done {
+			t.Fatalf("%s: %+v", st.phase, out.Report)
+		}
+		if got := flag(); got != st.flag {
+			t.Errorf("%s: the signer flag names %s, want %s", st.phase, got, st.flag)
+		}
+		if got := strings.Join(certs("ca.signer.crt"), " "); got != st.signer {
+			t.Errorf("%s: ca.signer.crt holds %q, want %q", st.phase, got, st.signer)
+		}
+		if got := strings.Join(certs("ca.crt"), " "); got != st.bundle {
+			t.Errorf("%s: ca.crt holds %q, want %q", st.phase, got, st.bundle)
+		}
+	}
+}
