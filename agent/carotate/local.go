@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"path"
-	"strings"
 	"time"
 
 	"github.com/certagent/certagent/rotate"
@@ -89,29 +87,4 @@ func (l *Local) Prepare(cur *rotate.LocalCA, supplied *Pair, now time.Time) (*x5
 		return nil, err
 	}
 	return cert, cafiles.Stage(l.Root, l.PKIDir, stem, cert, key)
-}
-
-// SignerRefusal says why the CA cannot be rotated on this node while the
-// controller manager signs with its certificate file ("" when it can).
-// kube-controller-manager refuses a --cluster-signing-cert-file holding
-// more than one certificate ("expected 1 certificate, found 2"), and a
-// rotation makes <stem>.crt a bundle of the old and the new CA from
-// trust to finish: with kubeadm's manifest, the controller manager would
-// fail at its trust restart and sign nothing. certagent does not yet move
-// the signer to a file of its own, so it refuses instead.
-func (l *Local) SignerRefusal(manifestsDir string) string {
-	manifest := path.Join(manifestsDir, "kube-controller-manager.yaml")
-	f, err := l.Root.ReadFile(manifest)
-	if err != nil {
-		return "" // no controller manager on this node
-	}
-	flag := "--cluster-signing-cert-file=" + l.Files.Cert
-	for _, line := range strings.Split(string(f.Data), "\n") {
-		v := strings.Trim(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "-")), `"'`)
-		if v == flag {
-			return fmt.Sprintf("%s signs with %s (%s), which the rotation turns into a two-certificate bundle, and kube-controller-manager refuses a signer file holding more than one certificate: "+
-				"certagent cannot rotate %s on a node whose controller manager signs with the CA file itself yet (see README, Rotating a CA)", manifest, l.Files.Cert, flag, l.CA)
-		}
-	}
-	return ""
 }

@@ -119,37 +119,3 @@ func TestLocalPrepareRefusesShortLived(t *testing.T) {
 		t.Error("a refused CA was staged")
 	}
 }
-
-// TestSignerRefusal: a controller manager that signs with the CA file
-// itself (kubeadm's manifest) would refuse it once it is a bundle: the
-// rotation of that CA is refused on the node, with why; a signer file of
-// its own, another CA or no manifest is no reason.
-func TestSignerRefusal(t *testing.T) {
-	manifest := func(l *Local, flag string) {
-		dir := filepath.Join(l.Root.Dir(), "etc/kubernetes/manifests")
-		os.MkdirAll(dir, 0o755)
-		body := "spec:\n  containers:\n  - command:\n    - kube-controller-manager\n    - " + flag + "\n    - --cluster-signing-key-file=/etc/kubernetes/pki/ca.key\n"
-		if err := os.WriteFile(filepath.Join(dir, "kube-controller-manager.yaml"), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, _ := newLocal(t, pkitest.Layout{})
-	if r := l.SignerRefusal("/etc/kubernetes/manifests"); r != "" {
-		t.Errorf("no manifest: %q", r)
-	}
-	ca, err := NewLocal(l.Root, "/etc/kubernetes/pki", "ca")
-	if err != nil {
-		t.Fatal(err)
-	}
-	manifest(ca, "--cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt")
-	if r := ca.SignerRefusal("/etc/kubernetes/manifests"); !strings.Contains(r, "refuses a signer file holding more than one certificate") {
-		t.Errorf("kubeadm's manifest: %q", r)
-	}
-	if r := l.SignerRefusal("/etc/kubernetes/manifests"); r != "" {
-		t.Errorf("front-proxy-ca is not the signer: %q", r)
-	}
-	manifest(ca, "--cluster-signing-cert-file=/etc/kubernetes/pki/ca-signer.crt")
-	if r := ca.SignerRefusal("/etc/kubernetes/manifests"); r != "" {
-		t.Errorf("a signer file of its own: %q", r)
-	}
-}

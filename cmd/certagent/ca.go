@@ -135,9 +135,6 @@ func loadCANode(root *pki.Root, cfg *config.Config, f *caFlags) (*caNode, error)
 	if refusal != "" {
 		n.refusals = append(n.refusals, refusal)
 	}
-	if refusal := n.local.SignerRefusal(cfg.Restart.ManifestsDir); refusal != "" && !f.stageOnly {
-		n.refusals = append(n.refusals, refusal)
-	}
 	if n.supplied, err = f.supplied(); err != nil {
 		return nil, &exitError{code: ExitUsage, err: err}
 	}

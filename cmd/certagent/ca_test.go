@@ -174,34 +174,3 @@ func TestCARotateRerunWithSuppliedCAAfterSwitch(t *testing.T) {
 		t.Fatalf("--stage-only after the switch: exit %d %s\n%s", code, msg, out)
 	}
 }
-
-// TestCARotateRefusedWhileTheControllerManagerSignsWithTheCAFile: on a
-// node whose kube-controller-manager signs with pki/ca.crt (kubeadm's
-// manifest), rotating the cluster CA is refused (exit 6, saying why)
-// before anything is staged or written to the API.
-func TestCARotateRefusedWhileTheControllerManagerSignsWithTheCAFile(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := (pkitest.Layout{}).Write(dir); err != nil {
-		t.Fatal(err)
-	}
-	manifests := filepath.Join(dir, "etc/kubernetes/manifests")
-	os.MkdirAll(manifests, 0o755)
-	os.WriteFile(filepath.Join(manifests, "kube-controller-manager.yaml"),
-		[]byte("spec:\n  containers:\n  - command:\n    - kube-controller-manager\n    - --cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt\n"), 0o600)
-	fakeCAClient(t, "node1")
-	cs, _ := newCAClient(nil, "")
-	_, msg, code := executeErr(t, "ca", "rotate", "--root", dir, "--timeout", "2s")
-	if code != ExitRefused || !strings.Contains(msg, "kube-controller-manager refuses a signer file holding more than one certificate") {
-		t.Fatalf("exit %d\n%s", code, msg)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "etc/kubernetes/pki/ca.next.crt")); !os.IsNotExist(err) {
-		t.Errorf("a new CA was staged: %v", err)
-	}
-	if cms, _ := cs.CoreV1().ConfigMaps(carotate.Namespace).List(context.Background(), metav1.ListOptions{}); len(cms.Items) != 0 {
-		t.Errorf("ConfigMaps written: %d", len(cms.Items))
-	}
-	// front-proxy-ca is not the controller manager's signer.
-	if _, msg, code := executeErr(t, "ca", "rotate", "--root", dir, "--ca", "front-proxy-ca", "--until", "prepare", "--timeout", "1s"); strings.Contains(msg, "signer file") {
-		t.Errorf("front-proxy-ca refused for the signer: exit %d\n%s", code, msg)
-	}
-}

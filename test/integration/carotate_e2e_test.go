@@ -19,13 +19,6 @@ import (
 // phase while an administrator polls the API (admin.conf read again at
 // each request) and the kubelets' Leases are watched.
 func TestE2ECARotation(t *testing.T) {
-	// kube-controller-manager refuses a signer file holding two
-	// certificates, and kubeadm's manifest signs with pki/ca.crt, which
-	// the rotation makes a bundle: `certagent ca rotate` refuses the
-	// cluster CA on such a node (agent/carotate.Local.SignerRefusal,
-	// tested there and in cmd) until it moves the signer to a file of its
-	// own. This proof runs again once it does.
-	t.Skip("the cluster CA's rotation is refused while kube-controller-manager signs with pki/ca.crt (issue 18 is open)")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rig := startCARig(t, ctx)
