@@ -54,6 +54,13 @@ func (a *Agent) rotateCA(ctx context.Context, rep *inventory.Report, now time.Ti
 		return nil
 	}
 	r := &a.ca
+	if !a.ready {
+		// Not in the start pass: its restarts would hold READY back
+		// (past a unit's start timeout); the first pass after READY, at
+		// once, converges.
+		r.active, r.pollAt = true, time.Time{}
+		return nil
+	}
 	if r.node == nil {
 		r.node = &canode.Node{Root: a.opts.Root, StateDir: a.opts.StateDir, Log: a.opts.Log, Hooks: a.opts.Hooks}
 		if rs, ok := a.opts.Restarter.(canode.Restarter); ok {
