@@ -9,7 +9,7 @@ endif
 DEB_ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build test unit integration demo bench lint k8s-tools fuzz clean package e2e modcheck
+.PHONY: test-ca-rotation all build test unit integration demo bench lint k8s-tools fuzz clean package e2e modcheck
 
 all: build
 
@@ -55,6 +55,18 @@ test: modcheck lint build package
 	CERTAGENT_BIN=$(CURDIR)/bin/certagent CERTAGENT_KUBE_BIN=$$kube_bin CERTAGENT_CONTAINERD_BIN=$$containerd_bin CERTAGENT_REQUIRE_INTEGRATION=1 \
 	CERTAGENT_DEB=$$(ls $(CURDIR)/dist/certagent_*.deb) \
 	  $(GO) test -race -count=1 -parallel 4 -timeout 25m ./...
+
+# test-ca-rotation runs the CA rotation's end-to-end proof (TestE2ECARotation:
+# a real control plane and a real kubelet node, the whole rotation, then
+# once more with certagent killed in every phase; about 5 min), which
+# make test leaves out for its length.
+test-ca-rotation: build package
+	@bash test/deps.sh
+	@bash test/nspawn/rootfs.sh >/dev/null
+	@kube_bin=$$(bash test/k8stools/build.sh kubelet) && containerd_bin=$$(bash test/k8stools/build.sh containerd) && \
+	CERTAGENT_BIN=$(CURDIR)/bin/certagent CERTAGENT_KUBE_BIN=$$kube_bin CERTAGENT_CONTAINERD_BIN=$$containerd_bin CERTAGENT_E2E_CA_ROTATION=1 \
+	CERTAGENT_DEB=$$(ls $(CURDIR)/dist/certagent_*.deb) \
+	  $(GO) test -count=1 -v -timeout 20m -run TestE2ECARotation ./test/integration
 
 # e2e runs only the end-to-end tests of the package on a real systemd node.
 e2e: build package
