@@ -2,8 +2,8 @@ package integration
 
 import (
 	"context"
-	"os"
 	"crypto/x509"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
