@@ -213,11 +213,11 @@ func TestSwitchCrash(t *testing.T) {
 					t.Fatalf("repair: %v", r.Err)
 				}
 			}
-			lc := caOf(t, root) // fails on a mismatched pair
+			caOf(t, root) // fails on a mismatched pair
 			if _, err := Switch(opts(root, nil), pkiDir, "ca", next); err != nil {
 				t.Fatalf("switch after %s: %v", stop, err)
 			}
-			if lc = caOf(t, root); !lc.Cert.Equal(next) {
+			if lc := caOf(t, root); !lc.Cert.Equal(next) {
 				t.Error("not switched")
 			}
 		})
