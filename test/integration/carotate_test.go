@@ -220,8 +220,10 @@ func TestCARotateAgainstAPIServer(t *testing.T) {
 	}
 	// The rerun goes on; kube-apiserver restarts while it waits at finish.
 	r = rerunThroughRestart(t, ctx, c, sim, root)
-	if r.code != 0 || !strings.Contains(r.stdout, "resuming rotation "+st.ID) || !strings.Contains(r.stdout, "rotation "+st.ID+" of ca done") ||
-		!strings.Contains(r.stdout, "trying again") {
+	// Whether one of its requests met the restart ("trying again") depends
+	// on where the command was when kube-apiserver stopped (a watch that is
+	// re-established sees no error): it must finish either way.
+	if r.code != 0 || !strings.Contains(r.stdout, "resuming rotation "+st.ID) || !strings.Contains(r.stdout, "rotation "+st.ID+" of ca done") {
 		t.Fatalf("rerun through an API server restart: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	t.Logf("the rerun's output:\n%s", r.stdout)
