@@ -94,24 +94,16 @@ func (ca *LocalCA) Issued(c *x509.Certificate) bool {
 	return false
 }
 
-// PickCA returns the certificate of a CA file that key belongs to and the
-// other CA certificates of the same subject in it: a CA file is a bundle
-// while a CA is being rotated, and the one signed with need not be first.
-func PickCA(certs []*x509.Certificate, key crypto.Signer) (cert *x509.Certificate, previous []*x509.Certificate) {
+// PickCA returns the certificate of a CA file that key belongs to (nil
+// when none is): a CA file is a bundle while a CA is being rotated, and
+// the one signed with need not be first.
+func PickCA(certs []*x509.Certificate, key crypto.Signer) *x509.Certificate {
 	for _, c := range certs {
-		if cert == nil && pki.KeyMatches(c, key) {
-			cert = c
+		if pki.KeyMatches(c, key) {
+			return c
 		}
 	}
-	if cert == nil {
-		return nil, nil
-	}
-	for _, c := range certs {
-		if c != cert && pki.IsCA(c) && bytes.Equal(c.RawSubject, cert.RawSubject) {
-			previous = append(previous, c)
-		}
-	}
-	return cert, previous
+	return nil
 }
 
 // LoadLocalCA reads a CA certificate and key through root and refuses a
@@ -143,7 +135,7 @@ func LoadLocalCA(root *pki.Root, name, certPath, keyPath string) (*LocalCA, erro
 	if err != nil {
 		return nil, fmt.Errorf("CA %s: %s: %w", name, keyPath, err)
 	}
-	cert, _ := PickCA(b.Certs, key)
+	cert := PickCA(b.Certs, key)
 	if cert == nil {
 		return nil, fmt.Errorf("CA %s: %w: %s is not the key of %s", name, ErrUnsafeCAKey, keyPath, certPath)
 	}
