@@ -136,6 +136,24 @@ func (tl *restartLog) add(iv interval) {
 	tl.mu.Unlock()
 }
 
+// summary is what the stand-in kubelets and the poller saw, for failures.
+func (tl *restartLog) summary() string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	var b strings.Builder
+	for _, iv := range tl.restarts {
+		fmt.Fprintf(&b, "restart %-22s %s .. %s\n", iv.what, iv.start.Format("15:04:05.000"), iv.end.Format("15:04:05.000"))
+	}
+	for _, c := range tl.crashes {
+		fmt.Fprintf(&b, "crash %s\n", c)
+	}
+	fmt.Fprintf(&b, "%d polls, %d breaches\n", tl.polls, len(tl.breaches))
+	for _, br := range tl.breaches[:min(len(tl.breaches), 20)] {
+		fmt.Fprintf(&b, "breach %s\n", br)
+	}
+	return b.String()
+}
+
 // overlaps returns every pair of restarts that overlap in time.
 func (tl *restartLog) overlaps() []string {
 	tl.mu.Lock()
@@ -171,7 +189,20 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *resta
 			go func() {
 				manifest := filepath.Join(n.Root, "etc/kubernetes/manifests", comp+".yaml")
 				running := true
-				var stopped time.Time
+				pending := false      // started, not healthy yet: the restart goes on
+				var stopped time.Time // when the restart began
+				stop := func() {
+					if !pending {
+						stopped = time.Now()
+					}
+					h.Kill(proc)
+					running = false
+				}
+				crashed := func(what string) {
+					tl.mu.Lock()
+					tl.crashes = append(tl.crashes, fmt.Sprintf("%s %s at %s: %s", n.Name, comp, time.Now().Format("15:04:05.000"), what))
+					tl.mu.Unlock()
+				}
 				ran, _ := os.ReadFile(manifest) // the manifest the process runs
 				for ctx.Err() == nil {
 					time.Sleep(100 * time.Millisecond)
@@ -179,33 +210,30 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *resta
 					switch here := err == nil; {
 					case here && running && !bytes.Equal(now, ran):
 						// The kubelet runs a changed manifest's pod anew.
-						stopped = time.Now()
-						h.Kill(proc)
-						running = false
+						stop()
 						ran = now
-					case here && running && h.Exited(proc):
-						tl.mu.Lock()
-						tl.crashes = append(tl.crashes, fmt.Sprintf("%s %s at %s: %s", n.Name, comp, time.Now().Format("15:04:05.000"), lastLines(h.Log(proc), 3)))
-						tl.mu.Unlock()
-						stopped = time.Now()
-						h.Kill(proc)
-						running = false
+					case running && h.Exited(proc):
+						// Also while starting: a process that dies before
+						// it is healthy is started again, as the kubelet
+						// does, never waited for.
+						crashed(lastLines(h.Log(proc), 3))
+						stop()
+						pending = true
 						time.Sleep(2 * time.Second)
 					case !here && running:
-						stopped = time.Now()
-						h.Kill(proc)
-						running = false
+						stop()
 					case here && !running:
 						ran = now
 						if err := start(); err != nil {
-							t.Error(err)
-							return
+							crashed("start: " + err.Error())
+							pending = true
+							time.Sleep(2 * time.Second)
+							continue
 						}
-						running = true
-						for ctx.Err() == nil && !healthy(ctx) {
-							time.Sleep(50 * time.Millisecond)
-						}
+						running, pending = true, true
+					case running && pending && healthy(ctx):
 						tl.add(interval{what: n.Name + " " + comp, start: stopped, end: time.Now()})
+						pending = false
 					}
 				}
 			}()
