@@ -3,6 +3,7 @@ package inventory
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -68,5 +69,48 @@ func TestChangedScanMatchesFullScan(t *testing.T) {
 		if got != string(want) {
 			t.Errorf("%s: the narrowed scan differs from a full one:\n got %s\nwant %s", st.what, got, want)
 		}
+	}
+}
+
+// TestChangedTooManyPathsScansAll: a change naming more than maxChanged
+// paths is a full scan (a file it does not name is read again), while one
+// naming maxChanged is narrowed (a file it does not name is taken from the
+// cache unread).
+func TestChangedTooManyPathsScansAll(t *testing.T) {
+	dir, _ := layout(t, pkitest.Layout{})
+	c := filepath.Join(dir, "opt/c")
+	ca := newCA(t, "extra-ca")
+	must(t, pkitest.WriteCorpus(c, ca, 2, now))
+	root, _ := pki.NewRoot(dir)
+	cfg := mustConfig(t, "paths: [/opt/c]")
+	cache := settledCache()
+	leaf, _, err := ca.Issue(pkitest.Spec{CommonName: "replaced", NotBefore: now.Add(-1e9), NotAfter: now.Add(1e15)})
+	must(t, err)
+	serialOf := func(ch *Changed) string {
+		t.Helper()
+		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now, Cache: cache, Changed: ch})
+		must(t, err)
+		for _, cert := range rep.Certificates {
+			if cert.Path == "/opt/c/cert-00001.pem" {
+				return cert.Serial
+			}
+		}
+		t.Fatal("cert-00001.pem not in the report")
+		return ""
+	}
+	before := serialOf(nil)
+	must(t, os.WriteFile(filepath.Join(c, "cert-00001.pem"), pkitest.CertPEM(leaf), 0o644))
+	others := func(n int) *Changed {
+		ch := &Changed{Paths: map[string]bool{}, Watched: map[string]bool{c: true}}
+		for i := range n {
+			ch.Paths[filepath.Join(c, fmt.Sprintf("gone-%d.pem", i))] = true
+		}
+		return ch
+	}
+	if got := serialOf(others(maxChanged)); got != before {
+		t.Errorf("%d other paths changed: the scan was not narrowed (serial %s, cached %s)", maxChanged, got, before)
+	}
+	if got := serialOf(others(maxChanged + 1)); got == before {
+		t.Errorf("%d other paths changed: not a full scan, the replaced file still has serial %s", maxChanged+1, got)
 	}
 }

@@ -274,4 +274,22 @@ func TestWatcherTake(t *testing.T) {
 	if c = h.w.Take(time.Time{}); !c.All {
 		t.Errorf("a watched directory appeared: %+v", c)
 	}
+
+	// maxPending changed paths (the settling sentinel is one) are named;
+	// one more is a full scan.
+	for i := range maxPending - 1 {
+		must(t, os.Symlink("nowhere", filepath.Join(dir, fmt.Sprintf("n%04d", i))))
+	}
+	h.settle()
+	if c = h.w.Take(time.Time{}); c.All || len(c.Paths) != maxPending {
+		t.Errorf("%d paths changed: all %v, %d paths named", maxPending, c.All, len(c.Paths))
+	}
+	for i := range maxPending - 1 {
+		must(t, os.Remove(filepath.Join(dir, fmt.Sprintf("n%04d", i))))
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "d.crt"), []byte("d"), 0o644))
+	h.settle()
+	if c = h.w.Take(time.Time{}); !c.All {
+		t.Errorf("%d paths changed: not a full scan (%d paths named)", maxPending+1, len(c.Paths))
+	}
 }
