@@ -137,7 +137,7 @@ func TestEtcdProbePresentsHealthcheckClient(t *testing.T) {
 			}
 			// The restart path's check uses the same probe.
 			comp := components(cfg)[0]
-			if err := r.healthy(context.Background(), cfg, comp, map[string]string{"etcd-server": srv.serial}); err != nil {
+			if err := r.healthy(context.Background(), comp, map[string]string{"etcd-server": srv.serial}, r.clientsOf(cfg, comp)); err != nil {
 				t.Errorf("healthy: %v", err)
 			}
 			srv.mu.Lock()

@@ -253,11 +253,12 @@ func (r *Restarter) settle(ctx context.Context, cfg *config.Config, comp compone
 		settle = 0 // nothing to watch stay up
 	}
 	deadline := r.Clock.Now().Add(cfg.Restart.TimeoutDuration + settle)
-	var up time.Time // since when every check passed; zero: not up
+	clients := r.clientsOf(cfg, comp) // read once, not at every check
+	var up time.Time                  // since when every check passed; zero: not up
 	var last error
 	for {
 		now := r.Clock.Now()
-		if last = r.healthy(ctx, cfg, comp, expect); last != nil {
+		if last = r.healthy(ctx, comp, expect, clients); last != nil {
 			up = time.Time{}
 		} else if up.IsZero() {
 			up = now
@@ -280,6 +281,18 @@ func (r *Restarter) settle(ctx context.Context, cfg *config.Config, comp compone
 		case <-r.Clock.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// clientsOf loads the client key pairs comp's served endpoints are
+// probed with, by stem.
+func (r *Restarter) clientsOf(cfg *config.Config, comp component) map[string]clientPair {
+	out := map[string]clientPair{}
+	for _, s := range comp.Served {
+		if _, ok := out[s.Client]; !ok {
+			out[s.Client] = r.clientCert(cfg, s.Client)
+		}
+	}
+	return out
 }
 
 // checked reports whether healthy checks anything of comp.
@@ -321,7 +334,7 @@ func (r *Restarter) cyclePod(ctx context.Context, cfg *config.Config, manifest s
 
 // healthy checks the health URL and that every served endpoint of the
 // component presents the expected serial.
-func (r *Restarter) healthy(ctx context.Context, cfg *config.Config, comp component, expect map[string]string) error {
+func (r *Restarter) healthy(ctx context.Context, comp component, expect map[string]string, clients map[string]clientPair) error {
 	if comp.Healthz != "" {
 		if err := probeHealthz(ctx, comp.Healthz); err != nil {
 			return err
@@ -332,7 +345,7 @@ func (r *Restarter) healthy(ctx context.Context, cfg *config.Config, comp compon
 		if !ok {
 			continue
 		}
-		got, err := servedSerial(ctx, s.Address, r.clientCert(cfg, s.Client))
+		got, err := servedSerial(ctx, s.Address, clients[s.Client])
 		if err != nil {
 			return err
 		}
