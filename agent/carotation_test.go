@@ -144,7 +144,7 @@ func (s *signerCSR) RenewCSR(_ context.Context, job renewal.CSRJob) renewal.Resu
 		return renewal.Failed(job.Cert, "csr", err)
 	}
 	store := rotate.KubeletStore{Root: s.root, Dir: job.Config.KubeletPKIDir, Prefix: "kubelet-client", BackupDir: job.Config.Renewal.BackupDir}
-	if _, err := store.Update([]*x509.Certificate{cert}, key, nil, now); err != nil {
+	if _, _, err := store.Update([]*x509.Certificate{cert}, key, nil, now); err != nil {
 		return renewal.Failed(job.Cert, "csr", err)
 	}
 	return renewal.Result{Cert: job.Cert, Method: "csr", Started: now, Finished: now, OldSerial: job.Cert.Serial,

@@ -3,7 +3,6 @@ package rotate
 import (
 	"crypto"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -42,11 +41,12 @@ func (s KubeletStore) Current() string { return path.Join(s.Dir, s.Prefix+"-curr
 // place and synced before the link moves, and both are read back; a crash
 // at any point is put right by Repair. The kubelet picks the result up
 // unchanged. The old files stay where they are. Update returns the node
-// path of the new file.
-func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots *x509.CertPool, now time.Time) (string, error) {
+// path of the new file and the transaction's backup directory, from which
+// Restore (entry s.Prefix+"-current") undoes it.
+func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots *x509.CertPool, now time.Time) (file, backup string, err error) {
 	name, err := s.newName(now)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	t := Target{Name: s.Prefix + "-current", Storage: StorageKubeletStore, CertPath: s.Current(), Roots: roots, file: path.Join(s.Dir, name)}
 	cur, err := load(s.Root, t)
@@ -59,10 +59,11 @@ func (s KubeletStore) Update(certs []*x509.Certificate, key crypto.Signer, roots
 		}
 	}
 	opts := Options{Root: s.Root, BackupDir: s.BackupDir, KeepBackups: s.KeepBackups, Now: now, Hooks: s.Hooks}
-	if _, err := install(opts, t, cur, certs, key); err != nil {
-		return "", err
+	res, err := install(opts, t, cur, certs, key)
+	if err != nil {
+		return "", res.Backup, err
 	}
-	return t.file, nil
+	return t.file, res.Backup, nil
 }
 
 // newName makes the store's directory if needed and picks the name of the
@@ -97,24 +98,6 @@ func (s KubeletStore) Target() string {
 		return ""
 	}
 	return t
-}
-
-// Rollback points -current.pem back at an earlier file, atomically: a
-// link -updated.pem to it renamed over -current.pem, the directory synced.
-// -current.pem points at a complete file before and after.
-func (s KubeletStore) Rollback(target string) error {
-	if target == "" {
-		return errors.New("rollback: no earlier file")
-	}
-	p, err := s.Root.StageLink(s.Current(), s.Prefix+"-updated.pem", target)
-	if err != nil {
-		return fmt.Errorf("symlink: %w", err)
-	}
-	defer p.Cleanup()
-	if err := p.Commit(); err != nil {
-		return fmt.Errorf("swap %s: %w", s.Current(), err)
-	}
-	return p.Sync()
 }
 
 // kubeletStoreCodec is StorageKubeletStore, the kubelet's store as
@@ -185,7 +168,7 @@ func ConvertKubeconfig(root *pki.Root, kubeconfig, user string, store KubeletSto
 	if err != nil {
 		return err
 	}
-	if _, err := store.Update(b.Certs, key, roots, now); err != nil {
+	if _, _, err := store.Update(b.Certs, key, roots, now); err != nil {
 		return err
 	}
 	keep := "kubeconfig-before-convert-" + now.UTC().Format("20060102T150405Z") + "-" + path.Base(kubeconfig)

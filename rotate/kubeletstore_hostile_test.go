@@ -46,7 +46,7 @@ func TestKubeletStoreHostile(t *testing.T) {
 			must(t, os.WriteFile(victim, []byte("not yours\n"), 0o600))
 			certs, key := newClientPair(t, root, ca, now)
 			tc.plant(t, root, victim)
-			file, err := clientStore(root).Update(certs, key, nil, now)
+			file, _, err := clientStore(root).Update(certs, key, nil, now)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -73,7 +73,7 @@ func TestKubeletStoreUpdateIsJournaled(t *testing.T) {
 	certs, key := newClientPair(t, root, ca, now)
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Cert)
-	file, err := clientStore(root).Update(certs, key, roots, now)
+	file, _, err := clientStore(root).Update(certs, key, roots, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,18 +101,8 @@ func TestKubeletStoreUpdateIsJournaled(t *testing.T) {
 	if got, isLink, err := readLink(root, path.Join(txs[0], fs[1].Backup)); !isLink || got != oldTarget {
 		t.Errorf("backup of the link: %q %v %v", got, isLink, err)
 	}
-	// Rollback (the agent's, after a failed restart) swaps the link back
-	// and forth the kubelet's way.
-	for _, to := range []string{oldTarget, file} {
-		if err := clientStore(root).Rollback(to); err != nil {
-			t.Fatal(err)
-		}
-		if target, _ := storeSerial(t, root, ca); target != to {
-			t.Errorf("after Rollback(%s): -> %s", to, target)
-		}
-		assertNoUpdatedLink(t, root)
-	}
-	// Restore puts the old link back and removes the new file.
+	// Restore (the agent's rollback after a failed restart) puts the old
+	// link back and removes the new file.
 	if err := Restore(root, txs[0], j.Entries[0].Name); err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +217,7 @@ func TestKubeletStoreRollBack(t *testing.T) {
 				os.Chmod(root.HostPath(file), 0o644)
 			}
 		})
-		if _, err := s.Update(certs, key, nil, now); err == nil || !strings.Contains(err.Error(), "mode 0644") {
+		if _, _, err := s.Update(certs, key, nil, now); err == nil || !strings.Contains(err.Error(), "mode 0644") {
 			t.Fatalf("Update: %v", err)
 		}
 		if target, serial := storeSerial(t, root, ca); target != oldTarget || serial != oldSerial {
@@ -286,7 +276,7 @@ func TestRepairLeavesLiveTransactionAlone(t *testing.T) {
 					reports = append(reports, Repair(root, DefaultBackupDir)...)
 				}
 			})
-			file, err := s.Update(certs, key, nil, now)
+			file, _, err := s.Update(certs, key, nil, now)
 			if err != nil || len(reports) != 0 {
 				t.Fatalf("Update: %v; Repair during it: %+v", err, reports)
 			}

@@ -224,12 +224,12 @@ func Unissuable(err error) bool {
 func (j Renewer) finish(r renewal.Result, cfg *config.Config, certs []*x509.Certificate, key crypto.Signer, roots *x509.CertPool, now time.Time) renewal.Result {
 	root, c := j.Root, r.Cert
 	var err error
+	var backup, entry string // the transaction, and its entry Restore undoes
 	if t, ok := installTarget(c, cfg, roots); ok {
 		opts := rotate.Options{Root: root, BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Now: now, Hooks: j.Hooks}
 		var res rotate.Result
 		res, err = rotate.Install(context.Background(), opts, t, certs, key)
-		r.Backup = res.Backup
-		r.Rollback = func() error { return rotate.Restore(root, res.Backup, c.Name) }
+		backup, entry = res.Backup, c.Name
 	} else {
 		kind, _ := KindOf(c, cfg)
 		prefix := "kubelet-client"
@@ -238,10 +238,14 @@ func (j Renewer) finish(r renewal.Result, cfg *config.Config, certs []*x509.Cert
 		}
 		store := rotate.KubeletStore{Root: root, Dir: cfg.KubeletPKIDir, Prefix: prefix,
 			BackupDir: cfg.Renewal.BackupDir, KeepBackups: cfg.Renewal.KeepBackups, Hooks: j.Hooks}
-		before := store.Target()
-		_, err = store.Update(certs, key, roots, now)
-		r.Rollback = func() error { return store.Rollback(before) }
+		_, backup, err = store.Update(certs, key, roots, now)
+		entry = prefix + "-current"
 	}
+	// Both are one journaled transaction: a rollback after a failed
+	// restart puts back every file it changed (for the kubelet's store,
+	// the link, and the new file goes).
+	r.Backup = backup
+	r.Rollback = func() error { return rotate.Restore(root, backup, entry) }
 	r.Finished = j.Clock.Now()
 	if err != nil {
 		r.Err, r.Rollback, r.Backup = err, nil, ""

@@ -230,3 +230,41 @@ func TestRenewCSREmbeddedKubeletConf(t *testing.T) {
 		t.Error("the rollback did not put the old certificate back")
 	}
 }
+
+// TestRenewCSRKubeletStoreRollback: a certificate issued into the
+// kubelet's store is one journaled transaction like every other renewal:
+// the result names its backup, and the rollback (after a failed restart)
+// points -current.pem back at the old file and removes the new one.
+func TestRenewCSRKubeletStoreRollback(t *testing.T) {
+	root, n, rep := node(t, pkitest.Layout{Now: time.Now(), KubeletConfReference: true})
+	c := certOf(t, rep, "kubelet-client-current")
+	current := root.HostPath("/var/lib/kubelet/pki/kubelet-client-current.pem")
+	before, err := os.Readlink(current)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := fake.NewClientset()
+	answerCSRs(client, n.CA, "approve", nil)
+	calls := 0
+	r := Renewer{Root: root, Client: fakeClient(client, n.CA.Cert, &calls)}
+	res := r.RenewCSR(context.Background(), renewal.CSRJob{Config: config.Default(), Cert: c, Report: rep, Timeout: 5 * time.Second})
+	if res.Err != nil || res.Backup == "" || res.Rollback == nil {
+		t.Fatalf("result %+v", res)
+	}
+	after, err := os.Readlink(current)
+	if err != nil || after == before {
+		t.Fatalf("-current.pem -> %s (%v), was %s", after, err, before)
+	}
+	if err := res.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	if back, _ := os.Readlink(current); back != before {
+		t.Errorf("after the rollback -current.pem -> %s, want %s", back, before)
+	}
+	if !strings.HasPrefix(after, "/var/lib/kubelet/pki/kubelet-client-") {
+		t.Fatalf("-current.pem -> %s, not a file of the store", after)
+	}
+	if _, err := os.Lstat(root.HostPath(after)); !os.IsNotExist(err) {
+		t.Errorf("the new file %s stays after the rollback: %v", after, err)
+	}
+}
