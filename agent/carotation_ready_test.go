@@ -62,3 +62,8 @@ func TestRotationRestartsAfterReady(t *testing.T) {
 		t.Fatal("the rotation's restarts did not begin after READY")
 	}
 }
+
+// ReloadTrust blocks like RestartComponents.
+func (b *blockingRestarter) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return b.RestartComponents(ctx, cfg, names, ping)
+}

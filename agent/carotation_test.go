@@ -415,3 +415,8 @@ func TestCARotationReissueWaitsForCSRJob(t *testing.T) {
 		}
 	}
 }
+
+// ReloadTrust: the fake restarts whatever it is asked to.
+func (r *rotationRestarter) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return r.RestartComponents(ctx, cfg, names, ping)
+}

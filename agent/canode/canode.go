@@ -41,6 +41,10 @@ type Source interface {
 // (restart.Restarter.RestartComponents).
 type Restarter interface {
 	RestartComponents(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error
+	// ReloadTrust is RestartComponents for components whose trust
+	// bundles alone changed: one that loads them by itself and shows it
+	// is not restarted (restart.Restarter.ReloadTrust).
+	ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error
 }
 
 // Leaf is a certificate of the node's scan.
@@ -292,7 +296,14 @@ func (s *step) restart(ctx context.Context) {
 			s.save()
 			continue
 		}
-		err, ok := s.n.Restarter.RestartComponents(ctx, cfg, []string{name}, s.in.Ping)[name]
+		restart := s.n.Restarter.RestartComponents
+		if _, renewed := s.it.PendingAt[name]; !renewed && s.it.Phase != carotate.Reissue {
+			// Only trust bundles changed (trust, finish) or a manifest
+			// (prepare, done: the controller manager, which has no
+			// reload): what reloads bundles by itself need not restart.
+			restart = s.n.Restarter.ReloadTrust
+		}
+		err, ok := restart(ctx, cfg, []string{name}, s.in.Ping)[name]
 		if !ok || err != nil {
 			if err == nil {
 				err = errors.New("not restarted")

@@ -229,3 +229,8 @@ func prove(t *testing.T, old *pkitest.CA, next *x509.Certificate) []byte {
 	}
 	return p
 }
+
+// ReloadTrust: the recorder restarts whatever it is asked to.
+func (r *recorder) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return r.RestartComponents(ctx, cfg, names, ping)
+}

@@ -201,6 +201,10 @@ type Restart struct {
 	// healthy this long, every check passing (default 10s): one that
 	// answers and then exits (a crash loop) is not.
 	Settle string `json:"settle,omitempty"`
+	// ReloadWait: how long a component that reloads its trust bundles by
+	// itself (the kube-apiserver) is given to show the changed bundles
+	// before it is restarted instead (default 70s; 0: always restart).
+	ReloadWait string `json:"reloadWait,omitempty"`
 	// Endpoints override where components serve TLS: kube-apiserver
 	// (127.0.0.1:6443), etcd (127.0.0.1:2379), etcd-peer (127.0.0.1:2380),
 	// kubelet (127.0.0.1:10250), kube-controller-manager (127.0.0.1:10257),
@@ -209,7 +213,7 @@ type Restart struct {
 	// Units restart other systemd units after their certificates renew.
 	Units []UnitMapping `json:"units,omitempty"`
 
-	FileCheckDuration, TimeoutDuration, StaleAfterDuration, SettleDuration time.Duration `json:"-"`
+	FileCheckDuration, TimeoutDuration, StaleAfterDuration, SettleDuration, ReloadWaitDuration time.Duration `json:"-"`
 }
 
 // Coordination configures how control-plane nodes of one cluster take
@@ -407,6 +411,7 @@ func (c *Config) durations() []durationField {
 		{"restart.timeout", c.Restart.Timeout, &c.Restart.TimeoutDuration, Bounds{time.Millisecond, time.Hour}, 2 * time.Minute},
 		{"restart.staleAfter", c.Restart.StaleAfter, &c.Restart.StaleAfterDuration, Bounds{time.Millisecond, day}, 2 * time.Minute},
 		{"restart.settle", c.Restart.Settle, &c.Restart.SettleDuration, Bounds{0, 10 * time.Minute}, 10 * time.Second},
+		{"restart.reloadWait", c.Restart.ReloadWait, &c.Restart.ReloadWaitDuration, Bounds{0, 10 * time.Minute}, 70 * time.Second},
 		{"coordination.leaseDuration", c.Coordination.LeaseDuration, &c.Coordination.LeaseDurationDuration, Bounds{time.Second, time.Hour}, 30 * time.Second},
 		{"coordination.retryInterval", c.Coordination.RetryInterval, &c.Coordination.RetryIntervalDuration, Bounds{10 * time.Millisecond, time.Hour}, 2 * time.Second},
 		{"coordination.apiDownWindow", c.Coordination.APIDownWindow, &c.Coordination.APIDownWindowDuration, Bounds{time.Second, day}, 10 * time.Minute},

@@ -54,6 +54,11 @@ type component struct {
 	Healthz  string
 	Served   []served
 	Certs    []string
+	// ClientCAs are the trust bundles (below the PKI directory) the
+	// component reloads by itself when they change, and names, as the
+	// CAs it accepts, in its first served endpoint's TLS handshake: a
+	// change of them alone needs no restart once it shows there.
+	ClientCAs []string
 }
 
 // components lists, in restart order (etcd before kube-apiserver), what
@@ -64,7 +69,8 @@ func components(cfg *config.Config) []component {
 		{Name: "etcd", Manifest: "etcd.yaml", Certs: []string{"etcd-server", "etcd-peer", "etcd-healthcheck-client"},
 			Served: []served{{ep["etcd"], "etcd-server", etcdProbeClient}, {ep["etcd-peer"], "etcd-peer", etcdProbeClient}}},
 		{Name: "kube-apiserver", Manifest: "kube-apiserver.yaml", Certs: []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"},
-			Served: []served{{ep["kube-apiserver"], "apiserver", ""}}},
+			Served:    []served{{ep["kube-apiserver"], "apiserver", ""}},
+			ClientCAs: []string{"ca.crt", "front-proxy-ca.crt"}}, // kubeadm's --client-ca-file, --requestheader-client-ca-file
 		{Name: "kube-controller-manager", Manifest: "kube-controller-manager.yaml", Certs: []string{"controller-manager.conf"},
 			Healthz: "https://" + ep["kube-controller-manager"] + "/healthz"},
 		{Name: "kube-scheduler", Manifest: "kube-scheduler.yaml", Certs: []string{"scheduler.conf"},
@@ -479,13 +485,27 @@ func Users(cfg *config.Config, certs []string) []string {
 }
 
 // RestartComponents restarts the named components, not because of a
-// renewed certificate but because a file they read changed (a trust
-// bundle of a CA rotation): in the usual order, one at a time, static
+// renewed certificate but because a file they read changed (a signer's
+// flag in a manifest, or certificates renewed by a daemon that died
+// before it restarted them): in the usual order, one at a time, static
 // pods each behind the Gate, each confirmed healthy before the next. A
 // component whose manifest is absent is skipped (no entry). It returns
 // every component it restarted or skipped with nil, and the error of the
 // others; nothing is rolled back.
 func (r *Restarter) RestartComponents(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return r.restartNamed(ctx, cfg, names, false, ping)
+}
+
+// ReloadTrust is RestartComponents for components whose trust bundles
+// (and nothing else) changed: one that loads them by itself (the
+// kube-apiserver) is confirmed, without a restart, once it shows them in
+// its TLS handshake (see reloaded); the others, or one that does not show
+// them within restart.reloadWait, are restarted.
+func (r *Restarter) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return r.restartNamed(ctx, cfg, names, true, ping)
+}
+
+func (r *Restarter) restartNamed(ctx context.Context, cfg *config.Config, names []string, trustOnly bool, ping func()) map[string]error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	want := map[string]bool{}
@@ -501,6 +521,17 @@ func (r *Restarter) RestartComponents(ctx context.Context, cfg *config.Config, n
 		if comp.Unit == "" && !r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest)) {
 			out[comp.Name] = nil
 			continue
+		}
+		if trustOnly && len(comp.ClientCAs) > 0 {
+			err := r.reloaded(ctx, cfg, comp, ping)
+			if err == nil {
+				r.note(comp.Name, nil)
+				r.Log.WithFields(logrus.Fields{"COMPONENT": comp.Name, "MESSAGE_ID": logfields.MsgRestartDone}).
+					Info("loaded the changed trust bundles by itself: not restarted")
+				out[comp.Name] = nil
+				continue
+			}
+			r.Log.WithFields(logrus.Fields{"COMPONENT": comp.Name, "REASON": err.Error()}).Info("the changed trust bundles do not show: restarting")
 		}
 		release := func() {}
 		if comp.Unit == "" && r.Gate != nil {

@@ -386,3 +386,8 @@ func (d *daemon) stop(t *testing.T) {
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	d.cmd.Wait()
 }
+
+// ReloadTrust: every restart is confirmed, as restarted.
+func (r *recordRestarts) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return r.RestartComponents(ctx, cfg, names, ping)
+}

@@ -1,0 +1,164 @@
+package restart
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/rotate/pki"
+	"github.com/certagent/certagent/rotate/pki/pkitest"
+)
+
+// reloadingServer is a kube-apiserver-like endpoint: it asks for client
+// certificates of the CAs in pool, and takes the bundles on disk as its
+// pool again after `after` handshakes (never when after is 0).
+type reloadingServer struct {
+	mu         sync.Mutex
+	pool       *x509.CertPool
+	handshakes int
+}
+
+func startReloadingServer(t *testing.T, dir string, after int) (string, *reloadingServer) {
+	t.Helper()
+	load := func() *x509.CertPool {
+		p := x509.NewCertPool()
+		for _, f := range []string{"ca.crt", "front-proxy-ca.crt"} {
+			b, err := os.ReadFile(filepath.Join(dir, "etc/kubernetes/pki", f))
+			if err != nil {
+				t.Error(err)
+			}
+			p.AppendCertsFromPEM(b)
+		}
+		return p
+	}
+	crt, err := tls.LoadX509KeyPair(filepath.Join(dir, "etc/kubernetes/pki/apiserver.crt"), filepath.Join(dir, "etc/kubernetes/pki/apiserver.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &reloadingServer{pool: load()}
+	base := &tls.Config{Certificates: []tls.Certificate{crt}, ClientAuth: tls.RequestClientCert}
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.handshakes++
+		if after > 0 && s.handshakes == after {
+			s.pool = load()
+		}
+		c := base.Clone()
+		c.GetConfigForClient, c.ClientCAs = nil, s.pool
+		return c, nil
+	}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				c.(*tls.Conn).Handshake()
+			}()
+		}
+	}()
+	return ln.Addr().String(), s
+}
+
+// TestReloadTrust: a CA rotation adds a CA of the same subject to ca.crt.
+// A kube-apiserver that shows the new bundle in its handshake (after a
+// few, as its file watch would) is confirmed without a restart; one that
+// never does within restart.reloadWait is restarted. A restart for other
+// reasons (RestartComponents) never waits for a reload.
+func TestReloadTrust(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		after     int // handshakes before the server reloads (0: never)
+		reload    bool
+		restarted bool
+	}{
+		{name: "reloads", after: 3, reload: true},
+		{name: "never reloads", restarted: true, reload: true},
+		{name: "not a trust change", after: 1, restarted: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			node, err := (pkitest.Layout{}).Write(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, srv := startReloadingServer(t, dir, tc.after)
+			// The trust phase: a second CA of the cluster CA's subject.
+			next, err := pkitest.NewCA(node.CA.Cert.Subject.CommonName, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), pkitest.ECDSA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "etc/kubernetes/pki/ca.crt"), pkitest.CertPEM(node.CA.Cert, next.Cert), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			manifests := filepath.Join(dir, "etc/kubernetes/manifests")
+			os.MkdirAll(manifests, 0o755)
+			os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
+			cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n" +
+				"restart: {fileCheckFrequency: 10ms, timeout: 5s, reloadWait: 3s, endpoints: {kube-apiserver: \"" + addr + "\"}}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			root, _ := pki.NewRoot(dir)
+			log, hook := test.NewNullLogger()
+			r := &Restarter{Root: root, Clock: clock.RealClock{}, Log: log}
+			restart := r.RestartComponents
+			if tc.reload {
+				restart = r.ReloadTrust
+			}
+			if err := restart(context.Background(), cfg, []string{"kube-apiserver"}, nil)["kube-apiserver"]; err != nil {
+				t.Fatal(err)
+			}
+			var msgs []string
+			for _, e := range hook.AllEntries() {
+				msgs = append(msgs, e.Message)
+			}
+			all := strings.Join(msgs, "\n")
+			notRestarted := strings.Contains(all, "loaded the changed trust bundles by itself: not restarted")
+			if notRestarted == tc.restarted || strings.Contains(all, "restarted to load changed trust bundles") != tc.restarted {
+				t.Errorf("restarted %v, want %v:\n%s", !notRestarted, tc.restarted, all)
+			}
+			srv.mu.Lock()
+			n := srv.handshakes
+			srv.mu.Unlock()
+			if tc.name == "reloads" && n < tc.after {
+				t.Errorf("confirmed after %d handshakes, before the server reloaded (%d)", n, tc.after)
+			}
+			if s := r.Results(cfg); len(s) != 1 || s[0].LastResult != "ok" {
+				t.Errorf("results %+v", s)
+			}
+			if tc.name == "never reloads" && !hasEntry(hook, logrus.InfoLevel, "the changed trust bundles do not show: restarting") {
+				t.Errorf("the fallback is not logged:\n%s", all)
+			}
+		})
+	}
+}
+
+func hasEntry(h *test.Hook, level logrus.Level, msg string) bool {
+	for _, e := range h.AllEntries() {
+		if e.Level == level && e.Message == msg {
+			return true
+		}
+	}
+	return false
+}
