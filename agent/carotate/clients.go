@@ -41,46 +41,63 @@ func (r *Rotator) syncClusterInfo(ctx context.Context, c *Cluster, p Phase) erro
 	if err != nil {
 		return err
 	}
-	for try := 1; ; try++ {
-		var cm *corev1.ConfigMap
-		err := r.retry(ctx, func() (err error) {
-			cm, err = r.Client.CoreV1().ConfigMaps(ClusterInfoNamespace).Get(ctx, ClusterInfoName, metav1.GetOptions{})
-			return err
-		})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read %s/%s: %w", ClusterInfoNamespace, ClusterInfoName, err)
-		}
+	changed, err := r.editConfigMap(ctx, ClusterInfoNamespace, ClusterInfoName, func(cm *corev1.ConfigMap) (bool, error) {
 		data, changed, err := cafiles.KubeconfigTrust([]byte(cm.Data["kubeconfig"]), oldCA, newCA, p != Finish)
 		if err != nil {
 			r.printf("warning: %s/%s is left as it is: its kubeconfig: %v", ClusterInfoNamespace, ClusterInfoName, err)
-			return nil
+			return false, nil
 		}
-		if !changed {
-			return nil
+		if changed {
+			cm.Data["kubeconfig"] = string(data)
 		}
-		// cm keeps the resourceVersion read: a write in between (or one
-		// of this command's whose answer was lost) is a conflict, and the
-		// ConfigMap is read again.
-		cm.Data["kubeconfig"] = string(data)
+		return changed, nil
+	})
+	if err != nil || !changed {
+		return err
+	}
+	what := "the new CA added next to the old one"
+	if p == Finish {
+		what = "the old CA replaced by the new one"
+	}
+	r.printf("%s/%s: %s (kubeadm join reads its CA there)", ClusterInfoNamespace, ClusterInfoName, what)
+	return nil
+}
+
+// editConfigMap reads ConfigMap ns/name, lets edit change it (true when it
+// did), and writes it conditionally on the resourceVersion read: a write
+// in between (or one of this command's whose answer was lost) is a
+// conflict, and the ConfigMap is read and edited again. An absent
+// ConfigMap is no change and no error.
+func (r *Rotator) editConfigMap(ctx context.Context, ns, name string, edit func(*corev1.ConfigMap) (bool, error)) (bool, error) {
+	for try := 1; ; try++ {
+		var cm *corev1.ConfigMap
+		err := r.retry(ctx, func() (err error) {
+			cm, err = r.Client.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+			return err
+		})
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("read %s/%s: %w", ns, name, err)
+		}
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		if changed, err := edit(cm); err != nil || !changed {
+			return false, err
+		}
 		err = r.retry(ctx, func() error {
-			_, err := r.Client.CoreV1().ConfigMaps(ClusterInfoNamespace).Update(ctx, cm, metav1.UpdateOptions{})
+			_, err := r.Client.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{})
 			return err
 		})
 		if apierrors.IsConflict(err) && try < conflictTries {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("update %s/%s: %w", ClusterInfoNamespace, ClusterInfoName, err)
+			return false, fmt.Errorf("update %s/%s: %w", ns, name, err)
 		}
-		what := "the new CA added next to the old one"
-		if p == Finish {
-			what = "the old CA replaced by the new one"
-		}
-		r.printf("%s/%s: %s (kubeadm join reads its CA there)", ClusterInfoNamespace, ClusterInfoName, what)
-		return nil
+		return true, nil
 	}
 }
 
@@ -89,47 +106,75 @@ func (r *Rotator) syncClusterInfo(ctx context.Context, c *Cluster, p Phase) erro
 // (the controller manager publishes it after its trust restart), then
 // tells the operator to restart the workloads that use in-cluster
 // config. An absent ConfigMap (no controller publishes it) is not waited
-// for. It asks every retryAfter, for at most the wait's bound.
+// for.
 func (r *Rotator) waitRootCA(ctx context.Context, c *Cluster) error {
 	if c.CA != "ca" {
 		return nil
 	}
+	found, err := r.waitPublished(ctx, c, published{name: RootCAName, key: "ca.crt", absent: "no controller publishes it",
+		waiting: "the controller manager publishes its --root-ca-file, once restarted after trust",
+		missing: "is kube-controller-manager running, with --root-ca-file the CA file certagent edited, and restarted since?"})
+	if found && err == nil {
+		r.notice()
+	}
+	return err
+}
+
+// published is a copy of a CA bundle that a controller publishes in a
+// ConfigMap of kube-system, and what the wait for it says.
+type published struct {
+	name, key string
+	// keyOptional: a ConfigMap without the key does not publish this
+	// CA, and is not waited for.
+	keyOptional bool
+	absent      string // why the ConfigMap may be absent
+	waiting     string // who publishes it, and when
+	missing     string // what to check when the wait runs out
+}
+
+// waitPublished waits, once every node is done with trust, until the key
+// of the ConfigMap holds the new CA; false (and no error) when the
+// ConfigMap (or an optional key) is absent, which is not waited for. It
+// asks every retryAfter, for at most the wait's bound.
+func (r *Rotator) waitPublished(ctx context.Context, c *Cluster, pub published) (bool, error) {
 	_, newCA, err := c.certs()
 	if err != nil {
-		return err
+		return false, err
 	}
 	timer := r.Clock.NewTimer(r.timeout())
 	defer timer.Stop()
 	said, failing := false, error(nil)
 	for {
-		cm, err := r.Client.CoreV1().ConfigMaps(Namespace).Get(ctx, RootCAName, metav1.GetOptions{})
+		cm, err := r.Client.CoreV1().ConfigMaps(Namespace).Get(ctx, pub.name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
-			r.printf("note: there is no %s/%s (no controller publishes it): not waited for", Namespace, RootCAName)
-			return nil
-		case err == nil && holdsPEM([]byte(cm.Data["ca.crt"]), newCA):
-			r.notice()
-			return nil
+			r.printf("note: there is no %s/%s (%s): not waited for", Namespace, pub.name, pub.absent)
+			return false, nil
+		case err == nil && pub.keyOptional && cm.Data[pub.key] == "":
+			r.printf("note: %s/%s has no %s (%s): not waited for", Namespace, pub.name, pub.key, pub.absent)
+			return false, nil
+		case err == nil && holdsPEM([]byte(cm.Data[pub.key]), newCA):
+			return true, nil
 		case err == nil:
 			failing = nil
 			if !said {
 				said = true
-				r.printf("waiting until %s/%s holds the new CA (the controller manager publishes its --root-ca-file, once restarted after trust)", Namespace, RootCAName)
+				r.printf("waiting until %s/%s holds the new CA (%s)", Namespace, pub.name, pub.waiting)
 			}
 		case !transient(ctx, err):
-			return fmt.Errorf("read %s/%s: %w", Namespace, RootCAName, err)
+			return false, fmt.Errorf("read %s/%s: %w", Namespace, pub.name, err)
 		default:
 			if failing == nil {
-				r.printf("read %s/%s: %v; trying again until the wait ends", Namespace, RootCAName, err)
+				r.printf("read %s/%s: %v; trying again until the wait ends", Namespace, pub.name, err)
 			}
 			failing = err
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-timer.C():
-			return &TimeoutError{Phase: Trust, After: r.timeout(), API: failing,
-				Waiting: fmt.Sprintf("%s/%s does not hold the new CA: is kube-controller-manager running, with --root-ca-file the CA file certagent edited, and restarted since?", Namespace, RootCAName)}
+			return false, &TimeoutError{Phase: Trust, After: r.timeout(), API: failing,
+				Waiting: fmt.Sprintf("%s/%s does not hold the new CA: %s", Namespace, pub.name, pub.missing)}
 		case <-r.Clock.After(retryAfter):
 		}
 		if err != nil {

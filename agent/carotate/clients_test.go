@@ -133,10 +133,15 @@ func TestClusterInfoOfAnotherCALeftAlone(t *testing.T) {
 // rootCA sets kube-system/kube-root-ca.crt to cas.
 func (f *fakeCluster) rootCA(cas ...*x509.Certificate) {
 	f.t.Helper()
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: RootCAName, Namespace: Namespace}, Data: map[string]string{"ca.crt": string(pki.EncodeCertPEM(cas...))}}
+	f.putConfigMap(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: RootCAName, Namespace: Namespace}, Data: map[string]string{"ca.crt": string(pki.EncodeCertPEM(cas...))}})
+}
+
+// putConfigMap creates or replaces a ConfigMap other than the rotation's.
+func (f *fakeCluster) putConfigMap(cm *corev1.ConfigMap) {
+	f.t.Helper()
 	gvr := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
-	if _, err := f.cs.Tracker().Get(gvr, Namespace, RootCAName); err == nil {
-		if err := f.cs.Tracker().Update(gvr, cm, Namespace); err != nil {
+	if _, err := f.cs.Tracker().Get(gvr, cm.Namespace, cm.Name); err == nil {
+		if err := f.cs.Tracker().Update(gvr, cm, cm.Namespace); err != nil {
 			f.t.Fatal(err)
 		}
 		return

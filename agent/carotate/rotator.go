@@ -197,10 +197,8 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 				}
 			}
 		}
-		if p == Trust {
-			if err := r.waitRootCA(ctx, c); err != nil {
-				return err
-			}
+		if err := r.afterPhase(ctx, c, p); err != nil {
+			return err
 		}
 		if p == r.Until {
 			r.printf("stopping after phase %s (--until); rerun to go on", p)
@@ -213,6 +211,23 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 	r.printf("rotation %s of %s done", c.ID, c.CA)
 	for _, t := range c.Times() {
 		r.printf("  %-8s %s", t.Phase, t.End.Sub(t.Start).Round(time.Second))
+	}
+	return nil
+}
+
+// afterPhase keeps the CA's copies in the API in step once every node is
+// done with phase p (again on a rerun: each is a no-op once made): after
+// trust it waits until they hold the new CA, after finish it removes the
+// old one from those kube-apiserver never drops by itself.
+func (r *Rotator) afterPhase(ctx context.Context, c *Cluster, p Phase) error {
+	switch p {
+	case Trust:
+		if err := r.waitAuthInfo(ctx, c); err != nil {
+			return err
+		}
+		return r.waitRootCA(ctx, c)
+	case Finish:
+		return r.dropAuthInfo(ctx, c)
 	}
 	return nil
 }

@@ -87,10 +87,7 @@ func TestCARotateStageOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := t.TempDir()
-	certF, keyF := filepath.Join(files, "new.crt"), filepath.Join(files, "new.key")
-	os.WriteFile(certF, pkitest.CertPEM(c), 0o644)
-	os.WriteFile(keyF, pkitest.KeyPEM(key), 0o600)
+	certF, keyF := writePair(t, c, key)
 	out, msg, code := executeErr(t, "ca", "rotate", "--root", dir, "--stage-only", "--new-ca-cert", certF, "--new-ca-key", keyF)
 	if code != 0 || !strings.Contains(out, "staged /etc/kubernetes/pki/ca.next.crt and /etc/kubernetes/pki/ca.next.key (id "+carotate.Fingerprint(c)+")") {
 		t.Fatalf("exit %d %s\n%s", code, msg, out)
@@ -142,10 +139,7 @@ func TestCARotateRerunWithSuppliedCAAfterSwitch(t *testing.T) {
 	pkiDir := filepath.Join(dir, "etc/kubernetes/pki")
 	os.WriteFile(filepath.Join(pkiDir, "ca.crt"), append(pkitest.CertPEM(next), pkitest.CertPEM(n.CA.Cert)...), 0o644)
 	os.WriteFile(filepath.Join(pkiDir, "ca.key"), pkitest.KeyPEM(key), 0o600)
-	files := t.TempDir()
-	certF, keyF := filepath.Join(files, "new.crt"), filepath.Join(files, "new.key")
-	os.WriteFile(certF, pkitest.CertPEM(next), 0o644)
-	os.WriteFile(keyF, pkitest.KeyPEM(key), 0o600)
+	certF, keyF := writePair(t, next, key)
 	fakeCAClient(t, "node1")
 	cs, _ := newCAClient(nil, "")
 	now := time.Now().UTC().Truncate(time.Second)

@@ -171,14 +171,22 @@ func (rig *caRig) markControlPlane(t *testing.T) {
 // manifests say what runs here), kube-scheduler's left out.
 func kubeadmManifests(t *testing.T, root string) {
 	t.Helper()
+	kubeadmStaticPods(t, root)
+	if err := os.Remove(filepath.Join(root, "etc/kubernetes/manifests/kube-scheduler.yaml")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kubeadmStaticPods writes every static pod manifest of kubeadm init
+// (etcd, kube-apiserver, kube-controller-manager, kube-scheduler) into
+// the root.
+func kubeadmStaticPods(t *testing.T, root string) {
+	t.Helper()
 	for _, phase := range [][]string{{"init", "phase", "control-plane", "all"}, {"init", "phase", "etcd", "local"}} {
 		args := append(phase, "--config", "/etc/kubernetes/kubeadm.yaml", "--rootfs", root)
 		if out, err := exec.Command(filepath.Join(kubeBin, "kubeadm"), args...).CombinedOutput(); err != nil {
 			t.Fatalf("kubeadm %v: %v\n%s", phase, err, out)
 		}
-	}
-	if err := os.Remove(filepath.Join(root, "etc/kubernetes/manifests/kube-scheduler.yaml")); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus/hooks/test"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -22,9 +21,6 @@ import (
 	"github.com/certagent/certagent/agent/canode"
 	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/agent/config"
-	"github.com/certagent/certagent/agent/inventory"
-	"github.com/certagent/certagent/agent/renewal"
-	"github.com/certagent/certagent/rotate"
 	ca "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
@@ -181,89 +177,6 @@ func nodesMayRead(t *testing.T, cl *cluster.Cluster) {
 		cl.Admin.RbacV1().RoleBindings(carotate.Namespace).Delete(context.Background(), rb.Name, metav1.DeleteOptions{})
 		cl.Admin.RbacV1().Roles(carotate.Namespace).Delete(context.Background(), role.Name, metav1.DeleteOptions{})
 	})
-}
-
-// TestCARotationKubeadmLocal: on a PKI made by the real kubeadm, a
-// control-plane node's convergence (trust, the signer switch and
-// re-issue from the local CA, finish) leaves no certificate from the old
-// CA and the old CA in no bundle, and kubeadm still reads the result.
-func TestCARotationKubeadmLocal(t *testing.T) {
-	root := kubeadmPKI(t, "8760h")
-	rfs, _ := pki.NewRoot(root)
-	cfg := config.Default()
-	lc, err := rotate.LoadLocalCA(rfs, "ca", "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/ca.key")
-	if err != nil {
-		t.Fatal(err)
-	}
-	next, key, err := ca.NewCA(lc.Cert, lc.Key, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ca.Stage(rfs, cfg.PKIDir, "ca", next, key); err != nil {
-		t.Fatal(err)
-	}
-	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Since: time.Now(), Started: time.Now(),
-		OldCA: pkitest.CertPEM(lc.Cert), NewCA: pkitest.CertPEM(next), Proof: proveNext(t, &pkitest.CA{Cert: lc.Cert, Key: lc.Key}, next)}
-	log, _ := test.NewNullLogger()
-	// The daemon's state directory, where renewals read which CA this
-	// node's rotation retires.
-	stateDir, err := rfs.HostDir(cfg.Agent.StateDir, 0o700)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := &canode.Node{Root: rfs, StateDir: stateDir, Log: log, Restarter: &recordRestarts{}}
-	ctx := context.Background()
-	for _, p := range []carotate.Phase{carotate.Prepare, carotate.Trust, carotate.Reissue, carotate.Finish} {
-		cl.Phase = p
-		start := time.Now()
-		for i := 0; ; i++ {
-			rep, err := inventory.Scan(ctx, inventory.Options{Root: rfs, Config: cfg, Now: time.Now()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := n.Converge(ctx, canode.Input{Cluster: cl, Config: cfg, Leaves: canode.LeavesOf(rep), Now: time.Now()})
-			if out.Report.Done {
-				t.Logf("phase %s: %d passes, %s", p, i+1, time.Since(start).Round(time.Millisecond))
-				break
-			}
-			if out.Report.Blocked != "" || i > 3 || len(out.Renew) == 0 {
-				t.Fatalf("phase %s: %+v", p, out)
-			}
-			// What the daemon's pass does with them: the local renewal.
-			res, err := renewal.RenewOnce(ctx, rfs, cfg, api.RenewRequest{Names: out.Renew}, renewal.RenewOptions{})
-			if err != nil || res.Failed {
-				t.Fatalf("renew %v: %v %+v", out.Renew, err, res)
-			}
-		}
-	}
-	if bundles, _ := ca.Find(rfs, ca.Sources{Dirs: []string{"/etc/kubernetes/pki", "/etc/kubernetes/pki/etcd", "/etc/kubernetes"}}, lc.Cert); len(bundles) > 0 {
-		t.Errorf("the old CA is still in %s", bundles[0].Path)
-	}
-	rep, code := certagentCheck(t, root)
-	if code != 0 || len(rep.Problems) > 0 {
-		t.Errorf("check after the rotation: exit %d, %+v", code, rep.Problems)
-	}
-	for _, c := range rep.Certificates {
-		if c.CAName == "ca" && c.RenewalPath != "local-ca" {
-			t.Errorf("%s: renewal path %s", c.Name, c.RenewalPath)
-		}
-	}
-	scan, err := inventory.Scan(ctx, inventory.Options{Root: rfs, Config: cfg, Now: time.Now()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var leaves []ca.Leaf
-	for _, l := range canode.LeavesOf(scan) {
-		leaves = append(leaves, l.Leaf)
-	}
-	if still, problems := ca.IssuedBy(rfs, leaves, lc.Cert); len(still) > 0 || len(problems) > 0 {
-		t.Errorf("from the old CA after the rotation: %v (%v)", still, problems)
-	}
-	for _, c := range kubeadmCheck(t, root).Certificates {
-		if c.Missing {
-			t.Errorf("kubeadm misses %s", c.Name)
-		}
-	}
 }
 
 // TestCARotateWithRealDaemon: `certagent ca rotate --until trust` and a

@@ -1,0 +1,146 @@
+package canode
+
+import (
+	"crypto/sha256"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/certagent/certagent/agent/carotate"
+	ca "github.com/certagent/certagent/rotate/carotate"
+	"github.com/certagent/certagent/rotate/pki/pkitest"
+)
+
+// TestWorkerOutsideTheRotatedCA: a kubeadm worker holds neither the etcd
+// CA nor the front-proxy CA (its PKI directory has ca.crt alone): in
+// their rotations every phase is done on it at once, with no file
+// changed and nothing restarted, and no phase asks it to renew anything.
+func TestWorkerOutsideTheRotatedCA(t *testing.T) {
+	for _, name := range []string{"etcd-ca", "front-proxy-ca"} {
+		t.Run(name, func(t *testing.T) {
+			f := newFixture(t, true)
+			pkiDir := filepath.Join(f.dir, "etc/kubernetes/pki")
+			entries, _ := os.ReadDir(pkiDir)
+			for _, e := range entries {
+				if e.Name() != "ca.crt" {
+					os.RemoveAll(filepath.Join(pkiDir, e.Name()))
+				}
+			}
+			old := map[string]*pkitest.CA{"etcd-ca": f.node.EtcdCA, "front-proxy-ca": f.node.FrontProxy}[name]
+			next, _, err := ca.NewCA(old.Cert, old.Key, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.cluster = &carotate.Cluster{CA: name, ID: carotate.Fingerprint(next), Since: now, Started: now,
+				OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Proof: prove(t, old, next)}
+			before := tree(t, f.dir)
+			rec := &recorder{}
+			for _, p := range carotate.Phases {
+				f.cluster.Phase = p
+				out := f.converge(t, rec, nil, Leaf{Leaf: ca.Leaf{Name: "kubelet-client-current", Path: "/var/lib/kubelet/pki/kubelet-client-current.pem"}, CSR: true})
+				if !out.Report.Done || out.Report.HasNewKey || len(out.Renew) > 0 {
+					t.Fatalf("phase %s: %+v", p, out)
+				}
+			}
+			if len(rec.done) > 0 {
+				t.Errorf("restarted %v", rec.done)
+			}
+			after := tree(t, f.dir)
+			for p, sum := range before {
+				if after[p] != sum {
+					t.Errorf("%s changed", p)
+				}
+			}
+		})
+	}
+}
+
+// tree hashes every file (a symbolic link: its target) below dir but
+// the daemon's state directory.
+func tree(t *testing.T, dir string) map[string][32]byte {
+	t.Helper()
+	out := map[string][32]byte{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Base(filepath.Dir(p)) == "certagent" {
+			return err
+		}
+		var data []byte
+		if d.Type()&fs.ModeSymlink != 0 {
+			target, lerr := os.Readlink(p)
+			data, err = []byte(target), lerr
+		} else {
+			data, err = os.ReadFile(p)
+		}
+		out[p] = sha256.Sum256(data)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// kubeadmFlags are the lines of kubeadm's static pod manifests that name
+// a CA file or a kubeconfig.
+var kubeadmFlags = map[string]string{
+	"etcd.yaml": "- --peer-trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt\n- --trusted-ca-file=/etc/kubernetes/pki/etcd/ca.crt\n",
+	"kube-apiserver.yaml": "- --client-ca-file=/etc/kubernetes/pki/ca.crt\n- --etcd-cafile=/etc/kubernetes/pki/etcd/ca.crt\n" +
+		"- --requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt\n",
+	"kube-controller-manager.yaml": "- --client-ca-file=/etc/kubernetes/pki/ca.crt\n- --kubeconfig=/etc/kubernetes/controller-manager.conf\n" +
+		"- --requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt\n- --root-ca-file=/etc/kubernetes/pki/ca.crt\n",
+	"kube-scheduler.yaml": "- --kubeconfig=/etc/kubernetes/scheduler.conf\n",
+}
+
+// TestTrustRestartsTheCAsReaders: on a control-plane node with kubeadm's
+// manifests, trust restarts, in order, exactly the components that read
+// the rotated CA's file (or a kubeconfig that embeds it), and edits no
+// other CA's file.
+func TestTrustRestartsTheCAsReaders(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		want []string
+	}{
+		{"ca", []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"}},
+		{"etcd-ca", []string{"etcd", "kube-apiserver"}},
+		{"front-proxy-ca", []string{"kube-apiserver", "kube-controller-manager"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, false)
+			for m, flags := range kubeadmFlags {
+				if err := os.WriteFile(filepath.Join(f.dir, "etc/kubernetes/manifests", m), []byte(flags), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stem, _ := ca.Stem(tc.name)
+			if tc.name != "ca" { // the fixture's rotation is of ca
+				old := map[string]*pkitest.CA{"etcd-ca": f.node.EtcdCA, "front-proxy-ca": f.node.FrontProxy}[tc.name]
+				next, key, err := ca.NewCA(old.Cert, old.Key, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := ca.Stage(f.root, "/etc/kubernetes/pki", stem, next, key); err != nil {
+					t.Fatal(err)
+				}
+				f.cluster = &carotate.Cluster{CA: tc.name, ID: carotate.Fingerprint(next), Phase: carotate.Trust, Since: now, Started: now,
+					OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Proof: prove(t, old, next)}
+			}
+			before := tree(t, filepath.Join(f.dir, "etc/kubernetes/pki"))
+			rec := &recorder{}
+			if out := f.converge(t, rec, nil); !out.Report.Done {
+				t.Fatalf("trust: %+v", out.Report)
+			}
+			if !slices.Equal(rec.done, tc.want) {
+				t.Errorf("restarted %v, want %v", rec.done, tc.want)
+			}
+			own := filepath.Join(f.dir, "etc/kubernetes/pki", stem+".crt")
+			for p, sum := range tree(t, filepath.Join(f.dir, "etc/kubernetes/pki")) {
+				if was, ok := before[p]; ok && was != sum && p != own && !strings.HasSuffix(p, ".signer.crt") {
+					t.Errorf("%s changed", p)
+				}
+			}
+		})
+	}
+}
