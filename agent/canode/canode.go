@@ -297,10 +297,7 @@ func (s *step) restart(ctx context.Context) {
 			continue
 		}
 		restart := s.n.Restarter.RestartComponents
-		if _, renewed := s.it.PendingAt[name]; !renewed && s.it.Phase != carotate.Reissue {
-			// Only trust bundles changed (trust, finish) or a manifest
-			// (prepare, done: the controller manager, which has no
-			// reload): what reloads bundles by itself need not restart.
+		if slices.Contains(s.it.ReloadOnly, name) {
 			restart = s.n.Restarter.ReloadTrust
 		}
 		err, ok := restart(ctx, cfg, []string{name}, s.in.Ping)[name]

@@ -28,6 +28,7 @@ var now = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 type recorder struct {
 	mu       sync.Mutex
 	done     []string
+	reloads  []string // of done, those asked through ReloadTrust
 	dieAfter int
 }
 
@@ -230,7 +231,10 @@ func prove(t *testing.T, old *pkitest.CA, next *x509.Certificate) []byte {
 	return p
 }
 
-// ReloadTrust: the recorder restarts whatever it is asked to.
+// ReloadTrust: the recorder records the ask, then restarts as asked.
 func (r *recorder) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	r.mu.Lock()
+	r.reloads = append(r.reloads, names...)
+	r.mu.Unlock()
 	return r.RestartComponents(ctx, cfg, names, ping)
 }

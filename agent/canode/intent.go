@@ -43,6 +43,10 @@ type Intent struct {
 	// since (by the renewal's own restart) counts; after a crash none is
 	// known and it is restarted.
 	PendingAt map[string]time.Time `json:"pendingAt,omitempty"`
+	// ReloadOnly are pending components that read no changed file but
+	// ones they reload by themselves: they are confirmed without a restart
+	// once that shows (restart.Restarter.ReloadTrust).
+	ReloadOnly []string `json:"reloadOnly,omitempty"`
 	// Restarted are the components restarted for this phase, confirmed.
 	Restarted []string `json:"restarted,omitempty"`
 	// OldCA is the CA being replaced (PEM), as verified against this
@@ -102,6 +106,7 @@ func (it *Intent) save(dir string) error {
 // one already pending keeps its time.
 func (it *Intent) addPendingAt(t time.Time, names ...string) {
 	for _, n := range names {
+		it.ReloadOnly = slices.DeleteFunc(it.ReloadOnly, func(p string) bool { return p == n })
 		if slices.Contains(it.Pending, n) {
 			continue
 		}
@@ -113,8 +118,21 @@ func (it *Intent) addPendingAt(t time.Time, names ...string) {
 	it.addPending(names...)
 }
 
+// addPendingReload adds a component to restart because a trust file it
+// reads changed; reload says it reloads that file by itself. It stays
+// reload-only while every cause so far is one it reloads.
+func (it *Intent) addPendingReload(name string, reload bool) {
+	was, only := slices.Contains(it.Pending, name), slices.Contains(it.ReloadOnly, name)
+	it.ReloadOnly = slices.DeleteFunc(it.ReloadOnly, func(p string) bool { return p == name })
+	if reload && (!was || only) {
+		it.ReloadOnly = append(it.ReloadOnly, name)
+	}
+	it.addPending(name)
+}
+
 // confirmed forgets a pending component once its restart is confirmed.
 func (it *Intent) confirmed(name string) {
+	it.ReloadOnly = slices.DeleteFunc(it.ReloadOnly, func(p string) bool { return p == name })
 	it.Pending = slices.DeleteFunc(it.Pending, func(p string) bool { return p == name })
 	delete(it.PendingAt, name)
 	it.addRestarted(name)

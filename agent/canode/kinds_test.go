@@ -100,12 +100,14 @@ var kubeadmFlags = map[string]string{
 // other CA's file.
 func TestTrustRestartsTheCAsReaders(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		want []string
+		name    string
+		want    []string
+		reloads []string // asked to reload by themselves first (ReloadTrust)
 	}{
-		{"ca", []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"}},
-		{"etcd-ca", []string{"etcd", "kube-apiserver"}},
-		{"front-proxy-ca", []string{"kube-apiserver", "kube-controller-manager"}},
+		{"ca", []string{"kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet"}, []string{"kube-apiserver"}},
+		// kube-apiserver reads the etcd CA as --etcd-cafile: no reload.
+		{"etcd-ca", []string{"etcd", "kube-apiserver"}, nil},
+		{"front-proxy-ca", []string{"kube-apiserver", "kube-controller-manager"}, []string{"kube-apiserver"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, false)
@@ -135,6 +137,9 @@ func TestTrustRestartsTheCAsReaders(t *testing.T) {
 			if !slices.Equal(rec.done, tc.want) {
 				t.Errorf("restarted %v, want %v", rec.done, tc.want)
 			}
+			if !slices.Equal(rec.reloads, tc.reloads) {
+				t.Errorf("asked to reload %v, want %v", rec.reloads, tc.reloads)
+			}
 			own := filepath.Join(f.dir, "etc/kubernetes/pki", stem+".crt")
 			for p, sum := range tree(t, filepath.Join(f.dir, "etc/kubernetes/pki")) {
 				if was, ok := before[p]; ok && was != sum && p != own && !strings.HasSuffix(p, ".signer.crt") {
@@ -142,5 +147,35 @@ func TestTrustRestartsTheCAsReaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestIntentReloadOnly: a component stays reload-only while every cause
+// to restart it is a file it reloads by itself; one other cause (another
+// flag, a renewal) makes it a restart for good, and a confirmation
+// forgets it.
+func TestIntentReloadOnly(t *testing.T) {
+	it := &Intent{}
+	it.addPendingReload("kube-apiserver", true)
+	it.addPendingReload("kube-apiserver", true)
+	if !slices.Equal(it.ReloadOnly, []string{"kube-apiserver"}) {
+		t.Fatalf("reload-only %v", it.ReloadOnly)
+	}
+	it.addPendingReload("kube-apiserver", false)
+	it.addPendingReload("kube-apiserver", true)
+	if len(it.ReloadOnly) != 0 {
+		t.Errorf("a cause it does not reload is forgotten: %v", it.ReloadOnly)
+	}
+	it = &Intent{}
+	it.addPendingReload("kube-apiserver", true)
+	it.addPendingAt(now, "kube-apiserver")
+	if len(it.ReloadOnly) != 0 {
+		t.Errorf("a renewal is a reload: %v", it.ReloadOnly)
+	}
+	it = &Intent{}
+	it.addPendingReload("kube-apiserver", true)
+	it.confirmed("kube-apiserver")
+	if len(it.ReloadOnly)+len(it.Pending) != 0 {
+		t.Errorf("confirmed, still %v %v", it.ReloadOnly, it.Pending)
 	}
 }

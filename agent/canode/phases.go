@@ -71,6 +71,7 @@ func (s *step) editBundles(ctx context.Context, edit func(ca.Bundle) (*rotate.Tr
 	}
 	var edits []rotate.TrustEdit
 	var readers []string
+	reloads := map[string]bool{} // reader -> it reloads every changed file it reads
 	for _, b := range bundles {
 		e, err := edit(b)
 		if err != nil {
@@ -79,13 +80,19 @@ func (s *step) editBundles(ctx context.Context, edit func(ca.Bundle) (*rotate.Tr
 		}
 		if e != nil {
 			edits = append(edits, *e)
-			readers = append(readers, s.readers(b.Path, b.Resolved)...)
+			for _, r := range s.readers(b.Path, b.Resolved) {
+				ok, seen := reloads[r]
+				reloads[r] = (ok || !seen) && r == "kube-apiserver" && s.apiserverReloads(b.Path, b.Resolved)
+				readers = append(readers, r)
+			}
 		}
 	}
 	if len(edits) == 0 {
 		return ""
 	}
-	s.it.addPending(readers...)
+	for _, r := range readers {
+		s.it.addPendingReload(r, reloads[r])
+	}
 	if err := s.it.save(s.n.StateDir); err != nil {
 		s.problems = append(s.problems, err.Error())
 		return ""
@@ -268,6 +275,29 @@ func (s *step) clientCAFile() string {
 // staticPods are the control-plane components and their manifests.
 var staticPods = [][2]string{{"etcd", "etcd.yaml"}, {"kube-apiserver", "kube-apiserver.yaml"},
 	{"kube-controller-manager", "kube-controller-manager.yaml"}, {"kube-scheduler", "kube-scheduler.yaml"}}
+
+// apiserverReloads says whether kube-apiserver's manifest names the trust
+// file only in flags whose files it reloads by itself when they change
+// (its client CA bundles): then it need not restart for it (see
+// restart.Restarter.ReloadTrust). Any other flag, or none, says no.
+func (s *step) apiserverReloads(paths ...string) bool {
+	f, err := s.n.Root.ReadFile(path.Join(s.in.Config.Restart.ManifestsDir, "kube-apiserver.yaml"))
+	if err != nil {
+		return false
+	}
+	found := false
+	for _, line := range strings.Split(string(f.Data), "\n") {
+		if !slices.ContainsFunc(paths, func(p string) bool { return p != "" && strings.Contains(line, p) }) {
+			continue
+		}
+		flag, _, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "-")), "=")
+		if flag != "--client-ca-file" && flag != "--requestheader-client-ca-file" {
+			return false
+		}
+		found = true
+	}
+	return found
+}
 
 // readers are the components that read a trust file: a static pod whose
 // manifest names it, the kubelet for its client CA file, its credential,

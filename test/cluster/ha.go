@@ -126,7 +126,12 @@ func (h *HA) StartAPIServer(i int) error {
 	}
 	args := append(apiServerArgs(n.pki, n.API), "--etcd-servers="+strings.Join(servers, ","),
 		"--etcd-cafile="+n.pki("etcd/ca.crt"), "--etcd-certfile="+n.pki("apiserver-etcd-client.crt"),
-		"--etcd-keyfile="+n.pki("apiserver-etcd-client.key"))
+		"--etcd-keyfile="+n.pki("apiserver-etcd-client.key"),
+		// kubeadm's front proxy: the request header CA is a client CA too.
+		"--requestheader-client-ca-file="+n.pki("front-proxy-ca.crt"), "--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--proxy-client-cert-file="+n.pki("front-proxy-client.crt"), "--proxy-client-key-file="+n.pki("front-proxy-client.key"))
 	return h.c.spawn("apiserver-"+n.Name, filepath.Join(h.kubeBin, "kube-apiserver"), args...)
 }
 
