@@ -179,3 +179,30 @@ func TestIntentReloadOnly(t *testing.T) {
 		t.Errorf("confirmed, still %v %v", it.ReloadOnly, it.Pending)
 	}
 }
+
+// TestAPIServerReloadsOnlyItsClientCAs: kube-apiserver is asked to reload
+// a bundle only when its manifest names it in its client CA flags alone,
+// and no flag names a configuration file that could name it too.
+func TestAPIServerReloadsOnlyItsClientCAs(t *testing.T) {
+	for _, tc := range []struct {
+		name, flags string
+		want        bool
+	}{
+		{"client CA", "- --client-ca-file=/etc/kubernetes/pki/ca.crt\n", true},
+		{"request header CA", "- --requestheader-client-ca-file=/etc/kubernetes/pki/ca.crt\n", true},
+		{"also the kubelet's CA", "- --client-ca-file=/etc/kubernetes/pki/ca.crt\n- --kubelet-certificate-authority=/etc/kubernetes/pki/ca.crt\n", false},
+		{"a webhook kubeconfig", "- --client-ca-file=/etc/kubernetes/pki/ca.crt\n- --authorization-webhook-config-file=/etc/kubernetes/webhook.conf\n", false},
+		{"not named", "- --client-ca-file=/etc/kubernetes/pki/other.crt\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, false)
+			if err := os.WriteFile(filepath.Join(f.dir, "etc/kubernetes/manifests/kube-apiserver.yaml"), []byte(tc.flags), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			s := &step{n: &Node{Root: f.root}, in: Input{Config: f.cfg}}
+			if got := s.apiserverReloads("/etc/kubernetes/pki/ca.crt"); got != tc.want {
+				t.Errorf("reloads: %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

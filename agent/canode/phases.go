@@ -285,6 +285,14 @@ func (s *step) apiserverReloads(paths ...string) bool {
 	if err != nil {
 		return false
 	}
+	// Files these flags name may name the bundle in turn (a webhook's
+	// kubeconfig, an authentication config), read once at start: their
+	// readers need the restart.
+	for _, flag := range configFileFlags {
+		if strings.Contains(string(f.Data), "--"+flag+"=") {
+			return false
+		}
+	}
 	found := false
 	for _, line := range strings.Split(string(f.Data), "\n") {
 		if !slices.ContainsFunc(paths, func(p string) bool { return p != "" && strings.Contains(line, p) }) {
@@ -298,6 +306,12 @@ func (s *step) apiserverReloads(paths ...string) bool {
 	}
 	return found
 }
+
+// configFileFlags are kube-apiserver's flags naming a configuration file
+// that can hold a CA file's path.
+var configFileFlags = []string{"authorization-webhook-config-file", "authentication-token-webhook-config-file",
+	"egress-selector-config-file", "admission-control-config-file", "authentication-config", "authorization-config",
+	"tracing-config-file", "audit-webhook-config-file"}
 
 // readers are the components that read a trust file: a static pod whose
 // manifest names it, the kubelet for its client CA file, its credential,

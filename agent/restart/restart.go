@@ -54,11 +54,11 @@ type component struct {
 	Healthz  string
 	Served   []served
 	Certs    []string
-	// ClientCAs are the trust bundles (below the PKI directory) the
-	// component reloads by itself when they change, and names, as the
-	// CAs it accepts, in its first served endpoint's TLS handshake: a
-	// change of them alone needs no restart once it shows there.
-	ClientCAs []string
+	// ClientCAFlags are the flags of its manifest (the first required)
+	// naming the trust bundles it reloads by itself when they change, and
+	// names, as the CAs it accepts, in its first served endpoint's TLS
+	// handshake: a change of them alone needs no restart once it shows.
+	ClientCAFlags []string
 }
 
 // components lists, in restart order (etcd before kube-apiserver), what
@@ -69,8 +69,8 @@ func components(cfg *config.Config) []component {
 		{Name: "etcd", Manifest: "etcd.yaml", Certs: []string{"etcd-server", "etcd-peer", "etcd-healthcheck-client"},
 			Served: []served{{ep["etcd"], "etcd-server", etcdProbeClient}, {ep["etcd-peer"], "etcd-peer", etcdProbeClient}}},
 		{Name: "kube-apiserver", Manifest: "kube-apiserver.yaml", Certs: []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"},
-			Served:    []served{{ep["kube-apiserver"], "apiserver", ""}},
-			ClientCAs: []string{"ca.crt", "front-proxy-ca.crt"}}, // kubeadm's --client-ca-file, --requestheader-client-ca-file
+			Served:        []served{{ep["kube-apiserver"], "apiserver", ""}},
+			ClientCAFlags: []string{"client-ca-file", "requestheader-client-ca-file"}},
 		{Name: "kube-controller-manager", Manifest: "kube-controller-manager.yaml", Certs: []string{"controller-manager.conf"},
 			Healthz: "https://" + ep["kube-controller-manager"] + "/healthz"},
 		{Name: "kube-scheduler", Manifest: "kube-scheduler.yaml", Certs: []string{"scheduler.conf"},
@@ -522,7 +522,7 @@ func (r *Restarter) restartNamed(ctx context.Context, cfg *config.Config, names 
 			out[comp.Name] = nil
 			continue
 		}
-		if trustOnly && len(comp.ClientCAs) > 0 {
+		if trustOnly && len(comp.ClientCAFlags) > 0 {
 			err := r.reloaded(ctx, cfg, comp, ping)
 			if err == nil {
 				r.note(comp.Name, nil)

@@ -1,6 +1,7 @@
 package restart
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
 
@@ -19,7 +21,7 @@ import (
 // it loaded them by itself and needs no restart. The error says why not (a
 // component with no ClientCAs never does).
 func (r *Restarter) reloaded(ctx context.Context, cfg *config.Config, comp component, ping func()) error {
-	if len(comp.ClientCAs) == 0 || len(comp.Served) == 0 {
+	if len(comp.ClientCAFlags) == 0 || len(comp.Served) == 0 || comp.Manifest == "" {
 		return errors.New("it does not reload its trust bundles by itself")
 	}
 	if cfg.Restart.ReloadWaitDuration <= 0 {
@@ -47,25 +49,43 @@ func (r *Restarter) reloaded(ctx context.Context, cfg *config.Config, comp compo
 
 // trustServed compares the CAs comp's first served endpoint names as
 // acceptable for client certificates (the certificate_authorities of its
-// TLS certificate request) with the certificates of comp.ClientCAs on
-// disk, as multisets of subjects. A CA rotation adds to a bundle a CA of
-// the same subject, or takes one away: the count of each subject tells
-// whether the server holds the bundle as on disk.
+// TLS certificate request) with the certificates of the bundles its
+// manifest's ClientCAFlags name, as multisets of subjects (a certificate
+// in two bundles counts once: the server's pool holds it once). A CA
+// rotation adds to a bundle a CA of the same subject, or takes one away:
+// the count of each subject tells whether the server holds the bundles
+// as on disk.
 func (r *Restarter) trustServed(ctx context.Context, cfg *config.Config, comp component) error {
-	want := map[string]int{}
+	m, err := r.Root.ReadFile(path.Join(cfg.Restart.ManifestsDir, comp.Manifest))
+	if err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	want, seen := map[string]int{}, map[string]bool{}
 	n := 0
-	for _, f := range comp.ClientCAs {
-		file, err := r.Root.ReadFile(path.Join(cfg.PKIDir, f))
+	for i, flag := range comp.ClientCAFlags {
+		file, err := rotate.FlagValue(m.Data, flag)
+		switch {
+		case err != nil && i > 0 && !bytes.Contains(m.Data, []byte("--"+flag+"=")):
+			continue // an optional bundle, not given
+		case err != nil:
+			return fmt.Errorf("%s: %w", m.Path, err)
+		case !path.IsAbs(file):
+			return fmt.Errorf("%s: --%s=%s is not an absolute path", m.Path, flag, file)
+		}
+		f, err := r.Root.ReadFile(file)
 		if err != nil {
 			return fmt.Errorf("trust bundle: %w", err)
 		}
-		b, err := pki.ParseBundle(file.Data)
+		b, err := pki.ParseBundle(f.Data)
 		if err != nil {
-			return fmt.Errorf("trust bundle %s: %w", file.Path, err)
+			return fmt.Errorf("trust bundle %s: %w", f.Path, err)
 		}
 		for _, c := range b.Certs {
-			want[string(c.RawSubject)]++
-			n++
+			if !seen[string(c.Raw)] {
+				seen[string(c.Raw)] = true
+				want[string(c.RawSubject)]++
+				n++
+			}
 		}
 	}
 	addr := comp.Served[0].Address

@@ -91,10 +91,17 @@ func TestReloadTrust(t *testing.T) {
 		after     int // handshakes before the server reloads (0: never)
 		reload    bool
 		restarted bool
+		// sameCA: front-proxy-ca.crt is ca.crt (one pool entry on the
+		// server, two files on disk); the change is finish's (old+new to
+		// new), which a count over the files would take for loaded.
+		sameCA bool
+		flags  string // the manifest's flags (default kubeadm's)
 	}{
 		{name: "reloads", after: 3, reload: true},
 		{name: "never reloads", restarted: true, reload: true},
 		{name: "not a trust change", after: 1, restarted: true},
+		{name: "one CA in both bundles, never reloads", restarted: true, reload: true, sameCA: true},
+		{name: "no client CA flag", after: 1, restarted: true, reload: true, flags: "- --requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -102,18 +109,33 @@ func TestReloadTrust(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			addr, srv := startReloadingServer(t, dir, tc.after)
-			// The trust phase: a second CA of the cluster CA's subject.
 			next, err := pkitest.NewCA(node.CA.Cert.Subject.CommonName, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), pkitest.ECDSA)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, "etc/kubernetes/pki/ca.crt"), pkitest.CertPEM(node.CA.Cert, next.Cert), 0o644); err != nil {
-				t.Fatal(err)
+			write := func(f string, certs ...*x509.Certificate) {
+				if err := os.WriteFile(filepath.Join(dir, "etc/kubernetes/pki", f), pkitest.CertPEM(certs...), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.sameCA {
+				write("ca.crt", node.CA.Cert, next.Cert)
+				write("front-proxy-ca.crt", node.CA.Cert, next.Cert)
+			}
+			addr, srv := startReloadingServer(t, dir, tc.after)
+			if tc.sameCA { // finish
+				write("ca.crt", next.Cert)
+				write("front-proxy-ca.crt", next.Cert)
+			} else { // trust: a second CA of the cluster CA's subject
+				write("ca.crt", node.CA.Cert, next.Cert)
 			}
 			manifests := filepath.Join(dir, "etc/kubernetes/manifests")
 			os.MkdirAll(manifests, 0o755)
-			os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
+			flags := tc.flags
+			if flags == "" {
+				flags = "- --client-ca-file=/etc/kubernetes/pki/ca.crt\n- --requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt\n"
+			}
+			os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - command:\n"+flags), 0o600)
 			cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n" +
 				"restart: {fileCheckFrequency: 10ms, timeout: 5s, reloadWait: 3s, endpoints: {kube-apiserver: \"" + addr + "\"}}\n"))
 			if err != nil {
@@ -147,7 +169,7 @@ func TestReloadTrust(t *testing.T) {
 			if s := r.Results(cfg); len(s) != 1 || s[0].LastResult != "ok" {
 				t.Errorf("results %+v", s)
 			}
-			if tc.name == "never reloads" && !hasEntry(hook, logrus.InfoLevel, "the changed trust bundles do not show: restarting") {
+			if tc.restarted && tc.reload && !hasEntry(hook, logrus.InfoLevel, "the changed trust bundles do not show: restarting") {
 				t.Errorf("the fallback is not logged:\n%s", all)
 			}
 		})

@@ -118,6 +118,7 @@ func applyRBAC(t *testing.T, cs kubernetes.Interface) {
 type interval struct {
 	what       string
 	start, end time.Time
+	unhealthy  bool // the process was stopped again before it was healthy
 }
 
 // restartLog collects restarts, crashes and invariant breaches.
@@ -142,7 +143,8 @@ func (tl *restartLog) summary() string {
 	defer tl.mu.Unlock()
 	var b strings.Builder
 	for _, iv := range tl.restarts {
-		fmt.Fprintf(&b, "restart %-22s %s .. %s\n", iv.what, iv.start.Format("15:04:05.000"), iv.end.Format("15:04:05.000"))
+		fmt.Fprintf(&b, "restart %-22s %s .. %s%s\n", iv.what, iv.start.Format("15:04:05.000"), iv.end.Format("15:04:05.000"),
+			map[bool]string{true: " (never healthy)"}[iv.unhealthy])
 	}
 	for _, c := range tl.crashes {
 		fmt.Fprintf(&b, "crash %s\n", c)
@@ -192,9 +194,13 @@ func runHAStaticPods(t *testing.T, ctx context.Context, h *cluster.HA, tl *resta
 				pending := false      // started, not healthy yet: the restart goes on
 				var stopped time.Time // when the restart began
 				stop := func() {
-					if !pending {
-						stopped = time.Now()
+					now := time.Now()
+					if pending {
+						// A restart that never became healthy ends here:
+						// recorded, so that two restarts never merge.
+						tl.add(interval{what: n.Name + " " + comp, start: stopped, end: now, unhealthy: true})
 					}
+					stopped = now
 					h.Kill(proc)
 					running = false
 				}

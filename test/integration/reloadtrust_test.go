@@ -42,9 +42,10 @@ func TestKubeAPIServerReloadsTrust(t *testing.T) {
 	}
 	manifests := filepath.Join(root, "etc/kubernetes/manifests")
 	os.MkdirAll(manifests, 0o755)
-	for _, m := range []string{"etcd.yaml", "kube-apiserver.yaml"} {
-		os.WriteFile(filepath.Join(manifests, m), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
-	}
+	os.WriteFile(filepath.Join(manifests, "etcd.yaml"), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
+	// What certagent reads of kubeadm's manifest: the client CA flags.
+	os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - command:\n"+
+		"    - --client-ca-file=/etc/kubernetes/pki/ca.crt\n    - --requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt\n"), 0o600)
 	h, err := cluster.StartHA(ctx, kubeBin, t.TempDir(), []string{"node1"}, []string{root})
 	if err != nil {
 		t.Fatal(err)
