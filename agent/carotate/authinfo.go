@@ -68,6 +68,12 @@ func (r *Rotator) dropAuthInfo(ctx context.Context, c *Cluster) error {
 		return err
 	}
 	changed, err := r.editConfigMap(ctx, Namespace, AuthInfoName, func(cm *corev1.ConfigMap) (bool, error) {
+		if v := cm.Data[key]; v != "" {
+			if _, err := pki.ParseBundle([]byte(v)); err != nil {
+				r.printf("warning: %s/%s's %s cannot be read (%v): left as it is; check what it trusts", Namespace, AuthInfoName, key, err)
+				return false, nil
+			}
+		}
 		kept, found, ok := without([]byte(cm.Data[key]), oldCA, newCA)
 		switch {
 		case !found:

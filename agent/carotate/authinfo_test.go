@@ -155,3 +155,24 @@ func TestAuthInfoClientCA(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthInfoUnreadable: a client-ca-file that is not a PEM bundle is
+// left as it is, with a warning, not taken for one without the old CA.
+func TestAuthInfoUnreadable(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true))
+	f.rootCA(f.oldCA.Cert, f.newCA)
+	f.putConfigMap(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: AuthInfoName, Namespace: Namespace},
+		Data: map[string]string{"client-ca-file": "not a certificate"}})
+	out := &syncBuffer{}
+	r := f.rotator(out)
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "client-ca-file cannot be read") {
+		t.Errorf("no warning:\n%s", out.String())
+	}
+	cm, err := f.cs.CoreV1().ConfigMaps(Namespace).Get(context.Background(), AuthInfoName, metav1.GetOptions{})
+	if err != nil || cm.Data["client-ca-file"] != "not a certificate" {
+		t.Errorf("client-ca-file changed: %v %q", err, cm.Data["client-ca-file"])
+	}
+}
