@@ -103,32 +103,10 @@ func newCoord(lock *fakeLock, e EtcdChecker, a APIChecker) (*Coordinator, *testc
 // sleeps, until it returns; each step calls during(elapsed) first.
 func acquire(t *testing.T, c *Coordinator, clk *testclock.FakeClock, comp string, during func(time.Duration)) (func(), time.Duration, error) {
 	t.Helper()
-	type res struct {
-		rel func()
-		err error
-	}
-	done := make(chan res, 1)
-	start := clk.Now()
-	go func() {
-		rel, err := c.Acquire(context.Background(), comp, nil)
-		done <- res{rel, err}
-	}()
-	for {
-		select {
-		case r := <-done:
-			return r.rel, clk.Since(start), r.err
-		case <-time.After(time.Millisecond):
-		}
-		if clk.HasWaiters() {
-			if during != nil {
-				during(clk.Since(start))
-			}
-			clk.Step(time.Second)
-		}
-		if clk.Since(start) > time.Hour {
-			t.Fatal("still waiting after an hour")
-		}
-	}
+	var rel func()
+	var err error
+	took := stepping(t, clk, func() { rel, err = c.Acquire(context.Background(), comp, nil) }, during)
+	return rel, took, err
 }
 
 func TestCoordinatorWaitsForHolder(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,34 @@ type clientAuthServer struct {
 	addr, serial string
 	mu           sync.Mutex
 	clients      []string
+}
+
+// serveTLS listens on loopback with cfg and completes the handshake of
+// every connection, which it keeps until the client hangs up (3 s at
+// most).
+func serveTLS(t *testing.T, cfg *tls.Config) net.Listener {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(3 * time.Second))
+				if c.(*tls.Conn).Handshake() == nil {
+					c.Read(make([]byte, 1)) // until the client hangs up
+				}
+			}()
+		}
+	}()
+	return ln
 }
 
 func startClientAuthServer(t *testing.T, dir string, maxVersion uint16) *clientAuthServer {
@@ -53,26 +82,7 @@ func startClientAuthServer(t *testing.T, dir string, maxVersion uint16) *clientA
 			s.clients = append(s.clients, cs.PeerCertificates[0].Subject.CommonName)
 			return nil
 		}}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(3 * time.Second))
-				if c.(*tls.Conn).Handshake() == nil {
-					c.Read(make([]byte, 1)) // until the prober hangs up
-				}
-			}()
-		}
-	}()
+	ln := serveTLS(t, cfg)
 	leaf, _ := x509.ParseCertificate(cert.Certificate[0])
 	s.addr, s.serial = ln.Addr().String(), strings.ToUpper(leaf.SerialNumber.Text(16))
 	return s

@@ -59,25 +59,7 @@ func startReloadingServer(t *testing.T, dir string, after int) (string, *reloadi
 		c.GetConfigForClient, c.ClientCAs = nil, s.pool
 		return c, nil
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(3 * time.Second))
-				c.(*tls.Conn).Handshake()
-			}()
-		}
-	}()
-	return ln.Addr().String(), s
+	return serveTLS(t, base).Addr().String(), s
 }
 
 // TestReloadTrust: a CA rotation adds a CA of the same subject to ca.crt.
