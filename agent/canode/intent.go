@@ -14,6 +14,7 @@ import (
 	"github.com/google/renameio/v2"
 
 	"github.com/certagent/certagent/agent/carotate"
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate"
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -157,15 +158,26 @@ func (it *Intent) addRestarted(name string) {
 
 // Retire lets lc re-sign what the CA it replaces issued, when lc is the
 // new CA of this node's rotation (the switch is made) and that rotation's
-// old CA is bundled in lc's file. stateDir is the daemon's state
-// directory (a node path). Without such a rotation it does nothing.
-func Retire(root *pki.Root, stateDir string, lc *rotate.LocalCA) {
-	f, err := root.ReadFile(path.Join(stateDir, IntentFile))
-	if err != nil {
-		return
+// old CA is bundled in lc's file. The daemon's intent is read from its
+// state directory: the operator's host path (`run --state-dir`), or
+// agent.stateDir below the root. Without such a rotation it does nothing.
+func Retire(root *pki.Root, agent config.Agent, lc *rotate.LocalCA) {
+	var data []byte
+	if agent.StateHostDir != "" {
+		b, err := os.ReadFile(filepath.Join(agent.StateHostDir, IntentFile))
+		if err != nil {
+			return
+		}
+		data = b
+	} else {
+		f, err := root.ReadFile(path.Join(agent.StateDir, IntentFile))
+		if err != nil {
+			return
+		}
+		data = f.Data
 	}
 	it := &Intent{}
-	if json.Unmarshal(f.Data, it) != nil || it.ID != carotate.Fingerprint(lc.Cert) {
+	if json.Unmarshal(data, it) != nil || it.ID != carotate.Fingerprint(lc.Cert) {
 		return
 	}
 	if b, err := pki.ParseBundle(it.OldCA); err == nil && len(b.Certs) == 1 {

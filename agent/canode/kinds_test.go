@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/certagent/certagent/agent/carotate"
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/rotate"
 	ca "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -204,5 +206,41 @@ func TestAPIServerReloadsOnlyItsClientCAs(t *testing.T) {
 				t.Errorf("reloads: %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestRetireReadsTheDaemonsStateDir: the local CA learns the CA it
+// replaces from the intent where the daemon keeps it: agent.stateDir
+// below the root, or the operator's `run --state-dir` host path (before,
+// the latter was never read, and reissue re-signed nothing).
+func TestRetireReadsTheDaemonsStateDir(t *testing.T) {
+	for _, host := range []bool{false, true} {
+		f := newFixture(t, false)
+		pkiDir := filepath.Join(f.dir, "etc/kubernetes/pki")
+		if err := os.WriteFile(filepath.Join(pkiDir, "ca.crt"), pkitest.CertPEM(f.next.Cert, f.node.CA.Cert), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(pkiDir, "ca.key"), pkitest.KeyPEM(f.next.Key), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		agent := config.Agent{StateDir: "/var/lib/certagent"}
+		dir := filepath.Join(f.dir, "var/lib/certagent")
+		if host {
+			dir = t.TempDir()
+			agent.StateHostDir = dir
+		}
+		os.MkdirAll(dir, 0o700)
+		it := &Intent{ID: carotate.Fingerprint(f.next.Cert), CA: "ca", OldCA: pkitest.CertPEM(f.node.CA.Cert)}
+		if err := it.save(dir); err != nil {
+			t.Fatal(err)
+		}
+		lc, err := rotate.LoadLocalCA(f.root, "ca", "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/ca.key")
+		if err != nil {
+			t.Fatal(err)
+		}
+		Retire(f.root, agent, lc)
+		if len(lc.Previous) != 1 || !lc.Previous[0].Equal(f.node.CA.Cert) {
+			t.Errorf("state dir on the host %v: the CA replaced is %v, want the old one", host, lc.Previous)
+		}
 	}
 }

@@ -111,6 +111,9 @@ type Renewal struct {
 type Agent struct {
 	// StateDir holds state.json (default /var/lib/certagent).
 	StateDir string `json:"stateDir,omitempty"`
+	// StateHostDir is the state directory as a host path when the
+	// operator gave one (`certagent run --state-dir`); never from a file.
+	StateHostDir string `json:"-"`
 	// Socket is the status API's unix socket (default /run/certagent/certagent.sock).
 	Socket string `json:"socket,omitempty"`
 	// NoRestart turns off restarting what uses a renewed certificate.

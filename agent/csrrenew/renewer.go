@@ -319,7 +319,7 @@ func localCAFor(root *pki.Root, cfg *config.Config, c *inventory.Certificate, re
 	for _, au := range rep.Authorities {
 		if au.Path == path && au.Key != nil && au.Key.Present {
 			if ca, err := rotate.LoadLocalCA(root, au.Name, au.Path, au.Key.Path); err == nil {
-				canode.Retire(root, cfg.Agent.StateDir, ca)
+				canode.Retire(root, cfg.Agent, ca)
 				return ca
 			}
 		}

@@ -249,7 +249,7 @@ func (b *builder) ca(c *inventory.Certificate) caResult {
 		r.ca, r.err = rotate.LoadLocalCA(b.root, auth.Name, auth.Path, auth.Key.Path)
 		if r.err == nil {
 			// Only the CA that this node's rotation replaces, once switched.
-			canode.Retire(b.root, b.cfg.Agent.StateDir, r.ca)
+			canode.Retire(b.root, b.cfg.Agent, r.ca)
 		}
 	}
 	b.cas[c.CAName] = r

@@ -69,6 +69,7 @@ func (f *agentFlags) loader(g *globalFlags) func() (*config.Config, error) {
 		if f.noRestart {
 			cfg.Agent.NoRestart = true
 		}
+		cfg.Agent.StateHostDir = f.stateDir
 		return cfg, nil
 	}
 }
