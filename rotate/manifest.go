@@ -70,6 +70,9 @@ type FlagEdit struct {
 	// Flag is the flag's name without dashes; From and To are the base
 	// names of the file it names before and after.
 	Flag, From, To string
+	// Dir, when set, is the directory the file must be in: a file of the
+	// same name elsewhere is not certagent's to re-point.
+	Dir string
 }
 
 // Edit renders the manifest with the flag's file changed; unchanged
@@ -79,6 +82,9 @@ func (e FlagEdit) Edit(manifest []byte) ([]byte, error) {
 	v, err := FlagValue(manifest, e.Flag)
 	if err != nil {
 		return nil, err
+	}
+	if e.Dir != "" && path.Dir(path.Clean(v)) != e.Dir {
+		return nil, fmt.Errorf("--%s=%s: expected a file in %s", e.Flag, v, e.Dir)
 	}
 	switch path.Base(v) {
 	case e.To:

@@ -23,4 +23,13 @@ func TestFlagEdit(t *testing.T) {
 			t.Errorf("%q edited: %s", bad, out)
 		}
 	}
+	// With Dir: a file of the same name in another directory is not the
+	// one certagent writes next to.
+	e.Dir = "/x/pki"
+	if _, err := e.Edit([]byte(in)); err != nil {
+		t.Errorf("in Dir: %v", err)
+	}
+	if out, err := e.Edit([]byte("    - --cluster-signing-cert-file=/other/ca.crt\n")); err == nil {
+		t.Errorf("another directory's ca.crt edited: %s", out)
+	}
 }

@@ -244,3 +244,25 @@ func TestRetireReadsTheDaemonsStateDir(t *testing.T) {
 		}
 	}
 }
+
+// TestSignerFlagElsewhere: a controller manager whose signer flag names a
+// ca.crt outside the PKI directory is not given certagent's signer file
+// (it would name a file never written, and crash): its manifest is left
+// as it is through the rotation.
+func TestSignerFlagElsewhere(t *testing.T) {
+	f := newFixture(t, false)
+	m := filepath.Join(f.dir, "etc/kubernetes/manifests/kube-controller-manager.yaml")
+	flags := "- --kubeconfig=/etc/kubernetes/controller-manager.conf\n- --cluster-signing-cert-file=/opt/signer/ca.crt\n"
+	if err := os.WriteFile(m, []byte(flags), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &step{n: &Node{Root: f.root}, in: Input{Config: f.cfg}, stem: "ca"}
+	if got := s.signerManifest(); got != "" {
+		t.Errorf("signer manifest %q, want none", got)
+	}
+	f.cluster.Phase = carotate.Prepare
+	f.converge(t, &recorder{}, nil)
+	if b, _ := os.ReadFile(m); string(b) != flags {
+		t.Errorf("the manifest changed:\n%s", b)
+	}
+}

@@ -20,7 +20,7 @@ func (s *step) signerManifest() string {
 	}
 	m := path.Join(s.in.Config.Restart.ManifestsDir, ca.SignerManifest)
 	p := ca.PathsOf(s.in.Config.PKIDir, s.stem)
-	if ca.SignerFlagNames(s.n.Root, m, path.Base(p.Cert)) || ca.SignerFlagNames(s.n.Root, m, path.Base(p.Signer)) {
+	if ca.SignerFlagNames(s.n.Root, m, p.Cert) || ca.SignerFlagNames(s.n.Root, m, p.Signer) {
 		return m
 	}
 	return ""

@@ -75,22 +75,25 @@ func HasSigner(root *pki.Root, p Paths) bool {
 // SignerFlagEdit points the controller manager's signer flag in the
 // manifest at the signer file (toSigner) or back at <stem>.crt.
 func SignerFlagEdit(manifest string, p Paths, toSigner bool) rotate.FlagEdit {
-	e := rotate.FlagEdit{Name: SignerManifest + " --" + SignerFlag, Path: manifest, Flag: SignerFlag, From: path.Base(p.Cert), To: path.Base(p.Signer)}
+	e := rotate.FlagEdit{Name: SignerManifest + " --" + SignerFlag, Path: manifest, Flag: SignerFlag, From: path.Base(p.Cert), To: path.Base(p.Signer),
+		Dir: path.Dir(p.Cert)}
 	if !toSigner {
 		e.From, e.To = e.To, e.From
 	}
 	return e
 }
 
-// SignerFlagNames tells whether the manifest's signer flag names the
-// file base (false when the manifest or the flag is absent).
-func SignerFlagNames(root *pki.Root, manifest, base string) bool {
+// SignerFlagNames tells whether the manifest's signer flag names file
+// (a node path: kubeadm mounts the PKI directory at the same path); false
+// when the manifest or the flag is absent, or it names a file of the
+// same name elsewhere, which certagent neither writes nor edits.
+func SignerFlagNames(root *pki.Root, manifest, file string) bool {
 	f, err := root.ReadFile(manifest)
 	if err != nil {
 		return false
 	}
 	v, err := rotate.FlagValue(f.Data, SignerFlag)
-	return err == nil && path.Base(v) == base
+	return err == nil && path.Clean(v) == file
 }
 
 // OneCA reports whether PEM data holds c and nothing else.
