@@ -95,3 +95,33 @@ func TestSignerFile(t *testing.T) {
 		}
 	}
 }
+
+// TestSignerFileLink: a link in place of the signer file (to another CA
+// file) blocks prepare; the file it names is not overwritten with the
+// cluster CA, and the manifest keeps its flag.
+func TestSignerFileLink(t *testing.T) {
+	f := newFixture(t, false)
+	manifest := filepath.Join(f.dir, "etc/kubernetes/manifests/kube-controller-manager.yaml")
+	if err := os.WriteFile(manifest, []byte(cmManifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pkiDir := filepath.Join(f.dir, "etc/kubernetes/pki")
+	before, err := os.ReadFile(filepath.Join(pkiDir, "front-proxy-ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/kubernetes/pki/front-proxy-ca.crt", filepath.Join(pkiDir, "ca.signer.crt")); err != nil {
+		t.Fatal(err)
+	}
+	f.cluster.Phase = carotate.Prepare
+	out := f.converge(t, &recorder{}, nil)
+	if out.Report.Done || !strings.Contains(out.Report.Blocked+strings.Join(out.Status.Left, " "), "symbolic link") {
+		t.Errorf("prepare with a link for the signer file: %+v", out.Report)
+	}
+	if after, _ := os.ReadFile(filepath.Join(pkiDir, "front-proxy-ca.crt")); string(after) != string(before) {
+		t.Error("the file the link names was overwritten")
+	}
+	if m, _ := os.ReadFile(manifest); string(m) != cmManifest {
+		t.Errorf("the manifest changed:\n%s", m)
+	}
+}

@@ -39,6 +39,10 @@ func WriteSigner(opts rotate.Options, pkiDir, stem string) (bool, error) {
 		return false, err
 	}
 	want := pki.EncodeCertPEM(ca.Cert)
+	if _, link, err := resolveFile(opts.Root, p.Signer); err == nil && link != nil {
+		// Written through, a link would overwrite the file it names.
+		return false, fmt.Errorf("%s: %w", p.Signer, link)
+	}
 	f, err := opts.Root.ReadFile(p.Signer)
 	switch {
 	case err == nil && string(f.Data) == string(want):
