@@ -19,7 +19,7 @@ import (
 // reloaded waits, for at most restart.reloadWait, until comp shows the
 // trust bundles now on disk (trustServed; it answers, so it is up): then
 // it loaded them by itself and needs no restart. The error says why not (a
-// component with no ClientCAs never does).
+// component without ClientCAFlags never does).
 func (r *Restarter) reloaded(ctx context.Context, cfg *config.Config, comp component, ping func()) error {
 	if len(comp.ClientCAFlags) == 0 || len(comp.Served) == 0 || comp.Manifest == "" {
 		return errors.New("it does not reload its trust bundles by itself")
