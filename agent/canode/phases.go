@@ -293,18 +293,19 @@ func (s *step) apiserverReloads(paths ...string) bool {
 			return false
 		}
 	}
-	found := false
-	for _, line := range strings.Split(string(f.Data), "\n") {
-		if !slices.ContainsFunc(paths, func(p string) bool { return p != "" && strings.Contains(line, p) }) {
-			continue
+	// Every mention of the file is the value of one of those flags.
+	mentions, named := 0, 0
+	for _, p := range slices.Compact(slices.Sorted(slices.Values(paths))) {
+		if p != "" {
+			mentions += strings.Count(string(f.Data), p)
 		}
-		flag, _, _ := strings.Cut(strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "-")), "=")
-		if flag != "--client-ca-file" && flag != "--requestheader-client-ca-file" {
-			return false
-		}
-		found = true
 	}
-	return found
+	for _, flag := range restart.APIServerClientCAFlags {
+		if v, err := rotate.FlagValue(f.Data, flag); err == nil && slices.Contains(paths, path.Clean(v)) {
+			named++
+		}
+	}
+	return named > 0 && named == mentions
 }
 
 // configFileFlags are kube-apiserver's flags naming a configuration file

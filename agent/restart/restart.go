@@ -61,6 +61,10 @@ type component struct {
 	ClientCAFlags []string
 }
 
+// APIServerClientCAFlags are kube-apiserver's flags naming the client CA
+// bundles it reloads by itself (--client-ca-file first: required).
+var APIServerClientCAFlags = []string{"client-ca-file", "requestheader-client-ca-file"}
+
 // components lists, in restart order (etcd before kube-apiserver), what
 // uses which certificate.
 func components(cfg *config.Config) []component {
@@ -70,7 +74,7 @@ func components(cfg *config.Config) []component {
 			Served: []served{{ep["etcd"], "etcd-server", etcdProbeClient}, {ep["etcd-peer"], "etcd-peer", etcdProbeClient}}},
 		{Name: "kube-apiserver", Manifest: "kube-apiserver.yaml", Certs: []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"},
 			Served:        []served{{ep["kube-apiserver"], "apiserver", ""}},
-			ClientCAFlags: []string{"client-ca-file", "requestheader-client-ca-file"}},
+			ClientCAFlags: APIServerClientCAFlags},
 		{Name: "kube-controller-manager", Manifest: "kube-controller-manager.yaml", Certs: []string{"controller-manager.conf"},
 			Healthz: "https://" + ep["kube-controller-manager"] + "/healthz"},
 		{Name: "kube-scheduler", Manifest: "kube-scheduler.yaml", Certs: []string{"scheduler.conf"},

@@ -17,7 +17,7 @@ import (
 )
 
 // reloaded waits, for at most restart.reloadWait, until comp shows the
-// trust bundles now on disk (trustServed; it answers, so it is up): then
+// trust bundles now on disk (trustServed: it answers, so it is up): then
 // it loaded them by itself and needs no restart. The error says why not (a
 // component without ClientCAFlags never does).
 func (r *Restarter) reloaded(ctx context.Context, cfg *config.Config, comp component, ping func()) error {
@@ -27,9 +27,13 @@ func (r *Restarter) reloaded(ctx context.Context, cfg *config.Config, comp compo
 	if cfg.Restart.ReloadWaitDuration <= 0 {
 		return errors.New("restart.reloadWait is 0")
 	}
+	want, n, err := r.clientCAsOnDisk(cfg, comp) // read once: the loop waits for the server only
+	if err != nil {
+		return err
+	}
 	deadline := r.Clock.Now().Add(cfg.Restart.ReloadWaitDuration)
 	for {
-		err := r.trustServed(ctx, cfg, comp)
+		err := trustServed(ctx, comp.Served[0].Address, want, n)
 		if err == nil || !r.Clock.Now().Before(deadline) {
 			if err != nil {
 				err = fmt.Errorf("after %s: %w", cfg.Restart.ReloadWaitDuration, err)
@@ -47,38 +51,33 @@ func (r *Restarter) reloaded(ctx context.Context, cfg *config.Config, comp compo
 	}
 }
 
-// trustServed compares the CAs comp's first served endpoint names as
-// acceptable for client certificates (the certificate_authorities of its
-// TLS certificate request) with the certificates of the bundles its
-// manifest's ClientCAFlags name, as multisets of subjects (a certificate
-// in two bundles counts once: the server's pool holds it once). A CA
-// rotation adds to a bundle a CA of the same subject, or takes one away:
-// the count of each subject tells whether the server holds the bundles
-// as on disk.
-func (r *Restarter) trustServed(ctx context.Context, cfg *config.Config, comp component) error {
+// clientCAsOnDisk counts, by subject, the certificates of the bundles
+// comp's manifest names in its ClientCAFlags (a certificate in two
+// bundles counts once: the server's pool holds it once); n is their
+// number.
+func (r *Restarter) clientCAsOnDisk(cfg *config.Config, comp component) (want map[string]int, n int, err error) {
 	m, err := r.Root.ReadFile(path.Join(cfg.Restart.ManifestsDir, comp.Manifest))
 	if err != nil {
-		return fmt.Errorf("manifest: %w", err)
+		return nil, 0, fmt.Errorf("manifest: %w", err)
 	}
 	want, seen := map[string]int{}, map[string]bool{}
-	n := 0
 	for i, flag := range comp.ClientCAFlags {
 		file, err := rotate.FlagValue(m.Data, flag)
 		switch {
 		case err != nil && i > 0 && !bytes.Contains(m.Data, []byte("--"+flag+"=")):
 			continue // an optional bundle, not given
 		case err != nil:
-			return fmt.Errorf("%s: %w", m.Path, err)
+			return nil, 0, fmt.Errorf("%s: %w", m.Path, err)
 		case !path.IsAbs(file):
-			return fmt.Errorf("%s: --%s=%s is not an absolute path", m.Path, flag, file)
+			return nil, 0, fmt.Errorf("%s: --%s=%s is not an absolute path", m.Path, flag, file)
 		}
 		f, err := r.Root.ReadFile(file)
 		if err != nil {
-			return fmt.Errorf("trust bundle: %w", err)
+			return nil, 0, fmt.Errorf("trust bundle: %w", err)
 		}
 		b, err := pki.ParseBundle(f.Data)
 		if err != nil {
-			return fmt.Errorf("trust bundle %s: %w", f.Path, err)
+			return nil, 0, fmt.Errorf("trust bundle %s: %w", f.Path, err)
 		}
 		for _, c := range b.Certs {
 			if !seen[string(c.Raw)] {
@@ -88,7 +87,16 @@ func (r *Restarter) trustServed(ctx context.Context, cfg *config.Config, comp co
 			}
 		}
 	}
-	addr := comp.Served[0].Address
+	return want, n, nil
+}
+
+// trustServed compares the CAs the server at addr names as acceptable for
+// client certificates (the certificate_authorities of its TLS certificate
+// request) with want (clientCAsOnDisk), as multisets of subjects. A CA
+// rotation adds to a bundle a CA of the same subject, or takes one away:
+// the count of each subject tells whether the server holds the bundles
+// as on disk.
+func trustServed(ctx context.Context, addr string, want map[string]int, n int) error {
 	got, err := acceptableCAs(ctx, addr)
 	if err != nil {
 		return err
