@@ -38,8 +38,8 @@ func authInfoKey(ca string) string {
 // aggregated API server that trusts only the old one would refuse every
 // request kube-apiserver proxies to it. A cluster without that key (no
 // --requestheader-client-ca-file) is not waited for. The cluster CA's
-// copy (client-ca-file) is not waited for: kube-apiserver adds it with
-// its trust restart, and it only matters to clients that present a
+// copy (client-ca-file) is not waited for: kube-apiserver adds it once
+// it has reloaded (or restarted with) the trust bundle, and it only matters to clients that present a
 // certificate to an aggregated API server themselves.
 func (r *Rotator) waitAuthInfo(ctx context.Context, c *Cluster) error {
 	if c.CA != "front-proxy-ca" {
