@@ -10,16 +10,20 @@ import (
 
 // stepping runs fn, stepping the fake clock a second at a time whenever
 // something waits on it, until fn returns; each step calls during(elapsed)
-// first. It returns the time fn took on the fake clock.
+// first. It returns the time fn took on the fake clock, read when it
+// returned.
 func stepping(t *testing.T, clk *testclock.FakeClock, fn func(), during func(time.Duration)) time.Duration {
 	t.Helper()
 	done := make(chan struct{})
 	start := clk.Now()
-	go func() { fn(); close(done) }()
+	var took time.Duration
+	// Taken when fn returns: what fn left behind (the Lease's renewal
+	// timer) may make the loop step once more before it sees done.
+	go func() { fn(); took = clk.Since(start); close(done) }()
 	for {
 		select {
 		case <-done:
-			return clk.Since(start)
+			return took
 		case <-time.After(time.Millisecond):
 		}
 		if clk.HasWaiters() {
