@@ -139,11 +139,25 @@ type Health struct {
 
 // ComponentStatus is what `status` shows per component.
 type ComponentStatus struct {
-	Name        string         `json:"name"`
-	LastRestart *time.Time     `json:"lastRestart,omitempty"`
-	LastResult  string         `json:"lastResult,omitempty"`
-	Served      []ServedStatus `json:"served,omitempty"`
+	Name string `json:"name"`
+	// LastRestart is when the component was last restarted, or confirmed
+	// to have loaded changed files by itself (LastAction), and LastResult
+	// "ok" or "failed: ...".
+	LastRestart *time.Time `json:"lastRestart,omitempty"`
+	LastResult  string     `json:"lastResult,omitempty"`
+	// LastAction is ActionRestart or ActionReload.
+	LastAction string         `json:"lastAction,omitempty"`
+	Served     []ServedStatus `json:"served,omitempty"`
 }
+
+// The LastAction of a ComponentStatus.
+const (
+	// ActionRestart: certagent restarted the component.
+	ActionRestart = "restart"
+	// ActionReload: the component showed that it loaded the changed files
+	// by itself; it was not restarted.
+	ActionReload = "reload"
+)
 
 // CoordinationStatus is a control-plane restart waiting for, or holding,
 // the cluster-wide restart Lease.
@@ -230,7 +244,11 @@ func (s *Status) WriteTable(w io.Writer, now time.Time) error {
 	for _, c := range d.Components {
 		line := "component " + c.Name + ":"
 		if c.LastRestart != nil {
-			line += fmt.Sprintf(" restarted %s (%s);", c.LastRestart.Local().Format("2006-01-02 15:04:05"), c.LastResult)
+			verb := "restarted"
+			if c.LastAction == ActionReload {
+				verb = "reloaded by itself"
+			}
+			line += fmt.Sprintf(" %s %s (%s);", verb, c.LastRestart.Local().Format("2006-01-02 15:04:05"), c.LastResult)
 		}
 		for _, sv := range c.Served {
 			line += fmt.Sprintf(" %s serves %s: %s", sv.Address, sv.Certificate, sv.State)

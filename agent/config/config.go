@@ -204,9 +204,10 @@ type Restart struct {
 	// healthy this long, every check passing (default 10s): one that
 	// answers and then exits (a crash loop) is not.
 	Settle string `json:"settle,omitempty"`
-	// ReloadWait: how long a component that reloads its trust bundles by
-	// itself (the kube-apiserver) is given to show the changed bundles
-	// before it is restarted instead (default 70s; 0: always restart).
+	// ReloadWait: how long a component that reads changed files by itself
+	// is given to show them (etcd or kube-apiserver a renewed certificate,
+	// kube-apiserver changed trust bundles) before it is restarted instead
+	// (default 70s; 0: always restart).
 	ReloadWait string `json:"reloadWait,omitempty"`
 	// Endpoints override where components serve TLS: kube-apiserver
 	// (127.0.0.1:6443), etcd (127.0.0.1:2379), etcd-peer (127.0.0.1:2380),
@@ -385,8 +386,10 @@ func (c *Config) setDefaults() {
 	if a.Socket == "" {
 		a.Socket = "/run/certagent/certagent.sock"
 	}
+	// A duration given as 0 (where its bounds allow it: restart.settle,
+	// restart.reloadWait) stays 0; only one not given takes the default.
 	for _, d := range c.durations() {
-		if *d.out == 0 {
+		if *d.out == 0 && d.val == "" {
 			*d.out = d.def
 		}
 	}

@@ -152,6 +152,26 @@ func TestDurationsInRange(t *testing.T) {
 	}
 }
 
+// TestZeroDurationsStay: restart.settle and restart.reloadWait allow 0
+// ("no settling", "always restart"); a 0 given stays 0, one not given
+// takes the default.
+func TestZeroDurationsStay(t *testing.T) {
+	c, err := Parse([]byte(head + "restart: {settle: 0s, reloadWait: \"0\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Restart.SettleDuration != 0 || c.Restart.ReloadWaitDuration != 0 {
+		t.Errorf("settle %v, reloadWait %v: want 0, 0", c.Restart.SettleDuration, c.Restart.ReloadWaitDuration)
+	}
+	c, err = Parse([]byte(head))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Restart.SettleDuration != 10*time.Second || c.Restart.ReloadWaitDuration != 70*time.Second {
+		t.Errorf("defaults: settle %v, reloadWait %v", c.Restart.SettleDuration, c.Restart.ReloadWaitDuration)
+	}
+}
+
 func TestCertificateTimeoutInRange(t *testing.T) {
 	for _, tc := range []struct{ val, err string }{
 		{"15m", ""}, {"1d", ""}, {"213504d", "out of range"}, {"100y", "must be at most 1d"}, {"-1s", "must be positive"},

@@ -56,7 +56,7 @@ func (r *Restarter) Check(ctx context.Context, cfg *config.Config, rep *inventor
 	for _, comp := range comps {
 		cs := api.ComponentStatus{Name: comp.Name}
 		if s := r.status[comp.Name]; s != nil {
-			cs.LastRestart, cs.LastResult = s.LastRestart, s.LastResult
+			cs.LastRestart, cs.LastResult, cs.LastAction = s.LastRestart, s.LastResult, s.LastAction
 		}
 		for _, s := range comp.Served {
 			want := disk[s.Cert]

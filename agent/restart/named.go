@@ -7,6 +7,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/agent/logfields"
 )
@@ -52,7 +53,7 @@ func (r *Restarter) restartNamed(ctx context.Context, cfg *config.Config, names 
 		if trustOnly && len(comp.ClientCAFlags) > 0 {
 			err := r.reloaded(ctx, cfg, comp, ping)
 			if err == nil {
-				r.note(comp.Name, nil)
+				r.note(comp.Name, api.ActionReload, nil)
 				r.Log.WithFields(logrus.Fields{"COMPONENT": comp.Name, "MESSAGE_ID": logfields.MsgRestartDone}).
 					Info("loaded the changed trust bundles by itself: not restarted")
 				out[comp.Name] = nil
@@ -71,7 +72,7 @@ func (r *Restarter) restartNamed(ctx context.Context, cfg *config.Config, names 
 		}
 		err := r.restartOne(ctx, cfg, comp, nil, ping)
 		release()
-		r.note(comp.Name, err)
+		r.note(comp.Name, api.ActionRestart, err)
 		fields := logrus.Fields{"COMPONENT": comp.Name, "UNIT": comp.Unit, "MESSAGE_ID": logfields.MsgRestartDone}
 		if err != nil {
 			fields["MESSAGE_ID"], fields["REASON"] = logfields.MsgRestartFailed, err.Error()

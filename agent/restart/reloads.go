@@ -2,6 +2,7 @@ package restart
 
 import (
 	"path"
+	"slices"
 
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
@@ -16,6 +17,10 @@ type Reload struct {
 	Certificates   []string
 	// Present is false for a static pod whose manifest is not on this node.
 	Present bool
+	// ByItself: the component reads every one of Certificates anew by
+	// itself when it changes; a daemon or --restart confirms that by the
+	// served serial and restarts it only when that does not show.
+	ByItself bool
 }
 
 // Reloads maps renewed certificate names onto what must reload them, with
@@ -34,6 +39,10 @@ func Reloads(root *pki.Root, cfg *config.Config, names []string) []Reload {
 		}
 		if len(rl.Certificates) == 0 {
 			continue
+		}
+		rl.ByItself = true
+		for _, n := range rl.Certificates {
+			rl.ByItself = rl.ByItself && slices.Contains(comp.Reloads, n)
 		}
 		if comp.Unit == "" {
 			rl.Present = r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest))

@@ -59,6 +59,11 @@ type component struct {
 	// names, as the CAs it accepts, in its first served endpoint's TLS
 	// handshake: a change of them alone needs no restart once it shows.
 	ClientCAFlags []string
+	// Reloads are the certificates of Certs it reads anew by itself when
+	// they change (for its next TLS handshake): renewals of these alone
+	// need no restart once a served one shows its new serial (see
+	// loadedByItself).
+	Reloads []string
 }
 
 // APIServerClientCAFlags are kube-apiserver's flags naming the client CA
@@ -70,11 +75,20 @@ var APIServerClientCAFlags = []string{"client-ca-file", "requestheader-client-ca
 func components(cfg *config.Config) []component {
 	ep := cfg.Restart.Endpoints
 	out := []component{
+		// etcd reads its server and peer key pairs at every handshake;
+		// the healthcheck client is kubeadm's, not etcd's.
 		{Name: "etcd", Manifest: "etcd.yaml", Certs: []string{"etcd-server", "etcd-peer", "etcd-healthcheck-client"},
-			Served: []served{{ep["etcd"], "etcd-server", etcdProbeClient}, {ep["etcd-peer"], "etcd-peer", etcdProbeClient}}},
+			Served:  []served{{ep["etcd"], "etcd-server", etcdProbeClient}, {ep["etcd-peer"], "etcd-peer", etcdProbeClient}},
+			Reloads: []string{"etcd-server", "etcd-peer", "etcd-healthcheck-client"}},
+		// kube-apiserver watches its serving pair, reads the kubelet client
+		// pair for each new connection to a kubelet, and watches the front
+		// proxy's; its etcd client pair is read when it dials etcd, which
+		// a running server does only after a connection breaks: that
+		// renewal takes a restart.
 		{Name: "kube-apiserver", Manifest: "kube-apiserver.yaml", Certs: []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"},
 			Served:        []served{{ep["kube-apiserver"], "apiserver", ""}},
-			ClientCAFlags: APIServerClientCAFlags},
+			ClientCAFlags: APIServerClientCAFlags,
+			Reloads:       []string{"apiserver", "apiserver-kubelet-client", "front-proxy-client"}},
 		{Name: "kube-controller-manager", Manifest: "kube-controller-manager.yaml", Certs: []string{"controller-manager.conf"},
 			Healthz: "https://" + ep["kube-controller-manager"] + "/healthz"},
 		{Name: "kube-scheduler", Manifest: "kube-scheduler.yaml", Certs: []string{"scheduler.conf"},
@@ -161,6 +175,9 @@ func (r *Restarter) Restart(ctx context.Context, cfg *config.Config, renewed []R
 		if comp.Unit == "" && !r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest)) {
 			continue // no such static pod on this node
 		}
+		if r.loadedByItself(ctx, cfg, comp, mine, current, ping) {
+			continue
+		}
 		release := func() {}
 		if comp.Unit == "" && r.Gate != nil {
 			rel, err := r.Gate.Acquire(ctx, cfg, comp.Name, ping)
@@ -183,7 +200,7 @@ func (r *Restarter) Restart(ctx context.Context, cfg *config.Config, renewed []R
 // certificates back (recorded in failed) and restarts it again.
 func (r *Restarter) restartConfirmed(ctx context.Context, cfg *config.Config, comp component, mine []Renewed, current map[string]string, ping func(), failed map[string]error) {
 	err := r.restartOne(ctx, cfg, comp, current, ping)
-	r.note(comp.Name, err)
+	r.note(comp.Name, api.ActionRestart, err)
 	fields := logrus.Fields{"COMPONENT": comp.Name, "UNIT": comp.Unit}
 	if err == nil {
 		fields["MESSAGE_ID"] = logfields.MsgRestartDone
@@ -218,7 +235,7 @@ func (r *Restarter) exists(node string) bool {
 	return err == nil
 }
 
-func (r *Restarter) note(name string, err error) {
+func (r *Restarter) note(name, action string, err error) {
 	if r.status == nil {
 		r.status = map[string]*api.ComponentStatus{}
 	}
@@ -228,7 +245,7 @@ func (r *Restarter) note(name string, err error) {
 		r.status[name] = s
 	}
 	now := r.Clock.Now().UTC()
-	s.LastRestart, s.LastResult = &now, "ok"
+	s.LastRestart, s.LastResult, s.LastAction = &now, "ok", action
 	if err != nil {
 		s.LastResult = "failed: " + err.Error()
 	}

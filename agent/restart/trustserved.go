@@ -31,24 +31,7 @@ func (r *Restarter) reloaded(ctx context.Context, cfg *config.Config, comp compo
 	if err != nil {
 		return err
 	}
-	deadline := r.Clock.Now().Add(cfg.Restart.ReloadWaitDuration)
-	for {
-		err := trustServed(ctx, comp.Served[0].Address, want, n)
-		if err == nil || !r.Clock.Now().Before(deadline) {
-			if err != nil {
-				err = fmt.Errorf("after %s: %w", cfg.Restart.ReloadWaitDuration, err)
-			}
-			return err
-		}
-		if ping != nil {
-			ping()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-r.Clock.After(500 * time.Millisecond):
-		}
-	}
+	return r.poll(ctx, cfg.Restart.ReloadWaitDuration, ping, func() error { return trustServed(ctx, comp.Served[0].Address, want, n) })
 }
 
 // clientCAsOnDisk counts, by subject, the certificates of the bundles

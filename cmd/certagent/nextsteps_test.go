@@ -39,11 +39,14 @@ func TestRenewNextSteps(t *testing.T) {
 		args      []string
 		want      []string
 		restarted string
+		manifest  bool // a kube-apiserver static pod on the node
 	}{
 		{name: "told", args: []string{"kubelet.conf", "apiserver"}, want: []string{
 			"next: kubelet must restart to load kubelet.conf: systemctl restart kubelet.service",
 			"next: kube-apiserver must restart to load apiserver (it does not run as a static pod here",
 			"next: certagent will not restart them"}},
+		{name: "reads it by itself", args: []string{"apiserver"}, manifest: true, want: []string{
+			"next: kube-apiserver (static pod kube-apiserver.yaml) reads apiserver anew by itself: no restart needed"}},
 		{name: "--restart", args: []string{"--restart", "kubelet.conf"}, want: []string{"restarted kubelet                    ok"}, restarted: "kubelet.service"},
 	}
 	for _, tc := range tests {
@@ -51,6 +54,10 @@ func TestRenewNextSteps(t *testing.T) {
 			dir := t.TempDir()
 			if _, err := (pkitest.Layout{}).Write(dir); err != nil {
 				t.Fatal(err)
+			}
+			if tc.manifest {
+				os.MkdirAll(filepath.Join(dir, "etc/kubernetes/manifests"), 0o755)
+				os.WriteFile(filepath.Join(dir, "etc/kubernetes/manifests/kube-apiserver.yaml"), []byte("kind: Pod\n"), 0o600)
 			}
 			cfg := filepath.Join(t.TempDir(), "config.yaml")
 			os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {kubeletHealthz: "+healthz.URL+", timeout: 5s}\n"), 0o600)
@@ -65,6 +72,9 @@ func TestRenewNextSteps(t *testing.T) {
 				if !strings.Contains(out, w) {
 					t.Errorf("lacks %q:\n%s", w, out)
 				}
+			}
+			if tc.manifest && strings.Contains(out, "will not restart them") {
+				t.Errorf("nothing here needs a restart:\n%s", out)
 			}
 			if got := strings.Join(units.units, ","); got != tc.restarted {
 				t.Errorf("restarted %q, want %q", got, tc.restarted)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -188,6 +189,9 @@ func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *
 	if !restartNow {
 		for _, rl := range reloads {
 			switch {
+			case rl.ByItself && rl.Present:
+				fmt.Fprintf(out, "next: %s (static pod %s) reads %s anew by itself: no restart needed; certagent status shows whether it serves the new certificate (certagent renew --restart waits for it, and restarts it if it does not show)\n",
+					rl.Component, rl.Manifest, strings.Join(rl.Certificates, ", "))
 			case rl.Unit != "":
 				fmt.Fprintf(out, "next: %s must restart to load %s: systemctl restart %s (or certagent renew --restart)\n", rl.Component, strings.Join(rl.Certificates, ", "), rl.Unit)
 			case rl.Present:
@@ -196,6 +200,9 @@ func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *
 			default:
 				fmt.Fprintf(out, "next: %s must restart to load %s (it does not run as a static pod here: restart it where it runs)\n", rl.Component, strings.Join(rl.Certificates, ", "))
 			}
+		}
+		if !slices.ContainsFunc(reloads, func(rl restart.Reload) bool { return !rl.ByItself || !rl.Present }) {
+			return true
 		}
 		fmt.Fprintf(out, "next: certagent will not restart them: no daemon answered on %s, and a daemon restarts only after its own renewals (it reports a served certificate older than the disk as stale)\n", cfg.Agent.Socket)
 		return true
@@ -206,7 +213,11 @@ func nextSteps(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg *
 	r.Gate = &restartGate{root: root, restarter: r, log: log}
 	rolledBack := r.Restart(ctx, cfg, renewed, nil)
 	for _, cs := range r.Results(cfg) {
-		fmt.Fprintf(out, "%-9s %-26s %s\n", "restarted", cs.Name, cs.LastResult)
+		verb := "restarted"
+		if cs.LastAction == api.ActionReload {
+			verb = "reloaded"
+		}
+		fmt.Fprintf(out, "%-9s %-26s %s\n", verb, cs.Name, cs.LastResult)
 	}
 	for name, err := range rolledBack {
 		fmt.Fprintf(out, "%-9s %-26s %v\n", "failed", name, err)

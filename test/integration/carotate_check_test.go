@@ -84,6 +84,12 @@ func (rig *caRig) checkRotated(t *testing.T, start time.Time, oldCA *x509.Certif
 	if len(trust)+len(outside) > 0 {
 		t.Errorf("administrator's requests refused for trust: %v; failed while the kube-apiserver was up: %v", trust, outside)
 	}
+	if strict && len(outages) > 0 {
+		// kube-apiserver reads what a `ca` rotation changes of its files
+		// by itself: the client CA bundles, its serving and kubelet client
+		// certificates.
+		t.Errorf("the one kube-apiserver restarted %d times: %d administrator's requests failed", len(outages), inside)
+	}
 	var downtime time.Duration
 	for _, iv := range outages {
 		downtime += iv.end.Sub(iv.start)

@@ -83,12 +83,14 @@ func (rig *caRig) dump(t *testing.T) {
 }
 
 // checkRestarts shows the stand-in and the pollers at work on a plain
-// renewal: certagent renews the kube-apiserver's certificate and
+// renewal: certagent renews the kube-apiserver's etcd client certificate and
 // controller-manager.conf and restarts both through their manifests; the
 // administrator's failures all fall while the one kube-apiserver is down.
 func (rig *caRig) checkRestarts(t *testing.T, admin *adminPoller, leases *leaseWatch) {
 	start := time.Now()
-	r := run(t, certagentBin, "renew", "--root", rig.cp, "apiserver", "controller-manager.conf")
+	// kube-apiserver reads its serving certificate anew by itself, not
+	// its etcd client's: that renewal restarts it.
+	r := run(t, certagentBin, "renew", "--root", rig.cp, "apiserver-etcd-client", "controller-manager.conf")
 	if r.code != 0 {
 		t.Fatalf("renew: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}

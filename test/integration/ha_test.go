@@ -69,13 +69,16 @@ func startHACluster(t *testing.T, ctx context.Context) *haCluster {
 		for _, m := range []string{"etcd.yaml", "kube-apiserver.yaml"} {
 			os.WriteFile(filepath.Join(manifests, m), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
 		}
+		// reloadWait 0: etcd and kube-apiserver read most renewed
+		// certificates by themselves; here every component restarts, so
+		// that the turns are tested.
 		cfg := fmt.Sprintf(`apiVersion: certagent.io/v1alpha1
 kind: AgentConfiguration
 renewBefore: 9m
 renewal: {validity: 8760h}
 exclude: ["/etc/kubernetes/kubelet.conf"]
 agent: {nodeName: %s, reportToCluster: false}
-restart: {fileCheckFrequency: 1s, timeout: 90s, endpoints: {etcd: "%s", etcd-peer: "%s", kube-apiserver: "%s"}}
+restart: {fileCheckFrequency: 1s, timeout: 90s, reloadWait: 0s, endpoints: {etcd: "%s", etcd-peer: "%s", kube-apiserver: "%s"}}
 coordination: {leaseDuration: %s, retryInterval: 500ms, apiDownWindow: %s, apiServers: [%s]}
 `, n.Name, n.EtcdAddr(), n.PeerAddr(), n.APIAddr(), haLease, haWindow, strings.Join(apis, ", "))
 		os.MkdirAll(filepath.Join(roots[i], "etc/certagent"), 0o755)

@@ -51,11 +51,25 @@ func servedSerialAt(addr string) string {
 	return strings.ToUpper(conn.ConnectionState().PeerCertificates[0].SerialNumber.Text(16))
 }
 
-// TestStaticPodAPIServer: after renewing apiserver.crt, certagent recreates
-// the kube-apiserver static pod (manifest out as a dotfile, back after the
-// file check period) and confirms with a TLS probe that the real API
-// server now serves the new serial.
+// TestStaticPodAPIServer: after renewing apiserver.crt, certagent's
+// daemon confirms with a TLS probe that the real API server serves the
+// new serial. The real kube-apiserver reads its serving certificate anew
+// by itself: it is not restarted. With restart.reloadWait 0 certagent
+// recreates the static pod instead (manifest out as a dotfile, back after
+// the file check period).
 func TestStaticPodAPIServer(t *testing.T) {
+	for _, tc := range []struct {
+		name, reloadWait, confirmed string
+		restart                     bool
+	}{
+		{name: "reads it by itself", reloadWait: "60s", confirmed: "loaded the renewed certificate by itself"},
+		{name: "restart", reloadWait: "0s", confirmed: "restarted; the new certificate is served", restart: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { staticPodAPIServer(t, tc.reloadWait, tc.confirmed, tc.restart) })
+	}
+}
+
+func staticPodAPIServer(t *testing.T, reloadWait, confirmed string, restart bool) {
 	c := sharedCluster(t)
 	manifests := filepath.Join(c.Root, "etc/kubernetes/manifests")
 	os.MkdirAll(manifests, 0o755)
@@ -65,7 +79,8 @@ func TestStaticPodAPIServer(t *testing.T) {
 	addr := strings.TrimPrefix(c.URL, "https://")
 	cfg := filepath.Join(c.Root, "etc/certagent/config.yaml")
 	os.MkdirAll(filepath.Dir(cfg), 0o755)
-	os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {fileCheckFrequency: 1s, timeout: 90s, endpoints: {kube-apiserver: \""+addr+"\"}}\n"+
+	os.WriteFile(cfg, []byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {fileCheckFrequency: 1s, timeout: 90s, reloadWait: "+reloadWait+
+		", endpoints: {kube-apiserver: \""+addr+"\"}}\n"+
 		// One control-plane node: its kube-apiserver is the only one (here
 		// its kubeconfigs do not reach it, nor the default etcd address etcd).
 		"coordination: {apiServers: [\""+addr+"\"]}\n"), 0o644)
@@ -83,21 +98,21 @@ func TestStaticPodAPIServer(t *testing.T) {
 	}
 	pid := c.PID("apiserver")
 	deadline := time.Now().Add(2 * time.Minute)
-	for !strings.Contains(d.log(), "restarted; the new certificate is served") {
+	for !strings.Contains(d.log(), confirmed) {
 		if time.Now().After(deadline) || strings.Contains(d.log(), "rolling back") {
-			t.Fatalf("no confirmed restart\n%s", d.log())
+			t.Fatalf("not confirmed (%q)\n%s", confirmed, d.log())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("renewed on disk to the new serial confirmed served by the recreated kube-apiserver: %s", time.Since(onDisk))
+	t.Logf("renewed on disk to the new serial confirmed served (restart %v): %s", restart, time.Since(onDisk))
 	if got := servedSerialAt(addr); got != disk {
 		t.Errorf("served %s, disk %s", got, disk)
 	}
-	if c.PID("apiserver") == pid {
-		t.Error("the kube-apiserver process was not recreated")
+	if recreated := c.PID("apiserver") != pid; recreated != restart {
+		t.Errorf("the kube-apiserver process recreated: %v, want %v", recreated, restart)
 	}
 	if !strings.Contains(d.log(), "COMPONENT=kube-apiserver") {
-		t.Errorf("restart not logged per component:\n%s", d.log())
+		t.Errorf("confirmation not logged per component:\n%s", d.log())
 	}
 	if err := c.WaitReady(t.Context(), time.Minute); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,158 @@
+package restart
+
+import (
+	"context"
+	"crypto/tls"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
+	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/config"
+	"github.com/certagent/certagent/agent/inventory"
+	"github.com/certagent/certagent/rotate/pki"
+	"github.com/certagent/certagent/rotate/pki/pkitest"
+)
+
+// renewingServer serves apiserver.crt as kube-apiserver does: read from
+// disk again after `after` handshakes (its file watch; never when 0), and
+// at once after a restart (its manifest left the directory).
+type renewingServer struct {
+	mu         sync.Mutex
+	cert       *tls.Certificate
+	handshakes int
+	restarted  bool
+}
+
+func startRenewingServer(t *testing.T, dir string, after int) (string, *renewingServer) {
+	t.Helper()
+	pkiDir := filepath.Join(dir, "etc/kubernetes/pki")
+	load := func() *tls.Certificate {
+		c, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "apiserver.crt"), filepath.Join(pkiDir, "apiserver.key"))
+		if err != nil {
+			t.Error(err)
+		}
+		return &c
+	}
+	s := &renewingServer{cert: load()}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { // the kubelet: a manifest gone is a restart
+		for ctx.Err() == nil {
+			if _, err := os.Stat(filepath.Join(dir, "etc/kubernetes/manifests/kube-apiserver.yaml")); err != nil {
+				s.mu.Lock()
+				s.restarted = true
+				s.mu.Unlock()
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	cfg := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.handshakes++
+		if after > 0 && s.handshakes == after || s.restarted {
+			s.cert = load()
+		}
+		return s.cert, nil
+	}}
+	return serveTLS(t, cfg).Addr().String(), s
+}
+
+// TestLoadedByItself: kube-apiserver renewals of certificates it reads
+// anew by itself are confirmed without a restart once the new serving
+// certificate shows (after a few handshakes, as its file watch would); a
+// server that never shows it within restart.reloadWait is restarted, and
+// so is one whose renewals include its etcd client pair, one where
+// nothing renewed is served, or any with restart.reloadWait 0.
+func TestLoadedByItself(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		after      int // handshakes before the server reloads (0: never)
+		renewed    []string
+		reloadWait string
+		restarted  bool
+		fallback   bool // the wait ran out
+	}{
+		{name: "reloads", after: 3, renewed: []string{"apiserver", "apiserver-kubelet-client", "front-proxy-client"}},
+		{name: "never reloads", renewed: []string{"apiserver"}, restarted: true, fallback: true},
+		{name: "etcd client renewed", after: 1, renewed: []string{"apiserver", "apiserver-etcd-client"}, restarted: true},
+		{name: "nothing served renewed", after: 1, renewed: []string{"apiserver-kubelet-client"}, restarted: true},
+		{name: "reloadWait 0", after: 1, renewed: []string{"apiserver"}, reloadWait: "0s", restarted: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			node, err := (pkitest.Layout{}).Write(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			manifests := filepath.Join(dir, "etc/kubernetes/manifests")
+			os.MkdirAll(manifests, 0o755)
+			os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
+			addr, srv := startRenewingServer(t, dir, tc.after)
+			// The renewal: a new pair on disk.
+			crt, key, err := node.CA.Issue(pkitest.Spec{CommonName: "kube-apiserver", NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pkiDir := filepath.Join(dir, "etc/kubernetes/pki")
+			os.WriteFile(filepath.Join(pkiDir, "apiserver.crt"), pkitest.CertPEM(crt), 0o644)
+			os.WriteFile(filepath.Join(pkiDir, "apiserver.key"), pkitest.KeyPEM(key), 0o600)
+			var renewed []Renewed
+			for _, n := range tc.renewed {
+				rn := Renewed{Cert: &inventory.Certificate{Name: n}}
+				if n == "apiserver" {
+					rn.NewSerial = strings.ToUpper(crt.SerialNumber.Text(16))
+				}
+				renewed = append(renewed, rn)
+			}
+			wait := tc.reloadWait
+			if wait == "" {
+				wait = "2s"
+			}
+			cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n" +
+				"restart: {fileCheckFrequency: 10ms, timeout: 5s, settle: 0s, reloadWait: " + wait + ", endpoints: {kube-apiserver: \"" + addr + "\"}}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			root, _ := pki.NewRoot(dir)
+			log, hook := test.NewNullLogger()
+			r := &Restarter{Root: root, Clock: clock.RealClock{}, Log: log}
+			if failed := r.Restart(context.Background(), cfg, renewed, nil); len(failed) > 0 {
+				t.Fatalf("failed: %v", failed)
+			}
+			var msgs []string
+			for _, e := range hook.AllEntries() {
+				msgs = append(msgs, e.Message)
+			}
+			all := strings.Join(msgs, "\n")
+			srv.mu.Lock()
+			restarted, n := srv.restarted, srv.handshakes
+			srv.mu.Unlock()
+			if restarted != tc.restarted || hasEntry(hook, logrus.InfoLevel, "restarted; the new certificate is served") != tc.restarted ||
+				hasEntry(hook, logrus.InfoLevel, reloadedMsg) == tc.restarted {
+				t.Errorf("restarted %v, want %v:\n%s", restarted, tc.restarted, all)
+			}
+			if got := strings.Contains(all, "the renewed certificate does not show: restarting"); got != tc.fallback {
+				t.Errorf("waited for a reload that never came: %v, want %v:\n%s", got, tc.fallback, all)
+			}
+			if !tc.restarted && n < tc.after {
+				t.Errorf("confirmed after %d handshakes, before the server reloaded (%d)", n, tc.after)
+			}
+			want := api.ActionReload
+			if tc.restarted {
+				want = api.ActionRestart
+			}
+			if s := r.Results(cfg); len(s) != 1 || s[0].LastResult != "ok" || s[0].LastAction != want {
+				t.Errorf("results %+v, want lastAction %s", s, want)
+			}
+		})
+	}
+}
