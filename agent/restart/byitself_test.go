@@ -44,7 +44,9 @@ func startRenewingServer(t *testing.T, dir string, after int) (string, *renewing
 	s := &renewingServer{cert: load()}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	go func() { // the kubelet: a manifest gone is a restart
+	// The kubelet: a manifest gone is a restart (out for 300 ms: the
+	// 200 ms file check period of the test's config, times 1.5).
+	go func() {
 		for ctx.Err() == nil {
 			if _, err := os.Stat(filepath.Join(dir, "etc/kubernetes/manifests/kube-apiserver.yaml")); err != nil {
 				s.mu.Lock()
@@ -118,7 +120,7 @@ func TestLoadedByItself(t *testing.T) {
 				wait = "2s"
 			}
 			cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n" +
-				"restart: {fileCheckFrequency: 10ms, timeout: 5s, settle: 0s, reloadWait: " + wait + ", endpoints: {kube-apiserver: \"" + addr + "\"}}\n"))
+				"restart: {fileCheckFrequency: 200ms, timeout: 5s, settle: 0s, reloadWait: " + wait + ", endpoints: {kube-apiserver: \"" + addr + "\"}}\n"))
 			if err != nil {
 				t.Fatal(err)
 			}
