@@ -3,6 +3,8 @@ package restart
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -157,4 +159,68 @@ func TestLoadedByItself(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAPIServerReadyz: kube-apiserver restarted for a certificate that no
+// probe can see served (its etcd client pair) is confirmed only by its
+// /readyz: 200, or 401/403 where anonymous requests may not read it; a
+// server that stays unready (it cannot reach etcd with the new pair) gets
+// the old pair back.
+func TestAPIServerReadyz(t *testing.T) {
+	for _, tc := range []struct {
+		status     int
+		rolledBack bool
+	}{{200, false}, {401, false}, {403, false}, {500, true}} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			dir := t.TempDir()
+			manifests := filepath.Join(dir, "etc/kubernetes/manifests")
+			os.MkdirAll(manifests, 0o755)
+			os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
+			var mu sync.Mutex
+			var paths []string
+			ln := serveHTTPS(t, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}, func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				paths = append(paths, r.URL.Path)
+				mu.Unlock()
+				w.WriteHeader(tc.status)
+			})
+			cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n" +
+				"restart: {fileCheckFrequency: 10ms, timeout: 1s, settle: 0s, endpoints: {kube-apiserver: \"" + ln.Addr().String() + "\"}}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			root, _ := pki.NewRoot(dir)
+			log, _ := test.NewNullLogger()
+			r := &Restarter{Root: root, Clock: clock.RealClock{}, Log: log}
+			rolledBack := false
+			renewed := []Renewed{{Cert: &inventory.Certificate{Name: "apiserver-etcd-client"}, Rollback: func() error { rolledBack = true; return nil }}}
+			failed := r.Restart(context.Background(), cfg, renewed, nil)
+			if got := failed["apiserver-etcd-client"] != nil; got != tc.rolledBack || rolledBack != tc.rolledBack {
+				t.Errorf("failed %v, rolled back %v; want %v", failed, rolledBack, tc.rolledBack)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(paths) == 0 || paths[0] != "/readyz" {
+				t.Errorf("asked %v, want /readyz", paths)
+			}
+		})
+	}
+}
+
+// selfSigned is a serving pair of a throwaway CA.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	ca, err := pkitest.NewCA("readyz-test", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), pkitest.ECDSA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt, key, err := ca.Issue(pkitest.Spec{CommonName: "kube-apiserver", NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(pkitest.CertPEM(crt), pkitest.KeyPEM(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
 }

@@ -20,7 +20,8 @@ import (
 // this one, signed by the etcd CA, for exactly such health checks.
 const etcdProbeClient = "etcd/healthcheck-client"
 
-func probeHealthz(ctx context.Context, url string) error {
+// probeHealthz passes when url answers 200, or, with authOK, 401 or 403.
+func probeHealthz(ctx context.Context, url string, authOK bool) error {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -31,10 +32,13 @@ func probeHealthz(ctx context.Context, url string) error {
 		return fmt.Errorf("healthz: %w", err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthz %s: HTTP %d", url, resp.StatusCode)
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return nil
+	case authOK && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
+		return nil
 	}
-	return nil
+	return fmt.Errorf("healthz %s: HTTP %d", url, resp.StatusCode)
 }
 
 // clientCert loads the client key pair named stem (see served.Client)

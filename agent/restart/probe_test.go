@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"log"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,31 +33,22 @@ type clientAuthServer struct {
 	clients      []string
 }
 
-// serveTLS listens on loopback with cfg and completes the handshake of
-// every connection, which it keeps until the client hangs up (3 s at
-// most).
+// serveTLS listens on loopback with cfg and answers every HTTP request
+// 200 (kube-apiserver's /readyz); a client may also only handshake.
 func serveTLS(t *testing.T, cfg *tls.Config) net.Listener {
+	return serveHTTPS(t, cfg, func(http.ResponseWriter, *http.Request) {})
+}
+
+// serveHTTPS is serveTLS with h answering the requests.
+func serveHTTPS(t *testing.T, cfg *tls.Config, h http.HandlerFunc) net.Listener {
 	t.Helper()
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(3 * time.Second))
-				if c.(*tls.Conn).Handshake() == nil {
-					c.Read(make([]byte, 1)) // until the client hangs up
-				}
-			}()
-		}
-	}()
+	srv := &http.Server{Handler: h, ReadTimeout: 3 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}
+	t.Cleanup(func() { srv.Close() })
+	go srv.Serve(ln)
 	return ln
 }
 

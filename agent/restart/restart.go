@@ -52,8 +52,11 @@ type component struct {
 	Unit     string // a systemd unit, or
 	Manifest string // a static pod manifest file name
 	Healthz  string
-	Served   []served
-	Certs    []string
+	// HealthzAuth: an answer of 401 or 403 from Healthz passes (the
+	// server is up; its readiness is not for anonymous requests).
+	HealthzAuth bool
+	Served      []served
+	Certs       []string
 	// ClientCAFlags are the flags of its manifest (the first required)
 	// naming the trust bundles it reloads by itself when they change, and
 	// names, as the CAs it accepts, in its first served endpoint's TLS
@@ -86,7 +89,10 @@ func components(cfg *config.Config) []component {
 		// a running server does only after a connection breaks: that
 		// renewal takes a restart.
 		{Name: "kube-apiserver", Manifest: "kube-apiserver.yaml", Certs: []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"},
-			Served:        []served{{ep["kube-apiserver"], "apiserver", ""}},
+			Served: []served{{ep["kube-apiserver"], "apiserver", ""}},
+			// /readyz: it is up and reaches etcd (a renewed etcd client
+			// pair works); kubeadm lets anonymous requests read it.
+			Healthz: "https://" + ep["kube-apiserver"] + "/readyz", HealthzAuth: true,
 			ClientCAFlags: APIServerClientCAFlags,
 			Reloads:       []string{"apiserver", "apiserver-kubelet-client", "front-proxy-client"}},
 		{Name: "kube-controller-manager", Manifest: "kube-controller-manager.yaml", Certs: []string{"controller-manager.conf"},
@@ -363,7 +369,7 @@ func (r *Restarter) cyclePod(ctx context.Context, cfg *config.Config, manifest s
 // component presents the expected serial.
 func (r *Restarter) healthy(ctx context.Context, comp component, expect map[string]string, clients map[string]clientPair) error {
 	if comp.Healthz != "" {
-		if err := probeHealthz(ctx, comp.Healthz); err != nil {
+		if err := probeHealthz(ctx, comp.Healthz, comp.HealthzAuth); err != nil {
 			return err
 		}
 	}

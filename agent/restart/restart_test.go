@@ -144,7 +144,10 @@ func restartWith(t *testing.T, gate *fakeGate, named []string) []string {
 	events = nil
 	mu.Unlock()
 
-	cfg, _ := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {fileCheckFrequency: 40ms, timeout: 1s, kubeletHealthz: ''}\n"))
+	apiserver := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})) // its /readyz
+	defer apiserver.Close()
+	cfg, _ := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {fileCheckFrequency: 40ms, timeout: 1s, kubeletHealthz: '', endpoints: {kube-apiserver: \"" +
+		strings.TrimPrefix(apiserver.URL, "https://") + "\"}}\n"))
 	cfg.Restart.KubeletHealthz = ""
 	root, _ := pki.NewRoot(dir)
 	logger := logrus.New()
