@@ -19,26 +19,9 @@ import (
 // neither; a renewed etcd client certificate of kube-apiserver, which a
 // running server does not read again, still restarts it.
 func TestControlPlaneLoadsRenewedCertificates(t *testing.T) {
-	requireKube(t, "kubeadm")
-	requireKube(t, "kube-apiserver")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	root := t.TempDir()
-	if err := makeKubeadmNode(root, "8760h", "ECDSA-P256", "node1", "10.0.0.11"); err != nil {
-		t.Fatal(err)
-	}
-	manifests := filepath.Join(root, "etc/kubernetes/manifests")
-	os.MkdirAll(manifests, 0o755)
-	for _, m := range []string{"etcd.yaml", "kube-apiserver.yaml"} {
-		os.WriteFile(filepath.Join(manifests, m), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
-	}
-	h, err := cluster.StartHA(ctx, kubeBin, t.TempDir(), []string{"node1"}, []string{root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Stop)
-	tl := &restartLog{}
-	runHAStaticPods(t, ctx, h, tl)
+	root, h, tl := startOneControlPlane(t, ctx, "apiVersion: v1\nkind: Pod\n")
 	n := h.Nodes[0]
 	cfg := filepath.Join(root, "etc/certagent/config.yaml")
 	os.MkdirAll(filepath.Dir(cfg), 0o755)
@@ -100,4 +83,30 @@ func TestControlPlaneLoadsRenewedCertificates(t *testing.T) {
 	waitFor(t, "the stand-in kubelet to see kube-apiserver restarted and ready", time.Minute, func() bool {
 		return len(tl.since(start, "kube-apiserver")) > 0
 	})
+}
+
+// startOneControlPlane starts one kubeadm control-plane node's real etcd
+// and kube-apiserver (its root, with kube-apiserver's manifest as given,
+// what certagent reads of it), under a stand-in kubelet whose restarts
+// the log records.
+func startOneControlPlane(t *testing.T, ctx context.Context, apiserverManifest string) (string, *cluster.HA, *restartLog) {
+	t.Helper()
+	requireKube(t, "kubeadm")
+	requireKube(t, "kube-apiserver")
+	root := t.TempDir()
+	if err := makeKubeadmNode(root, "8760h", "ECDSA-P256", "node1", "10.0.0.11"); err != nil {
+		t.Fatal(err)
+	}
+	manifests := filepath.Join(root, "etc/kubernetes/manifests")
+	os.MkdirAll(manifests, 0o755)
+	os.WriteFile(filepath.Join(manifests, "etcd.yaml"), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
+	os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte(apiserverManifest), 0o600)
+	h, err := cluster.StartHA(ctx, kubeBin, t.TempDir(), []string{"node1"}, []string{root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Stop)
+	tl := &restartLog{}
+	runHAStaticPods(t, ctx, h, tl)
+	return root, h, tl
 }

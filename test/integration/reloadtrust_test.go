@@ -21,7 +21,6 @@ import (
 	ca "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
-	"github.com/certagent/certagent/test/cluster"
 )
 
 // TestKubeAPIServerReloadsTrust: the real kube-apiserver, run with
@@ -32,27 +31,11 @@ import (
 // accepted, after finish (the new CA alone) one of the old CA is refused,
 // and the stand-in kubelet saw no restart.
 func TestKubeAPIServerReloadsTrust(t *testing.T) {
-	requireKube(t, "kubeadm")
-	requireKube(t, "kube-apiserver")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	root := t.TempDir()
-	if err := makeKubeadmNode(root, "8760h", "ECDSA-P256", "node1", "10.0.0.11"); err != nil {
-		t.Fatal(err)
-	}
-	manifests := filepath.Join(root, "etc/kubernetes/manifests")
-	os.MkdirAll(manifests, 0o755)
-	os.WriteFile(filepath.Join(manifests, "etcd.yaml"), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
 	// What certagent reads of kubeadm's manifest: the client CA flags.
-	os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - command:\n"+
-		"    - --client-ca-file=/etc/kubernetes/pki/ca.crt\n    - --requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt\n"), 0o600)
-	h, err := cluster.StartHA(ctx, kubeBin, t.TempDir(), []string{"node1"}, []string{root})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Stop)
-	tl := &restartLog{}
-	runHAStaticPods(t, ctx, h, tl)
+	root, h, tl := startOneControlPlane(t, ctx, "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - command:\n"+
+		"    - --client-ca-file=/etc/kubernetes/pki/ca.crt\n    - --requestheader-client-ca-file=/etc/kubernetes/pki/front-proxy-ca.crt\n")
 	addr := h.Nodes[0].APIAddr()
 
 	rfs, _ := pki.NewRoot(root)
