@@ -154,6 +154,13 @@ func (s *step) run(ctx context.Context) {
 		s.block(err.Error())
 		return
 	}
+	// The phase is the operator's only when the new CA's key, verified
+	// just above, signed it: a ConfigMap writer without it cannot move
+	// the nodes ahead of the command's waits.
+	if err := c.CheckPhase(s.next); err != nil {
+		s.block(err.Error())
+		return
+	}
 	s.out.Report.HasNewKey = ca.HasKey(s.n.Root, cfg.PKIDir, s.stem, s.next)
 	if s.it, err = loadIntent(s.n.StateDir); err != nil {
 		s.n.Log.WithField("REASON", err.Error()).Warn("CA rotation record unreadable: the phase is redone")

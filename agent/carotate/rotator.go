@@ -53,11 +53,17 @@ type Rotator struct {
 	// called before a new rotation starts, and on a resumed one when
 	// Supplied is set.
 	Prepare func() (*x509.Certificate, error)
+	// NewKey returns this node's key of the rotation's new CA next (made
+	// or staged by Prepare, or the CA key itself once this node's signer
+	// switched): it signs every phase the command publishes (phaseProof).
+	NewKey func(next *x509.Certificate) (crypto.Signer, error)
 	// Refusals are preconditions that failed on this node before Run.
 	Refusals []string
 	// New starts a new rotation even when the last one of this CA
 	// finished with the CA in use here.
 	New bool
+
+	newKey crypto.Signer // NewKey's answer for the rotation run
 }
 
 // Run starts or resumes the rotation and returns its state as last
@@ -104,10 +110,43 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 				OldCA: pki.EncodeCertPEM(r.Current), NewCA: pki.EncodeCertPEM(newCA), Proof: proof, Nodes: names(nodes)}
 		}
 	}
+	if err := r.loadNewKey(c); err != nil {
+		return c, err
+	}
+	if !resume {
+		if err := c.SignPhase(r.newKey); err != nil {
+			return c, fmt.Errorf("prepare: %w", err)
+		}
+	}
 	if err := r.begin(ctx, c, &rv, resume); err != nil {
 		return c, err
 	}
 	return c, r.sequence(ctx, c, &rv)
+}
+
+// loadNewKey finds the new CA's key on this node, which signs the phases
+// (refused when it is not here: nothing was written).
+func (r *Rotator) loadNewKey(c *Cluster) error {
+	next, err := oneCert("newCA", c.NewCA)
+	if err != nil {
+		return err
+	}
+	var key crypto.Signer
+	if r.NewKey != nil {
+		key, err = r.NewKey(next)
+	} else {
+		err = errors.New("no way to read it")
+	}
+	if err == nil && !pki.KeyMatches(next, key) {
+		err = errors.New("the key found is not the new CA's")
+	}
+	if err != nil {
+		stem, _ := cafiles.Stem(c.CA)
+		return &RefusedError{Reasons: []string{fmt.Sprintf("the new CA's key, which signs each phase (%s), is not on this node (%v): run the command on the node where the rotation began, or stage the new CA here (<pki>/%s.next.crt and .next.key, or --new-ca-cert and --new-ca-key)",
+			cafiles.PhaseProofKey, err, stem)}}
+	}
+	r.newKey = key
+	return nil
 }
 
 // inProgress refuses another rotation than c while c is not done.
@@ -247,6 +286,9 @@ func (r *Rotator) advance(ctx context.Context, c *Cluster, rv *string) error {
 	}
 	n := *c
 	n.Phase, n.Since, n.NodesDone = next, r.Clock.Now(), nil
+	if err := n.SignPhase(r.newKey); err != nil {
+		return err
+	}
 	if err := r.put(ctx, &n, rv); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package carotate
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"slices"
@@ -146,11 +147,12 @@ func TestFinishedRotationIsNotStartedAgain(t *testing.T) {
 		t.Fatalf("rerun of a finished rotation: %v, %d writes (want none)", err, f.writes-before)
 	}
 	// --new starts another rotation, from the CA now in use.
-	third, _, err := cafiles.NewCA(f.newCA, f.newKey, t0)
+	third, thirdKey, err := cafiles.NewCA(f.newCA, f.newKey, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.New, r.Prepare = true, func() (*x509.Certificate, error) { return third, nil }
+	r.NewKey = func(*x509.Certificate) (crypto.Signer, error) { return thirdKey, nil }
 	if _, err := r.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -400,6 +402,10 @@ func TestInvalidConfigMap(t *testing.T) {
 		// CA's key did not sign.
 		{"no proof", "newCAProof", "", "no newCAProof"},
 		{"forged proof", "newCAProof", string(forged), "not signed by the old CA"},
+		// A phase moved on by a ConfigMap writer without the new CA's
+		// key, or no phase proof (a ConfigMap of an older certagent).
+		{"phase moved", "phase", "finish", "phaseProof is not the new CA key's signature"},
+		{"no phase proof", "phaseProof", "", "no phaseProof"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := map[string]string{}
@@ -421,6 +427,9 @@ func TestConflictWithAnotherWriter(t *testing.T) {
 	// Someone else moves the rotation on behind the command's back.
 	c := f.state()
 	c.Phase = Finish
+	if err := c.SignPhase(f.newKey); err != nil { // another command, with the key
+		t.Fatal(err)
+	}
 	f.setData(c.Data())
 	f.report("w1", NodeReport{ID: c.ID, Phase: Trust, Done: true})
 	err := result(t, done)

@@ -153,6 +153,9 @@ func TestCARotateRerunWithSuppliedCAAfterSwitch(t *testing.T) {
 	}
 	c := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Reissue, Since: now, Started: now,
 		OldCA: pkitest.CertPEM(n.CA.Cert), NewCA: pkitest.CertPEM(next), Proof: proof, Nodes: []string{"node1"}, NodesDone: []string{"node1"}, PhaseTimes: times}
+	if err := c.SignPhase(key); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := (carotate.Store{Client: cs}).Put(context.Background(), c, ""); err != nil {
 		t.Fatal(err)
 	}
