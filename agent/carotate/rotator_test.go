@@ -576,3 +576,31 @@ func TestRerunWithSuppliedCAAfterSignerSwitch(t *testing.T) {
 		t.Error("a refused rotation was started")
 	}
 }
+
+// TestPhasesSigned: every phase the command publishes carries a proof
+// the new CA's key signed for it; a rerun on a node without that key is
+// refused before it writes anything.
+func TestPhasesSigned(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true))
+	r := f.rotator(nil)
+	r.Until = Trust
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c := f.state()
+	if err := c.CheckPhase(f.newCA); err != nil || c.Phase != Trust {
+		t.Fatalf("phase %s: %v", c.Phase, err)
+	}
+	before := f.writes
+	r = f.rotator(nil)
+	r.NewKey = func(*x509.Certificate) (crypto.Signer, error) { return nil, errors.New("no .next.key here") }
+	if _, err := r.Run(context.Background()); !IsRefused(err) || !strings.Contains(err.Error(), "the new CA's key, which signs each phase (phaseProof), is not on this node (no .next.key here)") {
+		t.Fatalf("a rerun without the new key: %v", err)
+	}
+	if f.writes != before {
+		t.Errorf("%d writes by a refused rerun", f.writes-before)
+	}
+	if _, err := f.rotator(nil).Run(context.Background()); err != nil || f.state().Phase != Done || f.state().CheckPhase(f.newCA) != nil {
+		t.Fatalf("to the end: %v, phase %s", err, f.state().Phase)
+	}
+}
