@@ -213,6 +213,12 @@ func (c *Cluster) Times() []PhaseTime {
 	return out
 }
 
+// Over reports whether the rotation is over: at phase done, and every
+// node done with it.
+func (c *Cluster) Over() bool {
+	return c.Phase == Done && c.finished(Done)
+}
+
 // finished reports whether c records phase p as done everywhere.
 func (c *Cluster) finished(p Phase) bool {
 	for _, t := range c.Times() {

@@ -223,7 +223,7 @@ func (f *fakeCluster) simulate() {
 		return
 	}
 	c := f.state()
-	if c == nil || c.Phase == Done {
+	if c == nil || c.Over() {
 		return
 	}
 	f.mu.Lock()

@@ -74,7 +74,7 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	resume := c != nil && c.Phase != Done
+	resume := c != nil && !c.Over()
 	if !resume && c != nil && c.CA == r.CA && !r.New && r.Current != nil && Fingerprint(r.Current) == c.ID {
 		r.printf("rotation %s of %s finished at %s; --new starts another", c.ID, c.CA, c.Since.Format(time.RFC3339))
 		return c, nil
@@ -152,7 +152,7 @@ func (r *Rotator) loadNewKey(c *Cluster) error {
 // inProgress refuses another rotation than c while c is not done.
 func (r *Rotator) inProgress(c *Cluster) []string {
 	switch {
-	case c == nil || c.Phase == Done:
+	case c == nil || c.Over():
 	case c.CA != r.CA:
 		return []string{fmt.Sprintf("a rotation of %s (id %s) is in progress, at phase %s since %s: finish it first (certagent ca rotate --ca %s)",
 			c.CA, c.ID, c.Phase, c.Since.Format(time.RFC3339), c.CA)}
@@ -202,9 +202,10 @@ func (r *Rotator) begin(ctx context.Context, c *Cluster, rv *string, resume bool
 }
 
 // sequence waits for the nodes phase after phase and advances, recording
-// each phase's wall time.
+// each phase's wall time. The rotation is over once every node is done
+// with done too (the controller manager's signer flag put back).
 func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
-	for c.Phase != Done {
+	for {
 		p := c.Phase
 		if r.Until != "" && p.Index() > r.Until.Index() {
 			r.printf("the rotation is past phase %s (--until): it is at %s", r.Until, p)
@@ -238,6 +239,9 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 		}
 		if err := r.afterPhase(ctx, c, p); err != nil {
 			return err
+		}
+		if p == Done {
+			break
 		}
 		if p == r.Until {
 			r.printf("stopping after phase %s (--until); rerun to go on", p)

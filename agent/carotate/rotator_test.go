@@ -87,7 +87,7 @@ func TestPhasesAdvanceOnlyWhenEveryNodeIsDone(t *testing.T) {
 	for _, pt := range c.Times() {
 		phases = append(phases, pt.Phase)
 	}
-	if !slices.Equal(phases, []Phase{Prepare, Trust, Reissue, Finish}) {
+	if !slices.Equal(phases, []Phase{Prepare, Trust, Reissue, Finish, Done}) {
 		t.Errorf("phaseTimes %v", c.PhaseTimes)
 	}
 	for _, want := range []string{"waiting on w1: still at prepare", "waiting on w1: restart kubelet", "node w1 done with trust", "phase reissue started", "done"} {
@@ -125,7 +125,7 @@ func TestResumeAfterKill(t *testing.T) {
 			t.Fatalf("rerun after a kill after write %d: %v\n%s", k, err, out.String())
 		}
 		c := f.state()
-		if c.Phase != Done || c.ID != Fingerprint(f.newCA) || len(c.PhaseTimes) != 4 {
+		if c.Phase != Done || c.ID != Fingerprint(f.newCA) || len(c.PhaseTimes) != 5 {
 			t.Fatalf("rerun after a kill after write %d: phase %s, phaseTimes %v", k, c.Phase, c.PhaseTimes)
 		}
 		if k > 2 && !strings.Contains(out.String(), "resuming rotation") {
@@ -156,7 +156,7 @@ func TestFinishedRotationIsNotStartedAgain(t *testing.T) {
 	if _, err := r.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.state(); c.ID != Fingerprint(third) || c.Phase != Done || len(c.PhaseTimes) != 4 {
+	if c := f.state(); c.ID != Fingerprint(third) || c.Phase != Done || len(c.PhaseTimes) != 5 {
 		t.Fatalf("--new: rotation %s at %s, phaseTimes %v", c.ID, c.Phase, c.PhaseTimes)
 	}
 }
@@ -602,5 +602,28 @@ func TestPhasesSigned(t *testing.T) {
 	}
 	if _, err := f.rotator(nil).Run(context.Background()); err != nil || f.state().Phase != Done || f.state().CheckPhase(f.newCA) != nil {
 		t.Fatalf("to the end: %v, phase %s", err, f.state().Phase)
+	}
+}
+
+// TestDoneWaitsForNodes: the command reports the rotation done only once
+// every node is done with the done phase too (its signer flag put back),
+// and a rerun after a kill in that wait waits again.
+func TestDoneWaitsForNodes(t *testing.T) {
+	f, out, done := startHeld(t, Done)
+	select {
+	case err := <-done:
+		t.Fatalf("the command ended (%v) before w1 was done with done:\n%s", err, out.String())
+	default:
+	}
+	c := f.state()
+	if c.Over() || !slices.Equal(c.NodesDone, []string{"cp1"}) {
+		t.Fatalf("over %v, nodesDone %v; want not over, [cp1]", c.Over(), c.NodesDone)
+	}
+	f.report("w1", NodeReport{ID: c.ID, Phase: Done, Done: true})
+	if err := result(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.state(); !c.Over() || !strings.Contains(out.String(), "phase done done on every node") {
+		t.Fatalf("over %v, phaseTimes %v:\n%s", c.Over(), c.PhaseTimes, out.String())
 	}
 }
