@@ -166,6 +166,9 @@ func (s *step) run(ctx context.Context) {
 		s.n.Log.WithField("REASON", err.Error()).Warn("CA rotation record unreadable: the phase is redone")
 	}
 	switch {
+	case s.it.ID != c.ID && s.it.busy():
+		s.block(s.it.busyReason(s.n.StateDir))
+		return
 	case s.it.ID != c.ID:
 		s.it = &Intent{ID: c.ID, CA: c.CA, OldCA: pki.EncodeCertPEM(s.old)}
 	case len(s.it.OldCA) == 0:

@@ -2,6 +2,9 @@ package canode
 
 import (
 	"crypto"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,5 +56,53 @@ func TestPhaseNeedsProof(t *testing.T) {
 	out := f.converge(t, &recorder{}, nil)
 	if !out.Report.Done || !holdsCert(f.caCrt(t), f.next) {
 		t.Errorf("trust, signed by the command: %+v", out.Report)
+	}
+}
+
+// TestOtherRotationWaits: a node in the middle of a phase of rotation A
+// (restarts pending) takes no rotation B: blocked, naming A and the
+// record to clear, and A's record (its pending restarts) is kept. Once
+// A's phase is done here, or the operator removed the record, B goes on.
+func TestOtherRotationWaits(t *testing.T) {
+	f := newFixture(t, true)
+	a := &Intent{ID: strings.Repeat("a", 64), CA: "ca", Phase: carotate.Reissue, Since: now, Pending: []string{"kubelet"},
+		PhasesDone: []carotate.Phase{carotate.Prepare, carotate.Trust}}
+	if err := a.save(f.state); err != nil {
+		t.Fatal(err)
+	}
+	out := f.converge(t, &recorder{}, nil)
+	if out.Report.Done || !strings.Contains(out.Report.Blocked, "in the middle of phase reissue of another rotation of ca (id aaaaaaaaaaaaaaaa; restarts pending: kubelet)") ||
+		!strings.Contains(out.Report.Blocked, filepath.Join(f.state, IntentFile)) {
+		t.Fatalf("rotation B over A mid-phase: %+v", out.Report)
+	}
+	it, err := loadIntent(f.state)
+	if err != nil || it.ID != a.ID || !slices.Equal(it.Pending, []string{"kubelet"}) {
+		t.Fatalf("A's record replaced: %+v %v", it, err)
+	}
+	if holdsCert(f.caCrt(t), f.next) {
+		t.Fatal("B's new CA trusted while A was mid-phase")
+	}
+	// A done here (nothing pending): B may replace it.
+	a.Done, a.Pending = true, nil
+	if err := a.save(f.state); err != nil {
+		t.Fatal(err)
+	}
+	if out := f.converge(t, &recorder{}, nil); !out.Report.Done {
+		t.Fatalf("B after A's phase was done: %+v", out.Report)
+	}
+	// The record removed by the operator.
+	g := newFixture(t, true)
+	a.Done, a.Pending = false, []string{"kubelet"}
+	if err := a.save(g.state); err != nil {
+		t.Fatal(err)
+	}
+	if out := g.converge(t, &recorder{}, nil); out.Report.Blocked == "" {
+		t.Fatalf("B over A mid-phase: %+v", out.Report)
+	}
+	if err := os.Remove(filepath.Join(g.state, IntentFile)); err != nil {
+		t.Fatal(err)
+	}
+	if out := g.converge(t, &recorder{}, nil); !out.Report.Done {
+		t.Fatalf("B after the record was removed: %+v", out.Report)
 	}
 }
