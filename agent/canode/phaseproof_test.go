@@ -106,3 +106,29 @@ func TestOtherRotationWaits(t *testing.T) {
 		t.Fatalf("B after the record was removed: %+v", out.Report)
 	}
 }
+
+// TestFinishUnreadableLeafBlocks: a certificate that cannot be read in
+// finish (it may come from the old CA) blocks the phase, naming it, and
+// the old CA stays in the bundles.
+func TestFinishUnreadableLeafBlocks(t *testing.T) {
+	f := newFixture(t, true)
+	if out := f.converge(t, &recorder{}, nil); !out.Report.Done {
+		t.Fatalf("trust: %+v", out.Report)
+	}
+	it := &Intent{ID: f.cluster.ID, CA: "ca", Phase: carotate.Reissue, Done: true, OldCA: pkitest.CertPEM(f.node.CA.Cert),
+		PhasesDone: []carotate.Phase{carotate.Prepare, carotate.Trust, carotate.Reissue}}
+	if err := it.save(f.state); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(f.dir, "etc/webhook.crt"), []byte("junk"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.cluster.Phase = carotate.Finish
+	out := f.converge(t, &recorder{}, nil, Leaf{Leaf: ca.Leaf{Name: "webhook", Path: "/etc/webhook.crt"}})
+	if out.Report.Done || out.Status.State != "blocked" || !strings.Contains(out.Report.Blocked, "cannot tell whether webhook: ") {
+		t.Fatalf("finish with an unreadable certificate: %+v", out.Report)
+	}
+	if !holdsCert(f.caCrt(t), f.node.CA) {
+		t.Fatal("the old CA left ca.crt while a certificate here could not be read")
+	}
+}
