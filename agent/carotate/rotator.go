@@ -214,28 +214,8 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 		if err := r.syncClusterInfo(ctx, c, p); err != nil {
 			return err
 		}
-		if !c.finished(p) {
-			r.printf("phase %s: waiting for %d nodes", p, len(c.Nodes))
-			views, err := r.wait(ctx, c, rv)
-			var te *TimeoutError
-			if p == Prepare && errors.As(err, &te) {
-				return &RefusedError{Reasons: prepareLag(te)}
-			}
-			if err != nil {
-				return err
-			}
-			next := *c
-			next.PhaseTimes = append(append([]string(nil), c.PhaseTimes...), PhaseTime{Phase: p, Start: c.Since, End: r.Clock.Now()}.Line())
-			if err := r.put(ctx, &next, rv); err != nil {
-				return err
-			}
-			*c = next
-			r.printf("phase %s done on every node", p)
-			if p == Prepare {
-				for _, why := range missingKeys(views, c) {
-					r.printf("warning: %s", why)
-				}
-			}
+		if err := r.waitPhase(ctx, c, rv, p); err != nil {
+			return err
 		}
 		if err := r.afterPhase(ctx, c, p); err != nil {
 			return err
@@ -254,6 +234,39 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 	r.printf("rotation %s of %s done", c.ID, c.CA)
 	for _, t := range c.Times() {
 		r.printf("  %-8s %s", t.Phase, t.End.Sub(t.Start).Round(time.Second))
+	}
+	return nil
+}
+
+// waitPhase waits until every node is done with phase p and records the
+// phase's wall time. A phase already recorded (a rerun) is waited for
+// again, which takes one list when the nodes are done: phaseTimes is not
+// signed, so a line added by another ConfigMap writer must not stand for
+// the nodes' reports.
+func (r *Rotator) waitPhase(ctx context.Context, c *Cluster, rv *string, p Phase) error {
+	recorded := c.finished(p)
+	if !recorded {
+		r.printf("phase %s: waiting for %d nodes", p, len(c.Nodes))
+	}
+	views, err := r.wait(ctx, c, rv)
+	var te *TimeoutError
+	if p == Prepare && errors.As(err, &te) {
+		return &RefusedError{Reasons: prepareLag(te)}
+	}
+	if err != nil || recorded {
+		return err
+	}
+	next := *c
+	next.PhaseTimes = append(append([]string(nil), c.PhaseTimes...), PhaseTime{Phase: p, Start: c.Since, End: r.Clock.Now()}.Line())
+	if err := r.put(ctx, &next, rv); err != nil {
+		return err
+	}
+	*c = next
+	r.printf("phase %s done on every node", p)
+	if p == Prepare {
+		for _, why := range missingKeys(views, c) {
+			r.printf("warning: %s", why)
+		}
 	}
 	return nil
 }

@@ -627,3 +627,37 @@ func TestDoneWaitsForNodes(t *testing.T) {
 		t.Fatalf("over %v, phaseTimes %v:\n%s", c.Over(), c.PhaseTimes, out.String())
 	}
 }
+
+// TestRerunWaitsForRecordedPhase: a rerun waits for the nodes even when
+// phaseTimes records the phase as done (another ConfigMap writer may add
+// a line; phaseTimes is not signed), and records it only once.
+func TestRerunWaitsForRecordedPhase(t *testing.T) {
+	f := newFakeCluster(t, node("cp1", true), node("w1", false))
+	f.held["w1"] = Trust
+	r := f.rotator(nil)
+	r.Until = Prepare
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The command moved on to trust, then was killed; a line for trust
+	// was added by someone else.
+	c := f.state()
+	c.Phase = Trust
+	if err := c.SignPhase(f.newKey); err != nil {
+		t.Fatal(err)
+	}
+	c.PhaseTimes = append(c.PhaseTimes, PhaseTime{Phase: Trust, Start: t0, End: t0}.Line())
+	f.setData(c.Data())
+	done := run(f.rotator(nil))
+	f.waitWatch(Trust)
+	if got := f.state(); got.Phase != Trust {
+		t.Fatalf("the rerun went on to %s while w1 is not done with trust", got.Phase)
+	}
+	f.report("w1", NodeReport{ID: c.ID, Phase: Trust, Done: true})
+	if err := result(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.state(); !got.Over() || len(got.PhaseTimes) != 5 {
+		t.Fatalf("phase %s, phaseTimes %v", got.Phase, got.PhaseTimes)
+	}
+}
