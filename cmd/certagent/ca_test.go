@@ -159,6 +159,17 @@ func TestCARotateRerunWithSuppliedCAAfterSwitch(t *testing.T) {
 	if _, err := (carotate.Store{Client: cs}).Put(context.Background(), c, ""); err != nil {
 		t.Fatal(err)
 	}
+	// node1 reports reissue done: a rerun waits for the reports again.
+	node, err := cs.CoreV1().Nodes().Get(context.Background(), "node1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, reason, message := carotate.NodeReport{ID: c.ID, Phase: carotate.Reissue, Done: true, HasNewKey: true}.Condition()
+	node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{Type: carotate.ConditionType,
+		Status: corev1.ConditionTrue, Reason: reason, Message: message})
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(context.Background(), node, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	out, msg, code := executeErr(t, "ca", "rotate", "--root", dir, "--new-ca-cert", certF, "--new-ca-key", keyF, "--until", "reissue")
 	if code != 0 || !strings.Contains(out, "resuming rotation "+c.ID) {
 		t.Fatalf("rerun after the switch: exit %d %s\n%s", code, msg, out)
