@@ -57,6 +57,12 @@ func TestPhaseNeedsProof(t *testing.T) {
 	if !out.Report.Done || !holdsCert(f.caCrt(t), f.next) {
 		t.Errorf("trust, signed by the command: %+v", out.Report)
 	}
+	// A phase done here asks for nothing: without its proof (a finished
+	// rotation's ConfigMap of an older certagent) it is no block.
+	f.keys, f.cluster.PhaseProof = nil, ""
+	if out := f.converge(t, &recorder{}, nil); !out.Report.Done || out.Report.Blocked != "" {
+		t.Errorf("trust done here, no proof: %+v", out.Report)
+	}
 }
 
 // TestOtherRotationWaits: a node in the middle of a phase of rotation A
