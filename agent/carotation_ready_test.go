@@ -39,13 +39,13 @@ func (b *blockingRestarter) RestartComponents(ctx context.Context, cfg *config.C
 func TestRotationRestartsAfterReady(t *testing.T) {
 	clk := testingclock.NewFakeClock(t0)
 	dir := t.TempDir()
-	_, _, cluster := controlPlane(t, dir)
+	_, next, cluster := controlPlane(t, dir)
 	cluster.Phase = carotate.Trust
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	rs := &blockingRestarter{rotationRestarter: rotationRestarter{onSigner: func() {}}, release: release, entered: make(chan struct{}, 1)}
 	h := newHarnessWith(t, dir, clk, "", func(o *Options) {
-		o.CARotation, o.Restarter = &fakeRotation{c: cluster}, rs
+		o.CARotation, o.Restarter = &fakeRotation{c: cluster, key: next.Key}, rs
 	})
 	defer h.stop()
 	ready := func() bool {

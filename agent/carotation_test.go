@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 type fakeRotation struct {
 	mu    sync.Mutex
 	c     *carotate.Cluster
+	key   crypto.Signer // the new CA's: signs each phase read, as the command does
 	reads int
 }
 
@@ -41,6 +43,9 @@ func (f *fakeRotation) Rotation(context.Context) (*carotate.Cluster, error) {
 		return nil, nil
 	}
 	cp := *f.c
+	if err := cp.SignPhase(f.key); err != nil {
+		return nil, err
+	}
 	return &cp, nil
 }
 
@@ -231,7 +236,7 @@ func TestCARotationOnNode(t *testing.T) {
 		t.Fatalf("read again %s after the start, before a resync", clk.Since(t0))
 	}
 	src.mu.Lock()
-	src.c = cluster
+	src.c, src.key = cluster, next.Key
 	src.mu.Unlock()
 	phase := func(p carotate.Phase) *api.Status {
 		t.Helper()
@@ -365,7 +370,7 @@ func TestCARotationReissueWaitsForCSRJob(t *testing.T) {
 	csr := &heldCSR{signerCSR: &signerCSR{signer: next, old: n.CA, asked: 1, root: root, now: clk.Now},
 		written: make(chan struct{}), release: make(chan struct{}), finished: make(chan struct{})}
 	rs := &rotationRestarter{onSigner: func() {}}
-	src := &fakeRotation{c: cluster}
+	src := &fakeRotation{c: cluster, key: next.Key}
 	h := newHarnessWith(t, dir, clk, "", func(o *Options) {
 		o.CARotation, o.Restarter, o.CSR, o.Reporter = src, rs, csr, &conditions{}
 	})

@@ -155,15 +155,8 @@ func (s *step) run(ctx context.Context) {
 		return
 	}
 	s.out.Report.HasNewKey = ca.HasKey(s.n.Root, cfg.PKIDir, s.stem, s.next)
-	if s.it, err = loadIntent(s.n.StateDir); err != nil {
-		s.n.Log.WithField("REASON", err.Error()).Warn("CA rotation record unreadable: the phase is redone")
-	}
-	switch {
-	case s.it.ID != c.ID:
-		s.it = &Intent{ID: c.ID, CA: c.CA, OldCA: pki.EncodeCertPEM(s.old)}
-	case len(s.it.OldCA) == 0:
-		// A record written before it named the old CA (verified above).
-		s.it.OldCA = pki.EncodeCertPEM(s.old)
+	if !s.record() {
+		return
 	}
 	// The node goes through the phases in order, each done here before
 	// the next begins, whatever phase the cluster asks for.
@@ -180,6 +173,36 @@ func (s *step) run(ctx context.Context) {
 		}
 		s.left, s.problems = nil, nil
 	}
+}
+
+// record loads this node's intent record for the cluster's rotation and
+// checks that the phase is the operator's; false when blocked.
+func (s *step) record() bool {
+	c := s.in.Cluster
+	var err error
+	if s.it, err = loadIntent(s.n.StateDir); err != nil {
+		s.n.Log.WithField("REASON", err.Error()).Warn("CA rotation record unreadable: the phase is redone")
+	}
+	switch {
+	case s.it.ID != c.ID && s.it.busy():
+		s.block(s.it.busyReason(s.n.StateDir))
+		return false
+	case s.it.ID != c.ID:
+		s.it = &Intent{ID: c.ID, CA: c.CA, OldCA: pki.EncodeCertPEM(s.old)}
+	case len(s.it.OldCA) == 0:
+		// A record written before it named the old CA (verified above).
+		s.it.OldCA = pki.EncodeCertPEM(s.old)
+	}
+	// The phase is the operator's only when the new CA's key, verified
+	// above, signed it: a ConfigMap writer without it cannot move the
+	// nodes ahead of the command's waits. A phase done here already (and
+	// those before it) asks for nothing: a finished rotation's ConfigMap
+	// written by an older certagent is no block.
+	if err := c.CheckPhase(s.next); err != nil && s.it.nextPhase(c.Phase) != "" {
+		s.block(err.Error())
+		return false
+	}
+	return true
 }
 
 // enter works on phase p of this node; true when p is done.

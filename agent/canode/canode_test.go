@@ -2,6 +2,7 @@ package canode
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -55,6 +56,9 @@ type fixture struct {
 	next    *pkitest.CA
 	cluster *carotate.Cluster
 	cfg     *config.Config
+	// keys are the new CAs' keys the "command" holds: converge signs
+	// the cluster's phase with the one of its newCA (none: as it is).
+	keys []crypto.Signer
 }
 
 // newFixture writes a kubeadm node (a worker: no CA keys, no manifests,
@@ -94,12 +98,13 @@ func newFixture(t *testing.T, worker bool) *fixture {
 	}
 	state := filepath.Join(dir, "var/lib/certagent")
 	os.MkdirAll(state, 0o700)
-	return &fixture{root: root, dir: dir, state: state, node: n, next: &pkitest.CA{Cert: next, Key: key}, cfg: config.Default(),
+	return &fixture{root: root, dir: dir, state: state, node: n, next: &pkitest.CA{Cert: next, Key: key}, cfg: config.Default(), keys: []crypto.Signer{key},
 		cluster: &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Trust, Since: now, Started: now,
 			OldCA: pkitest.CertPEM(n.CA.Cert), NewCA: pkitest.CertPEM(next), Proof: prove(t, n.CA, next)}}
 }
 
 func (f *fixture) converge(t *testing.T, r Restarter, hooks rotate.Hooks, leaves ...Leaf) Outcome {
+	f.sign(t)
 	log, _ := test.NewNullLogger()
 	n := &Node{Root: f.root, StateDir: f.state, Log: log, Restarter: r, Hooks: hooks}
 	return n.Converge(context.Background(), Input{Cluster: f.cluster, Config: f.cfg, Leaves: leaves, Now: now})
@@ -218,6 +223,25 @@ func TestWorkerReissue(t *testing.T) {
 	out = f.converge(t, &recorder{}, nil, leaves...)
 	if !strings.Contains(out.Report.Blocked, "webhook (/etc/webhook.crt) is from the old CA") || !slices.Equal(out.Renew, []string{"kubelet-client-current"}) {
 		t.Errorf("a certificate nothing renews: %+v", out)
+	}
+}
+
+// sign signs the cluster's phase as the command does (phaseProof), with
+// the key of its newCA among f.keys; without it the proof is left as it
+// is.
+func (f *fixture) sign(t *testing.T) {
+	t.Helper()
+	next, err := onePEM(f.cluster.NewCA)
+	if err != nil {
+		return
+	}
+	for _, k := range f.keys {
+		if pki.KeyMatches(next, k) {
+			if err := f.cluster.SignPhase(k); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/renameio/v2"
@@ -67,6 +68,24 @@ func (it *Intent) nextPhase(cluster carotate.Phase) carotate.Phase {
 		}
 	}
 	return ""
+}
+
+// busy: this record is of a rotation whose phase is not done on this
+// node, or that has restarts pending: a rotation of another id must not
+// replace it (its pending restarts would be lost).
+func (it *Intent) busy() bool {
+	return it.ID != "" && (!it.Done || len(it.Pending) > 0)
+}
+
+// busyReason says why another rotation waits (see busy), and how the
+// operator clears the record.
+func (it *Intent) busyReason(stateDir string) string {
+	pending := "none"
+	if len(it.Pending) > 0 {
+		pending = strings.Join(it.Pending, ", ")
+	}
+	return fmt.Sprintf("this node is in the middle of phase %s of another rotation of %s (id %.16s; restarts pending: %s): it takes no other rotation until that one's phase is done here; finish it, or restart the pending components yourself and remove %s (see README)",
+		it.Phase, it.CA, it.ID, pending, filepath.Join(stateDir, IntentFile))
 }
 
 // addDone records phase p done on this node.

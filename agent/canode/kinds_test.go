@@ -32,10 +32,11 @@ func TestWorkerOutsideTheRotatedCA(t *testing.T) {
 				}
 			}
 			old := map[string]*pkitest.CA{"etcd-ca": f.node.EtcdCA, "front-proxy-ca": f.node.FrontProxy}[name]
-			next, _, err := ca.NewCA(old.Cert, old.Key, now)
+			next, key, err := ca.NewCA(old.Cert, old.Key, now)
 			if err != nil {
 				t.Fatal(err)
 			}
+			f.keys = append(f.keys, key)
 			f.cluster = &carotate.Cluster{CA: name, ID: carotate.Fingerprint(next), Since: now, Started: now,
 				OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Proof: prove(t, old, next)}
 			before := tree(t, f.dir)
@@ -128,6 +129,7 @@ func TestTrustRestartsTheCAsReaders(t *testing.T) {
 				if err := ca.Stage(f.root, "/etc/kubernetes/pki", stem, next, key); err != nil {
 					t.Fatal(err)
 				}
+				f.keys = append(f.keys, key)
 				f.cluster = &carotate.Cluster{CA: tc.name, ID: carotate.Fingerprint(next), Phase: carotate.Trust, Since: now, Started: now,
 					OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Proof: prove(t, old, next)}
 			}

@@ -42,10 +42,14 @@ func (s *step) finish(ctx context.Context) {
 	}
 	still, probs := ca.IssuedBy(s.n.Root, all, s.old)
 	for _, p := range probs {
-		s.left = append(s.left, p.Error())
+		// A certificate that cannot be read may come from the old CA:
+		// blocked, not in progress, until it is readable again.
+		s.problems = append(s.problems, fmt.Sprintf("cannot tell whether %v comes from the old CA; the old CA leaves the bundles only once every certificate here can be read", p))
 	}
 	if len(still) > 0 {
 		s.problems = append(s.problems, "still issued by the old CA: "+strings.Join(still, ", ")+"; the old CA leaves the bundles only once no certificate here comes from it")
+	}
+	if len(s.problems) > 0 {
 		return
 	}
 	s.editBundles(ctx, func(b ca.Bundle) (*rotate.TrustEdit, error) { return b.Remove(s.old) })
@@ -136,7 +140,7 @@ func (s *step) reissue(ctx context.Context) {
 	local, probs := ca.IssuedBy(s.n.Root, s.leaves(false), s.old)
 	csr, probs2 := ca.IssuedBy(s.n.Root, s.leaves(true), s.old)
 	for _, p := range append(probs, probs2...) {
-		s.left = append(s.left, p.Error())
+		s.problems = append(s.problems, fmt.Sprintf("cannot tell whether %v comes from the old CA", p))
 	}
 	s.fixed()
 	if len(local) > 0 {

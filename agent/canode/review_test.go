@@ -223,6 +223,7 @@ func TestShortLivedNewCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.cluster.NewCA, f.cluster.ID, f.cluster.Proof = pkitest.CertPEM(short.Cert), carotate.Fingerprint(short.Cert), prove(t, f.node.CA, short.Cert)
+	f.keys = append(f.keys, short.Key)
 	out := f.converge(t, &recorder{}, nil)
 	if !strings.Contains(out.Report.Blocked, "less than") || holdsCert(f.caCrt(t), short) {
 		t.Errorf("a new CA with a month left: %+v", out.Report)

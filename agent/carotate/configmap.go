@@ -3,6 +3,7 @@ package carotate
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -85,6 +86,7 @@ func (s Store) Put(ctx context.Context, c *Cluster, rv string) (string, error) {
 // Validate checks what Parse cannot: a known CA name, a new CA that is a
 // self-signed CA whose fingerprint is the id, an old CA with the same
 // subject, a proof (newCAProof) that the old CA's key chose the new CA,
+// a proof (phaseProof) that the new CA's key set the phase,
 // node lists without doubles, nodesDone among nodes, and
 // phaseTimes lines in their form.
 func Validate(c *Cluster) error {
@@ -114,6 +116,9 @@ func Validate(c *Cluster) error {
 	if err := cafiles.CheckProof(c.Proof, oldCA, newCA); err != nil {
 		return err
 	}
+	if err := c.CheckPhase(newCA); err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	for _, n := range c.Nodes {
 		if seen[n] || strings.ContainsAny(n, " \t") {
@@ -132,6 +137,30 @@ func Validate(c *Cluster) error {
 		}
 	}
 	return nil
+}
+
+// SignPhase signs c's phase with the new CA's key (PhaseProof): the
+// command calls it for every phase it publishes, and only it holds that
+// key. A proof names its rotation and phase only: replayed, it can only
+// set again a phase of this rotation the operator already published.
+func (c *Cluster) SignPhase(newKey crypto.Signer) error {
+	newCA, err := oneCert("newCA", c.NewCA)
+	if err != nil {
+		return err
+	}
+	proof, err := cafiles.ProvePhase(newCA, newKey, c.CA, c.ID, string(c.Phase))
+	if err != nil {
+		return err
+	}
+	c.PhaseProof = proof
+	return nil
+}
+
+// CheckPhase checks that c's phase was set by the holder of newCA's key
+// (PhaseProof, see SignPhase). Nodes call it with the new CA they
+// verified against their own files.
+func (c *Cluster) CheckPhase(newCA *x509.Certificate) error {
+	return cafiles.CheckPhaseProof(c.PhaseProof, newCA, c.CA, c.ID, string(c.Phase))
 }
 
 func oneCert(field string, data []byte) (*x509.Certificate, error) {
@@ -182,6 +211,12 @@ func (c *Cluster) Times() []PhaseTime {
 		}
 	}
 	return out
+}
+
+// Over reports whether the rotation is over: at phase done, and every
+// node done with it.
+func (c *Cluster) Over() bool {
+	return c.Phase == Done && c.finished(Done)
 }
 
 // finished reports whether c records phase p as done everywhere.

@@ -112,7 +112,13 @@ func (f *fakeCluster) rotator(out *syncBuffer) *Rotator {
 		w = out
 	}
 	return &Rotator{Client: f.cs, Clock: f.clock, Out: w, Kubeconfig: "admin.conf", Timeout: time.Minute, CA: "ca",
-		Current: f.oldCA.Cert, CurrentKey: f.oldCA.Key, Prepare: func() (*x509.Certificate, error) { return f.newCA, nil }}
+		Current: f.oldCA.Cert, CurrentKey: f.oldCA.Key, Prepare: func() (*x509.Certificate, error) { return f.newCA, nil },
+		NewKey: func(next *x509.Certificate) (crypto.Signer, error) {
+			if !next.Equal(f.newCA) {
+				return nil, errors.New("not staged here")
+			}
+			return f.newKey, nil
+		}}
 }
 
 func (f *fakeCluster) countWrite(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -217,7 +223,7 @@ func (f *fakeCluster) simulate() {
 		return
 	}
 	c := f.state()
-	if c == nil || c.Phase == Done {
+	if c == nil || c.Over() {
 		return
 	}
 	f.mu.Lock()

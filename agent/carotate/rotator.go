@@ -53,11 +53,17 @@ type Rotator struct {
 	// called before a new rotation starts, and on a resumed one when
 	// Supplied is set.
 	Prepare func() (*x509.Certificate, error)
+	// NewKey returns this node's key of the rotation's new CA next (made
+	// or staged by Prepare, or the CA key itself once this node's signer
+	// switched): it signs every phase the command publishes (phaseProof).
+	NewKey func(next *x509.Certificate) (crypto.Signer, error)
 	// Refusals are preconditions that failed on this node before Run.
 	Refusals []string
 	// New starts a new rotation even when the last one of this CA
 	// finished with the CA in use here.
 	New bool
+
+	newKey crypto.Signer // NewKey's answer for the rotation run
 }
 
 // Run starts or resumes the rotation and returns its state as last
@@ -68,7 +74,7 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	resume := c != nil && c.Phase != Done
+	resume := c != nil && !c.Over()
 	if !resume && c != nil && c.CA == r.CA && !r.New && r.Current != nil && Fingerprint(r.Current) == c.ID {
 		r.printf("rotation %s of %s finished at %s; --new starts another", c.ID, c.CA, c.Since.Format(time.RFC3339))
 		return c, nil
@@ -104,16 +110,49 @@ func (r *Rotator) Run(ctx context.Context) (*Cluster, error) {
 				OldCA: pki.EncodeCertPEM(r.Current), NewCA: pki.EncodeCertPEM(newCA), Proof: proof, Nodes: names(nodes)}
 		}
 	}
+	if err := r.loadNewKey(c); err != nil {
+		return c, err
+	}
+	if !resume {
+		if err := c.SignPhase(r.newKey); err != nil {
+			return c, fmt.Errorf("prepare: %w", err)
+		}
+	}
 	if err := r.begin(ctx, c, &rv, resume); err != nil {
 		return c, err
 	}
 	return c, r.sequence(ctx, c, &rv)
 }
 
+// loadNewKey finds the new CA's key on this node, which signs the phases
+// (refused when it is not here: nothing was written).
+func (r *Rotator) loadNewKey(c *Cluster) error {
+	next, err := oneCert("newCA", c.NewCA)
+	if err != nil {
+		return err
+	}
+	var key crypto.Signer
+	if r.NewKey != nil {
+		key, err = r.NewKey(next)
+	} else {
+		err = errors.New("no way to read it")
+	}
+	if err == nil && !pki.KeyMatches(next, key) {
+		err = errors.New("the key found is not the new CA's")
+	}
+	if err != nil {
+		stem, _ := cafiles.Stem(c.CA)
+		return &RefusedError{Reasons: []string{fmt.Sprintf("the new CA's key, which signs each phase (%s), is not on this node (%v): run the command on the node where the rotation began, or stage the new CA here (<pki>/%s.next.crt and .next.key, or --new-ca-cert and --new-ca-key)",
+			cafiles.PhaseProofKey, err, stem)}}
+	}
+	r.newKey = key
+	return nil
+}
+
 // inProgress refuses another rotation than c while c is not done.
 func (r *Rotator) inProgress(c *Cluster) []string {
 	switch {
-	case c == nil || c.Phase == Done:
+	case c == nil || c.Over():
 	case c.CA != r.CA:
 		return []string{fmt.Sprintf("a rotation of %s (id %s) is in progress, at phase %s since %s: finish it first (certagent ca rotate --ca %s)",
 			c.CA, c.ID, c.Phase, c.Since.Format(time.RFC3339), c.CA)}
@@ -163,9 +202,10 @@ func (r *Rotator) begin(ctx context.Context, c *Cluster, rv *string, resume bool
 }
 
 // sequence waits for the nodes phase after phase and advances, recording
-// each phase's wall time.
+// each phase's wall time. The rotation is over once every node is done
+// with done too (the controller manager's signer flag put back).
 func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
-	for c.Phase != Done {
+	for {
 		p := c.Phase
 		if r.Until != "" && p.Index() > r.Until.Index() {
 			r.printf("the rotation is past phase %s (--until): it is at %s", r.Until, p)
@@ -174,31 +214,14 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 		if err := r.syncClusterInfo(ctx, c, p); err != nil {
 			return err
 		}
-		if !c.finished(p) {
-			r.printf("phase %s: waiting for %d nodes", p, len(c.Nodes))
-			views, err := r.wait(ctx, c, rv)
-			var te *TimeoutError
-			if p == Prepare && errors.As(err, &te) {
-				return &RefusedError{Reasons: prepareLag(te)}
-			}
-			if err != nil {
-				return err
-			}
-			next := *c
-			next.PhaseTimes = append(append([]string(nil), c.PhaseTimes...), PhaseTime{Phase: p, Start: c.Since, End: r.Clock.Now()}.Line())
-			if err := r.put(ctx, &next, rv); err != nil {
-				return err
-			}
-			*c = next
-			r.printf("phase %s done on every node", p)
-			if p == Prepare {
-				for _, why := range missingKeys(views, c) {
-					r.printf("warning: %s", why)
-				}
-			}
+		if err := r.waitPhase(ctx, c, rv, p); err != nil {
+			return err
 		}
 		if err := r.afterPhase(ctx, c, p); err != nil {
 			return err
+		}
+		if p == Done {
+			break
 		}
 		if p == r.Until {
 			r.printf("stopping after phase %s (--until); rerun to go on", p)
@@ -211,6 +234,39 @@ func (r *Rotator) sequence(ctx context.Context, c *Cluster, rv *string) error {
 	r.printf("rotation %s of %s done", c.ID, c.CA)
 	for _, t := range c.Times() {
 		r.printf("  %-8s %s", t.Phase, t.End.Sub(t.Start).Round(time.Second))
+	}
+	return nil
+}
+
+// waitPhase waits until every node is done with phase p and records the
+// phase's wall time. A phase already recorded (a rerun) is waited for
+// again, which takes one list when the nodes are done: phaseTimes is not
+// signed, so a line added by another ConfigMap writer must not stand for
+// the nodes' reports.
+func (r *Rotator) waitPhase(ctx context.Context, c *Cluster, rv *string, p Phase) error {
+	recorded := c.finished(p)
+	if !recorded {
+		r.printf("phase %s: waiting for %d nodes", p, len(c.Nodes))
+	}
+	views, err := r.wait(ctx, c, rv)
+	var te *TimeoutError
+	if p == Prepare && errors.As(err, &te) {
+		return &RefusedError{Reasons: prepareLag(te)}
+	}
+	if err != nil || recorded {
+		return err
+	}
+	next := *c
+	next.PhaseTimes = append(append([]string(nil), c.PhaseTimes...), PhaseTime{Phase: p, Start: c.Since, End: r.Clock.Now()}.Line())
+	if err := r.put(ctx, &next, rv); err != nil {
+		return err
+	}
+	*c = next
+	r.printf("phase %s done on every node", p)
+	if p == Prepare {
+		for _, why := range missingKeys(views, c) {
+			r.printf("warning: %s", why)
+		}
 	}
 	return nil
 }
@@ -247,6 +303,9 @@ func (r *Rotator) advance(ctx context.Context, c *Cluster, rv *string) error {
 	}
 	n := *c
 	n.Phase, n.Since, n.NodesDone = next, r.Clock.Now(), nil
+	if err := n.SignPhase(r.newKey); err != nil {
+		return err
+	}
 	if err := r.put(ctx, &n, rv); err != nil {
 		return err
 	}

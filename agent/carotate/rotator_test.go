@@ -2,6 +2,7 @@ package carotate
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"slices"
@@ -86,7 +87,7 @@ func TestPhasesAdvanceOnlyWhenEveryNodeIsDone(t *testing.T) {
 	for _, pt := range c.Times() {
 		phases = append(phases, pt.Phase)
 	}
-	if !slices.Equal(phases, []Phase{Prepare, Trust, Reissue, Finish}) {
+	if !slices.Equal(phases, []Phase{Prepare, Trust, Reissue, Finish, Done}) {
 		t.Errorf("phaseTimes %v", c.PhaseTimes)
 	}
 	for _, want := range []string{"waiting on w1: still at prepare", "waiting on w1: restart kubelet", "node w1 done with trust", "phase reissue started", "done"} {
@@ -124,7 +125,7 @@ func TestResumeAfterKill(t *testing.T) {
 			t.Fatalf("rerun after a kill after write %d: %v\n%s", k, err, out.String())
 		}
 		c := f.state()
-		if c.Phase != Done || c.ID != Fingerprint(f.newCA) || len(c.PhaseTimes) != 4 {
+		if c.Phase != Done || c.ID != Fingerprint(f.newCA) || len(c.PhaseTimes) != 5 {
 			t.Fatalf("rerun after a kill after write %d: phase %s, phaseTimes %v", k, c.Phase, c.PhaseTimes)
 		}
 		if k > 2 && !strings.Contains(out.String(), "resuming rotation") {
@@ -146,15 +147,16 @@ func TestFinishedRotationIsNotStartedAgain(t *testing.T) {
 		t.Fatalf("rerun of a finished rotation: %v, %d writes (want none)", err, f.writes-before)
 	}
 	// --new starts another rotation, from the CA now in use.
-	third, _, err := cafiles.NewCA(f.newCA, f.newKey, t0)
+	third, thirdKey, err := cafiles.NewCA(f.newCA, f.newKey, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.New, r.Prepare = true, func() (*x509.Certificate, error) { return third, nil }
+	r.NewKey = func(*x509.Certificate) (crypto.Signer, error) { return thirdKey, nil }
 	if _, err := r.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if c := f.state(); c.ID != Fingerprint(third) || c.Phase != Done || len(c.PhaseTimes) != 4 {
+	if c := f.state(); c.ID != Fingerprint(third) || c.Phase != Done || len(c.PhaseTimes) != 5 {
 		t.Fatalf("--new: rotation %s at %s, phaseTimes %v", c.ID, c.Phase, c.PhaseTimes)
 	}
 }
@@ -400,6 +402,10 @@ func TestInvalidConfigMap(t *testing.T) {
 		// CA's key did not sign.
 		{"no proof", "newCAProof", "", "no newCAProof"},
 		{"forged proof", "newCAProof", string(forged), "not signed by the old CA"},
+		// A phase moved on by a ConfigMap writer without the new CA's
+		// key, or no phase proof (a ConfigMap of an older certagent).
+		{"phase moved", "phase", "finish", "phaseProof is not the new CA key's signature"},
+		{"no phase proof", "phaseProof", "", "no phaseProof"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := map[string]string{}
@@ -421,6 +427,9 @@ func TestConflictWithAnotherWriter(t *testing.T) {
 	// Someone else moves the rotation on behind the command's back.
 	c := f.state()
 	c.Phase = Finish
+	if err := c.SignPhase(f.newKey); err != nil { // another command, with the key
+		t.Fatal(err)
+	}
 	f.setData(c.Data())
 	f.report("w1", NodeReport{ID: c.ID, Phase: Trust, Done: true})
 	err := result(t, done)

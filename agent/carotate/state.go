@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	cafiles "github.com/certagent/certagent/rotate/carotate"
 )
 
 // Phase is a step of a rotation. Phases only move forward.
@@ -52,17 +54,18 @@ const (
 
 // ConfigMap data keys.
 const (
-	keyCA         = "ca"         // the kubeadm name of the CA: ca, etcd-ca, front-proxy-ca
-	keyID         = "id"         // Fingerprint of the new CA certificate
-	keyPhase      = "phase"      // a Phase
-	keySince      = "since"      // RFC 3339: when phase began
-	keyStarted    = "started"    // RFC 3339: when the rotation began
-	keyOldCA      = "oldCA"      // PEM: the CA being replaced
-	keyNewCA      = "newCA"      // PEM: the new CA certificate (never its key)
-	keyProof      = "newCAProof" // PEM: newCA's subject and key signed by the old CA key
-	keyNodes      = "nodes"      // the nodes taking part, one per line
-	keyNodesDone  = "nodesDone"  // the nodes done with phase, one per line
-	keyPhaseTimes = "phaseTimes" // "<phase> <start> <end>" lines, for the figures
+	keyCA         = "ca"                  // the kubeadm name of the CA: ca, etcd-ca, front-proxy-ca
+	keyID         = "id"                  // Fingerprint of the new CA certificate
+	keyPhase      = "phase"               // a Phase
+	keySince      = "since"               // RFC 3339: when phase began
+	keyStarted    = "started"             // RFC 3339: when the rotation began
+	keyOldCA      = "oldCA"               // PEM: the CA being replaced
+	keyNewCA      = "newCA"               // PEM: the new CA certificate (never its key)
+	keyProof      = "newCAProof"          // PEM: newCA's subject and key signed by the old CA key
+	keyPhaseProof = cafiles.PhaseProofKey // base64: ca, id and phase signed by the new CA key
+	keyNodes      = "nodes"               // the nodes taking part, one per line
+	keyNodesDone  = "nodesDone"           // the nodes done with phase, one per line
+	keyPhaseTimes = "phaseTimes"          // "<phase> <start> <end>" lines, for the figures
 )
 
 // Cluster is the cluster-wide state of a rotation.
@@ -78,6 +81,11 @@ type Cluster struct {
 	// (rotate/carotate.Prove, PEM): nodes trust newCA only when it
 	// verifies against the old CA in their own files. It goes in no bundle.
 	Proof []byte
+	// PhaseProof is CA, ID and Phase signed by the new CA's key
+	// (rotate/carotate.ProvePhase, base64; SignPhase makes it): nodes
+	// work on Phase only when it verifies against NewCA, so only the
+	// holder of the new CA's key (the command) moves the phase.
+	PhaseProof string
 	// Nodes take part (every Node when the rotation began); NodesDone
 	// have reported Phase done (kept up to date by the command).
 	Nodes, NodesDone []string
@@ -90,7 +98,7 @@ func (c *Cluster) Data() map[string]string {
 	return map[string]string{
 		keyCA: c.CA, keyID: c.ID, keyPhase: string(c.Phase),
 		keySince: c.Since.UTC().Format(time.RFC3339), keyStarted: c.Started.UTC().Format(time.RFC3339),
-		keyOldCA: string(c.OldCA), keyNewCA: string(c.NewCA), keyProof: string(c.Proof),
+		keyOldCA: string(c.OldCA), keyNewCA: string(c.NewCA), keyProof: string(c.Proof), keyPhaseProof: c.PhaseProof,
 		keyNodes: strings.Join(c.Nodes, "\n"), keyNodesDone: strings.Join(c.NodesDone, "\n"),
 		keyPhaseTimes: strings.Join(c.PhaseTimes, "\n"),
 	}
@@ -100,7 +108,8 @@ func (c *Cluster) Data() map[string]string {
 // node still verifies NewCA (a CA, its fingerprint is ID) before using it.
 func Parse(data map[string]string) (*Cluster, error) {
 	c := &Cluster{CA: data[keyCA], ID: data[keyID], Phase: Phase(data[keyPhase]),
-		OldCA: []byte(data[keyOldCA]), NewCA: []byte(data[keyNewCA]), Proof: []byte(data[keyProof])}
+		OldCA: []byte(data[keyOldCA]), NewCA: []byte(data[keyNewCA]), Proof: []byte(data[keyProof]),
+		PhaseProof: data[keyPhaseProof]}
 	if c.Phase.Index() < 0 {
 		return nil, fmt.Errorf("%s/%s: phase %q is not one of prepare, trust, reissue, finish, done", Namespace, ConfigMapName, data[keyPhase])
 	}

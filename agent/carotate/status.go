@@ -117,17 +117,22 @@ func nodeStatus(v NodeView) NodeStatus {
 	return s
 }
 
+// over: at phase done and every node done with it (Cluster.Over).
+func (r *RotationStatus) over() bool {
+	return r.Phase == Done && slices.ContainsFunc(r.PhaseTimes, func(t PhaseTime) bool { return t.Phase == Done })
+}
+
 // ExitCode is `ca status`'s exit code for d.
 func (d *StatusDoc) ExitCode() int {
 	if d.Error != "" {
 		return StatusTrouble
 	}
 	for _, n := range d.Nodes {
-		if n.State == blockedState && d.Rotation != nil && d.Rotation.Phase != Done {
+		if n.State == blockedState && d.Rotation != nil && !d.Rotation.over() {
 			return StatusTrouble
 		}
 	}
-	if d.Rotation != nil && d.Rotation.Phase != Done {
+	if d.Rotation != nil && !d.Rotation.over() {
 		return StatusRunning
 	}
 	return StatusIdle
@@ -148,7 +153,7 @@ func (d *StatusDoc) WriteTable(w io.Writer, now time.Time) error {
 		fmt.Fprintf(w, "rotation state unusable: %s\n", d.Error)
 	case rot == nil:
 		fmt.Fprintln(w, "no CA rotation (kube-system/certagent-ca-rotation does not exist)")
-	case rot.Phase == Done:
+	case rot.over():
 		fmt.Fprintf(w, "CA %s rotation %s %s %s (%s ago), started %s\n", rot.CA, rot.ID, finishedPhrase,
 			rot.Since.Format(time.RFC3339), now.Sub(rot.Since).Round(time.Second), rot.Started.Format(time.RFC3339))
 	default:

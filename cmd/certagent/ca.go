@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -160,6 +161,30 @@ func (n *caNode) inUse() bool {
 	return n.cur != nil && n.newCert != nil && n.cur.Cert.Equal(n.newCert)
 }
 
+// newKey is this node's key of the rotation's new CA next: the CA key
+// once the signer switched to next, else the supplied or staged pair's.
+func (n *caNode) newKey(next *x509.Certificate) (crypto.Signer, error) {
+	if n.cur != nil && n.cur.Cert.Equal(next) {
+		return n.cur.Key, nil
+	}
+	if n.newCert != nil && n.newCert.Equal(next) {
+		_, key, err := cafiles.ReadPair(n.supplied.CertPEM, n.supplied.KeyPEM)
+		return key, err
+	}
+	stem, err := cafiles.Stem(n.local.CA)
+	if err != nil {
+		return nil, err
+	}
+	staged, key, err := cafiles.Staged(n.local.Root, n.local.PKIDir, stem)
+	switch {
+	case err != nil:
+		return nil, err
+	case !staged.Equal(next):
+		return nil, fmt.Errorf("%s is another CA (serial %X)", n.local.Files.NextCert, staged.SerialNumber)
+	}
+	return key, nil
+}
+
 // prepare stages the new CA on this node (see carotate.Local.Prepare).
 func (n *caNode) prepare() (*x509.Certificate, error) {
 	return n.local.Prepare(n.cur, n.supplied, time.Now())
@@ -199,7 +224,7 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 	}
 	r := &carotate.Rotator{Client: cs, Connect: func() (kubernetes.Interface, error) { return newCAClient(root, kubeconfig) },
 		Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout, Until: carotate.Phase(f.until),
-		CA: f.ca, Refusals: n.refusals, New: f.again, Supplied: n.newCert}
+		CA: f.ca, Refusals: n.refusals, New: f.again, Supplied: n.newCert, NewKey: n.newKey}
 	if n.cur != nil {
 		r.Current, r.CurrentKey, r.Prepare = n.cur.Cert, n.cur.Key, n.prepare
 	}

@@ -153,7 +153,21 @@ func TestCARotateRerunWithSuppliedCAAfterSwitch(t *testing.T) {
 	}
 	c := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Reissue, Since: now, Started: now,
 		OldCA: pkitest.CertPEM(n.CA.Cert), NewCA: pkitest.CertPEM(next), Proof: proof, Nodes: []string{"node1"}, NodesDone: []string{"node1"}, PhaseTimes: times}
+	if err := c.SignPhase(key); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := (carotate.Store{Client: cs}).Put(context.Background(), c, ""); err != nil {
+		t.Fatal(err)
+	}
+	// node1 reports reissue done: a rerun waits for the reports again.
+	node, err := cs.CoreV1().Nodes().Get(context.Background(), "node1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, reason, message := carotate.NodeReport{ID: c.ID, Phase: carotate.Reissue, Done: true, HasNewKey: true}.Condition()
+	node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{Type: carotate.ConditionType,
+		Status: corev1.ConditionTrue, Reason: reason, Message: message})
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(context.Background(), node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out, msg, code := executeErr(t, "ca", "rotate", "--root", dir, "--new-ca-cert", certF, "--new-ca-key", keyF, "--until", "reissue")

@@ -116,7 +116,8 @@ func rotateKubeadmLocal(t *testing.T, name, certPath, keyPath string, restarts m
 	n := &canode.Node{Root: rfs, StateDir: stateDir, Log: log, Restarter: rec}
 	ctx := context.Background()
 	for _, p := range carotate.Phases {
-		cl.Phase, rec.names = p, nil
+		publish(t, cl, key, p)
+		rec.names = nil
 		convergePhase(t, ctx, n, rfs, cfg, cl)
 		if !slices.Equal(rec.names, restarts[p]) {
 			t.Errorf("phase %s restarted %v, want %v", p, rec.names, restarts[p])

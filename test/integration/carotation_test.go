@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/json"
 	"os"
@@ -45,12 +46,13 @@ func TestCARotationNodeFollowsConfigMap(t *testing.T) {
 	os.WriteFile(filepath.Join(root, "var/lib/kubelet/config.yaml"), []byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\n"+
 		"authentication: {x509: {clientCAFile: /etc/kubernetes/pki/ca.crt}}\n"), 0o644)
 	old := clusterCA(t, c)
-	next, _, err := ca.NewCA(old.Cert, old.Key, time.Now())
+	next, nextKey, err := ca.NewCA(old.Cert, old.Key, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Phase: carotate.Trust, Since: time.Now(), Started: time.Now(),
+	cl := &carotate.Cluster{CA: "ca", ID: carotate.Fingerprint(next), Since: time.Now(), Started: time.Now(),
 		OldCA: pkitest.CertPEM(old.Cert), NewCA: pkitest.CertPEM(next), Proof: proveNext(t, old, next), Nodes: []string{node}}
+	publish(t, cl, nextKey, carotate.Trust)
 	nodesMayRead(t, c)
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: carotate.Namespace, Name: carotate.ConfigMapName}, Data: cl.Data()}
 	if _, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil {
@@ -108,8 +110,18 @@ func TestCARotationNodeFollowsConfigMap(t *testing.T) {
 	d.stop(t)
 	markDone(t, filepath.Join(root, "var/lib/certagent", canode.IntentFile), carotate.Prepare, carotate.Trust)
 	d = startDaemon(t, certagentBin, root, nil)
-	// Reissue: the controller manager signs with the old CA.
+	// A ConfigMap writer without the new CA's key moves the phase on
+	// (trust's proof kept): the node refuses it, naming phaseProof.
 	cl.Phase = carotate.Reissue
+	cm.Data = cl.Data()
+	if _, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a phase moved without the key refused", func(r carotate.NodeReport) bool {
+		return r.Phase == carotate.Reissue && strings.Contains(r.Blocked, "phaseProof is not the new CA key's signature")
+	})
+	// Reissue: the controller manager signs with the old CA.
+	publish(t, cl, nextKey, carotate.Reissue)
 	cm.Data = cl.Data()
 	if _, err := c.Admin.CoreV1().ConfigMaps(carotate.Namespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
@@ -247,6 +259,16 @@ func TestCARotateWithRealDaemon(t *testing.T) {
 		if !b.Holds(next) {
 			t.Errorf("%s lacks the command's new CA", b.Path)
 		}
+	}
+}
+
+// publish moves cl to phase p as the command does: signed with the new
+// CA's key (phaseProof).
+func publish(t *testing.T, cl *carotate.Cluster, newKey crypto.Signer, p carotate.Phase) {
+	t.Helper()
+	cl.Phase = p
+	if err := cl.SignPhase(newKey); err != nil {
+		t.Fatal(err)
 	}
 }
 
