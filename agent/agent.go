@@ -8,7 +8,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -143,12 +142,14 @@ type Agent struct {
 	csrDone    chan renewal.Result
 	csrPending chan csrUpdate
 
-	ca caRotation // loop only
+	ca        caRotation // loop only
+	decisions decisions  // the previous pass's decisions; loop only
 
 	mu         sync.Mutex // guards status, statusJSON and health
 	status     *api.Status
 	statusJSON []byte     // status encoded; nil until asked for
-	encodeMu   sync.Mutex // one encoding of the status at a time
+	encodeMu   sync.Mutex // one encoding of the status at a time; guards encoder
+	encoder    statusEncoder
 	health     api.Health
 }
 
@@ -227,8 +228,8 @@ func (a *Agent) Renew(ctx context.Context, req api.RenewRequest) (*renewal.Outco
 }
 
 // StatusJSON returns the latest status document, encoded on the first
-// request after each pass: with thousands of certificates the encoding
-// costs more than a pass, and most passes are never asked for.
+// request after each pass (most passes are never asked for), and then
+// only the certificates that changed since the previous encoding.
 func (a *Agent) StatusJSON() []byte {
 	a.encodeMu.Lock()
 	defer a.encodeMu.Unlock()
@@ -238,12 +239,11 @@ func (a *Agent) StatusJSON() []byte {
 	if data != nil || s == nil {
 		return data
 	}
-	data, err := json.MarshalIndent(s, "", "  ")
+	data, err := a.encoder.encode(s)
 	if err != nil {
 		a.opts.Log.WithField("REASON", err.Error()).Error("status encoding failed")
 		return nil
 	}
-	data = append(data, '\n')
 	a.mu.Lock()
 	if a.status == s {
 		a.statusJSON = data
