@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"slices"
 	"strconv"
 	"time"
@@ -27,7 +28,8 @@ type statusEncoder struct {
 type fragKey struct{ name, path string }
 
 // fragment is one certificate's JSON as it sits in the document's list,
-// with what it was encoded from.
+// after the separator from the previous one (",\n    "), with what it
+// was encoded from.
 type fragment struct {
 	cert    inventory.Certificate
 	renewal api.RenewalStatus
@@ -42,9 +44,39 @@ var certsKey = []byte("\n  \"certificates\": []")
 // residualKey precedes a certificate's residual seconds in its fragment.
 var residualKey = []byte("\n      \"residualSeconds\": ")
 
+// statusDoc is an encoded status document in pieces: the parts of the
+// document around the certificates, and each certificate's kept JSON
+// around its residual seconds. It is never changed once made.
+type statusDoc struct {
+	pieces [][]byte
+	size   int
+}
+
+// WriteTo writes the document to w.
+func (d *statusDoc) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for _, p := range d.pieces {
+		m, err := w.Write(p)
+		n += int64(m)
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// bytes returns the document in one piece.
+func (d *statusDoc) bytes() []byte {
+	out := make([]byte, 0, d.size)
+	for _, p := range d.pieces {
+		out = append(out, p...)
+	}
+	return out
+}
+
 // encode returns the document for s, keeping the certificates' JSON for
 // the next call.
-func (e *statusEncoder) encode(s *api.Status) ([]byte, error) {
+func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 	shell := *s
 	shell.Certificates = []*api.CertStatus{}
 	head, err := json.MarshalIndent(&shell, "", "  ")
@@ -58,7 +90,6 @@ func (e *statusEncoder) encode(s *api.Status) ([]byte, error) {
 	cut += len(certsKey) - 1 // before the list's "]"
 	frags := make(map[fragKey]*fragment, len(s.Certificates))
 	list := make([]*fragment, len(s.Certificates))
-	size := len(head) + 1
 	for i, c := range s.Certificates {
 		k := fragKey{c.Name, c.Path}
 		f := e.frags[k]
@@ -68,34 +99,50 @@ func (e *statusEncoder) encode(s *api.Status) ([]byte, error) {
 			}
 		}
 		frags[k], list[i] = f, f
-		size += len(f.data) + 8
 	}
 	e.frags = frags
-	out := make([]byte, 0, size)
-	out = append(out, head[:cut]...)
+	// Every residual's digits in one buffer, made before the pieces
+	// point into it.
+	nums := make([]byte, 0, 21*len(list))
+	ends := make([]int, len(list))
+	for i, c := range s.Certificates {
+		nums = strconv.AppendInt(nums, c.ResidualSeconds, 10)
+		ends[i] = len(nums)
+	}
+	d := &statusDoc{pieces: make([][]byte, 0, 3*len(list)+3)}
+	d.add(head[:cut])
+	start := 0
 	for i, f := range list {
+		from := 0
 		if i == 0 {
-			out = append(out, "\n    "...)
-		} else {
-			out = append(out, ",\n    "...)
+			from = 1 // no comma before the first
 		}
-		out = append(out, f.data[:f.at]...)
-		out = strconv.AppendInt(out, s.Certificates[i].ResidualSeconds, 10)
-		out = append(out, f.data[f.end:]...)
+		d.add(f.data[from:f.at])
+		d.add(nums[start:ends[i]])
+		d.add(f.data[f.end:])
+		start = ends[i]
 	}
 	if len(list) > 0 {
-		out = append(out, "\n  "...)
+		d.add([]byte("\n  "))
 	}
-	out = append(out, head[cut:]...)
-	return append(out, '\n'), nil
+	d.add(head[cut:])
+	d.add([]byte("\n"))
+	return d, nil
+}
+
+func (d *statusDoc) add(p []byte) {
+	d.pieces = append(d.pieces, p)
+	d.size += len(p)
 }
 
 // newFragment encodes one certificate at its depth in the document.
+// Its data begins with the separator from the previous one.
 func newFragment(c *api.CertStatus) (*fragment, error) {
 	data, err := json.MarshalIndent(c, "    ", "  ")
 	if err != nil {
 		return nil, err
 	}
+	data = append([]byte(",\n    "), data...)
 	at := bytes.Index(data, residualKey)
 	if at < 0 {
 		return nil, errors.New("status encoding: no residualSeconds in a certificate")

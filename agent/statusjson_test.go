@@ -65,16 +65,20 @@ func TestStatusEncodingMatchesMarshalIndent(t *testing.T) {
 			s = copyStatus(base)
 		}
 		step.change(s)
-		got, err := enc.encode(s)
+		doc, err := enc.encode(s)
 		if err != nil {
 			t.Fatalf("%s: %v", step.name, err)
+		}
+		var got bytes.Buffer
+		if _, err := doc.WriteTo(&got); err != nil || got.Len() != doc.size || !bytes.Equal(got.Bytes(), doc.bytes()) {
+			t.Fatalf("%s: written %d bytes (%v), the document says %d", step.name, got.Len(), err, doc.size)
 		}
 		want, err := json.MarshalIndent(s, "", "  ")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want = append(want, '\n'); !bytes.Equal(got, want) {
-			t.Fatalf("%s: the document differs from the whole status encoded:\n%s\nwant:\n%s", step.name, got, want)
+		if want = append(want, '\n'); !bytes.Equal(got.Bytes(), want) {
+			t.Fatalf("%s: the document differs from the whole status encoded:\n%s\nwant:\n%s", step.name, got.Bytes(), want)
 		}
 		s = copyStatus(s) // published documents are never changed: the next step changes a copy
 	}
