@@ -22,6 +22,7 @@ import (
 // certificate's is a few microseconds.
 type statusEncoder struct {
 	frags map[fragKey]*fragment // the previous encoding's certificates
+	gen   uint64                // the current encoding
 }
 
 // fragKey names a certificate in the document.
@@ -34,7 +35,8 @@ type fragment struct {
 	cert    inventory.Certificate
 	renewal api.RenewalStatus
 	data    []byte
-	at, end int // data[at:end] is the residualSeconds value
+	at, end int    // data[at:end] is the residualSeconds value
+	gen     uint64 // the latest encoding that used it
 }
 
 // certsKey is the document's list of certificates, which the encoder
@@ -88,8 +90,12 @@ func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 		return nil, errors.New("status encoding: no certificates list")
 	}
 	cut += len(certsKey) - 1 // before the list's "]"
-	frags := make(map[fragKey]*fragment, len(s.Certificates))
+	if e.frags == nil {
+		e.frags = make(map[fragKey]*fragment, len(s.Certificates))
+	}
+	e.gen++
 	list := make([]*fragment, len(s.Certificates))
+	used := 0
 	for i, c := range s.Certificates {
 		k := fragKey{c.Name, c.Path}
 		f := e.frags[k]
@@ -97,10 +103,21 @@ func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 			if f, err = newFragment(c); err != nil {
 				return nil, err
 			}
+			e.frags[k] = f
 		}
-		frags[k], list[i] = f, f
+		if f.gen != e.gen {
+			f.gen = e.gen
+			used++
+		}
+		list[i] = f
 	}
-	e.frags = frags
+	if used < len(e.frags) { // drop the certificates gone
+		for k, f := range e.frags {
+			if f.gen != e.gen {
+				delete(e.frags, k)
+			}
+		}
+	}
 	// Every residual's digits in one buffer, made before the pieces
 	// point into it.
 	nums := make([]byte, 0, 21*len(list))
