@@ -8,7 +8,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -143,13 +142,15 @@ type Agent struct {
 	csrDone    chan renewal.Result
 	csrPending chan csrUpdate
 
-	ca caRotation // loop only
+	ca        caRotation // loop only
+	decisions decisions  // the previous pass's decisions; loop only
 
-	mu         sync.Mutex // guards status, statusJSON and health
-	status     *api.Status
-	statusJSON []byte     // status encoded; nil until asked for
-	encodeMu   sync.Mutex // one encoding of the status at a time
-	health     api.Health
+	mu        sync.Mutex // guards status, statusDoc and health
+	status    *api.Status
+	statusDoc *statusDoc // status encoded; nil until asked for
+	encodeMu  sync.Mutex // one encoding of the status at a time; guards encoder
+	encoder   statusEncoder
+	health    api.Health
 }
 
 type renewCall struct {
@@ -226,30 +227,38 @@ func (a *Agent) Renew(ctx context.Context, req api.RenewRequest) (*renewal.Outco
 	}
 }
 
-// StatusJSON returns the latest status document, encoded on the first
-// request after each pass: with thousands of certificates the encoding
-// costs more than a pass, and most passes are never asked for.
+// StatusJSON returns the latest status document (nil before the first
+// scan).
 func (a *Agent) StatusJSON() []byte {
+	if d := a.statusDocument(); d != nil {
+		return d.bytes()
+	}
+	return nil
+}
+
+// statusDocument returns the latest status document, encoded on the
+// first request after each pass (most passes are never asked for), and
+// then only the certificates that changed since the previous encoding.
+func (a *Agent) statusDocument() *statusDoc {
 	a.encodeMu.Lock()
 	defer a.encodeMu.Unlock()
 	a.mu.Lock()
-	s, data := a.status, a.statusJSON
+	s, doc := a.status, a.statusDoc
 	a.mu.Unlock()
-	if data != nil || s == nil {
-		return data
+	if doc != nil || s == nil {
+		return doc
 	}
-	data, err := json.MarshalIndent(s, "", "  ")
+	doc, err := a.encoder.encode(s)
 	if err != nil {
 		a.opts.Log.WithField("REASON", err.Error()).Error("status encoding failed")
 		return nil
 	}
-	data = append(data, '\n')
 	a.mu.Lock()
 	if a.status == s {
-		a.statusJSON = data
+		a.statusDoc = doc
 	}
 	a.mu.Unlock()
-	return data
+	return doc
 }
 
 // Run runs the agent until ctx is done: the first full scan, then
@@ -442,7 +451,7 @@ func (a *Agent) watchDirs(rep *inventory.Report) []string {
 // when asked). s is not changed afterwards.
 func (a *Agent) publish(s *api.Status) {
 	a.mu.Lock()
-	a.status, a.statusJSON = s, nil
+	a.status, a.statusDoc = s, nil
 	a.mu.Unlock()
 }
 

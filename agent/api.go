@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -212,13 +213,18 @@ func (a *Agent) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if _, ok := allow(w, r, http.MethodGet, roleReader); !ok {
 		return
 	}
-	data := a.StatusJSON()
-	if data == nil {
+	doc := a.statusDocument()
+	if doc == nil {
 		writeError(w, http.StatusServiceUnavailable, "first scan not finished")
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	w.Write(data)
+	w.Header().Set("Content-Length", strconv.Itoa(doc.size))
+	// Thousands of certificates are tens of thousands of pieces: written
+	// through a buffer, in few writes to the socket.
+	bw := bufio.NewWriterSize(w, 64<<10)
+	doc.WriteTo(bw)
+	bw.Flush()
 }
 
 func (a *Agent) audit(p *peer, action string, detail any) {

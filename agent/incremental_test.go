@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/certagent/certagent/agent/api"
+	"github.com/certagent/certagent/agent/inventory"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
@@ -41,18 +43,21 @@ func TestChangedFilesThroughTheCache(t *testing.T) {
 	h.waitFor("a.pem rewritten in place, touch -r", func(s *api.Status) bool {
 		return serialIs(s, "/opt/certs/a.pem", second.serial) && s.Daemon.LastScanReason == "change on disk"
 	})
+	sameAsCold(t, h, "paths: [/opt/certs]\n")
 
 	third := sameSize(t, ca, first.pem)
 	must(t, os.WriteFile(filepath.Join(certs, ".a.tmp"), third.pem, 0o644))
 	must(t, os.Chtimes(filepath.Join(certs, ".a.tmp"), old, old))
 	must(t, os.Rename(filepath.Join(certs, ".a.tmp"), a))
 	h.waitFor("a.pem renamed over", func(s *api.Status) bool { return serialIs(s, "/opt/certs/a.pem", third.serial) })
+	sameAsCold(t, h, "paths: [/opt/certs]\n")
 
 	must(t, os.WriteFile(filepath.Join(certs, "b.pem"), first.pem, 0o644))
 	must(t, os.Remove(filepath.Join(certs, "cert-00003.pem")))
 	h.waitFor("b.pem new, cert-00003.pem gone", func(s *api.Status) bool {
 		return serialIs(s, "/opt/certs/b.pem", first.serial) && cert(s, "/opt/certs/cert-00003.pem") == nil
 	})
+	sameAsCold(t, h, "paths: [/opt/certs]\n")
 	s := h.status()
 	if n := len(s.Certificates); n != 14+20+1 {
 		t.Errorf("%d certificates, want %d", n, 14+20+1)
@@ -60,6 +65,52 @@ func TestChangedFilesThroughTheCache(t *testing.T) {
 	if r := h.a.cache.Stats().Reads - reads; r > 6 {
 		t.Errorf("%d files read for three changes: the rescans were not narrowed to them", r)
 	}
+}
+
+// sameAsCold checks the daemon's status document, after passes narrowed
+// to what changed, against a new daemon's first full pass with nothing
+// cached: the same certificates, authorities, key pairs, problems and
+// renewal statuses (residual seconds aside: the two scans are moments
+// apart).
+func sameAsCold(t *testing.T, h *harness, cfgText string) {
+	t.Helper()
+	cold := newHarnessWith(t, h.dir, clock.RealClock{}, cfgText, func(o *Options) {
+		o.Socket, o.StateDir = filepath.Join(t.TempDir(), "cold.sock"), t.TempDir()
+	})
+	want := h.status()
+	got := cold.status()
+	cold.stop()
+	if a, b := agreed(t, got), agreed(t, want); a != b {
+		t.Fatalf("the narrowed passes' status differs from a full pass's:\n%s\nfull:\n%s", b, a)
+	}
+}
+
+// agreed is the part of a status document two scans of the same files
+// agree on.
+func agreed(t *testing.T, s *api.Status) string {
+	for _, l := range [][]*inventory.Certificate{s.Authorities, certsOf(s)} {
+		for _, c := range l {
+			c.ResidualSeconds = 0
+		}
+	}
+	data, err := json.MarshalIndent(struct {
+		C []*api.CertStatus
+		A []*inventory.Certificate
+		K []*inventory.KeyPair
+		P []inventory.Problem
+	}{s.Certificates, s.Authorities, s.KeyPairs, s.Problems}, "", " ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
+func certsOf(s *api.Status) []*inventory.Certificate {
+	out := make([]*inventory.Certificate, len(s.Certificates))
+	for i, c := range s.Certificates {
+		out[i] = c.Certificate
+	}
+	return out
 }
 
 type issued struct {

@@ -35,7 +35,7 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 	a.watch.Set(a.watchDirs(rep))
 	a.opts.Metrics.Scanned(rep, a.opts.Clock.Since(start))
 	rotating := a.rotateCA(ctx, rep, start)
-	statuses, due, dueCSR := a.decide(rep, start, rotating)
+	statuses, due, dueCSR := a.decide(rep, start, rotating, changed != nil)
 	for _, c := range dueCSR {
 		a.startCSR(ctx, c, rep, 0)
 	}
@@ -47,7 +47,7 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 			a.scanStart = again // it sees the renewal's own writes
 			rep = rep2
 			a.opts.Metrics.Scanned(rep, 0)
-			statuses, _, _ = a.decide(rep, a.opts.Clock.Now(), nil)
+			statuses, _, _ = a.decide(rep, a.opts.Clock.Now(), nil, false)
 		}
 	}
 	keep := make(map[string]bool, len(rep.Certificates))
@@ -117,13 +117,23 @@ func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 
 // decide works out every certificate's renewal status (package decide),
 // keeps the records, gives the notices, and returns the certificates due
-// in the local transaction and through the cluster.
-func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string]string) (map[string]*api.RenewalStatus, []*inventory.Certificate, []*inventory.Certificate) {
+// in the local transaction and through the cluster. With reuse, a
+// certificate whose decision cannot have changed since the previous one
+// keeps it (see decisions.reuse).
+func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string]string, reuse bool) (map[string]*api.RenewalStatus, []*inventory.Certificate, []*inventory.Certificate) {
 	policy := schedule.Policy{RenewBefore: a.cfg.RenewBeforeDuration}
 	out := make(map[string]*api.RenewalStatus, len(rep.Certificates))
 	var due, dueCSR []*inventory.Certificate
+	a.decisions.begin(a.cfg)
 	for _, c := range rep.Certificates {
-		in := decide.Input{Cert: c, Record: a.state.Get(c.Name), Policy: policy, RenewBefore: a.cfg.RenewBefore, Node: a.node, Now: now, Rotating: rotating[c.Name]}
+		record := a.state.Get(c.Name)
+		if reuse && rotating[c.Name] == "" {
+			if s := a.decisions.reuse(c, record, now); s != nil {
+				out[c.Name] = s
+				continue
+			}
+		}
+		in := decide.Input{Cert: c, Record: record, Policy: policy, RenewBefore: a.cfg.RenewBefore, Node: a.node, Now: now, Rotating: rotating[c.Name]}
 		if c.RenewalPath == inventory.RenewCSR {
 			in.CSRName, in.CSRJob = a.csrJobs[c.Name]
 			if !in.CSRJob {
@@ -145,7 +155,9 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string
 			dueCSR = append(dueCSR, c)
 		}
 		out[c.Name] = &d.Status
+		a.decisions.keep(c, &d, in.Rotating != "", now)
 	}
+	a.decisions.end()
 	return out, due, dueCSR
 }
 

@@ -28,13 +28,16 @@ func worse(a, b State) State {
 func (s *scanner) assemble(rep *Report, all []*found) {
 	// A file reached directly wins over the same file reached through a
 	// kubeconfig, which is then listed in UsedBy.
-	sort.SliceStable(all, func(i, j int) bool {
+	first := func(i, j int) bool {
 		ri, rj := all[i].info.Kind == KindKubeconfigReference, all[j].info.Kind == KindKubeconfigReference
 		if ri != rj {
 			return rj
 		}
 		return all[i].order < all[j].order
-	})
+	}
+	if !sort.SliceIsSorted(all, first) {
+		sort.SliceStable(all, first)
+	}
 	byID := make(map[string]*found, len(all))
 	byPath := make(map[string]*found, len(all))
 	var kept []*found

@@ -42,6 +42,7 @@ type Cache struct {
 	files    map[candidate]*entry // guarded by mu
 	verified map[verifyKey]*verdict
 	listings map[string]*listing // directory listings, by node path; guarded by mu
+	cands    int                 // candidates the latest scan found; guarded by mu
 	now      func() time.Time
 
 	reads, verifications atomic.Uint64
@@ -140,6 +141,15 @@ func (s *scanner) readCached(c candidate, order int) *result {
 		cache.mu.Unlock()
 		return e.r.clone(order)
 	}
+	if e != nil {
+		// Stale: a reading that is not cached below must not leave it to
+		// be trusted by a later scan narrowed to other paths.
+		cache.mu.Lock()
+		if cache.files[c] == e {
+			delete(cache.files, c)
+		}
+		cache.mu.Unlock()
+	}
 	start := cache.now()
 	r := s.read(c, order)
 	if r == nil { // a well-known file that is not there
@@ -158,6 +168,25 @@ func (s *scanner) readCached(c candidate, order int) *result {
 	cache.files[c] = &entry{r: r, deps: r.deps, gen: s.gen}
 	cache.mu.Unlock()
 	return r.clone(order)
+}
+
+// candidates is how many candidates the latest scan found (0 without a
+// cache), to size the next scan's lists.
+func (c *Cache) candidates() int {
+	if c == nil {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cands
+}
+
+func (c *Cache) setCandidates(n int) {
+	if c != nil {
+		c.mu.Lock()
+		c.cands = n
+		c.mu.Unlock()
+	}
 }
 
 // unchanged reports whether every dependency is still the version read.

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/certagent/certagent/agent/config"
 	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -77,12 +79,7 @@ func TestChangedScanMatchesFullScan(t *testing.T) {
 // naming maxChanged is narrowed (a file it does not name is taken from the
 // cache unread).
 func TestChangedTooManyPathsScansAll(t *testing.T) {
-	dir, _ := layout(t, pkitest.Layout{})
-	c := filepath.Join(dir, "opt/c")
-	ca := newCA(t, "extra-ca")
-	must(t, pkitest.WriteCorpus(c, ca, 2, now))
-	root, _ := pki.NewRoot(dir)
-	cfg := mustConfig(t, "paths: [/opt/c]")
+	c, ca, root, cfg := corpusNode(t, 2)
 	cache := settledCache()
 	leaf, _, err := ca.Issue(pkitest.Spec{CommonName: "replaced", NotBefore: now.Add(-1e9), NotAfter: now.Add(1e15)})
 	must(t, err)
@@ -113,4 +110,46 @@ func TestChangedTooManyPathsScansAll(t *testing.T) {
 	if got := serialOf(others(maxChanged + 1)); got == before {
 		t.Errorf("%d other paths changed: not a full scan, the replaced file still has serial %s", maxChanged+1, got)
 	}
+}
+
+// TestChangedScanNeverTrustsAStaleReading: a file changed just now is read
+// again but not cached (it may change again within the clock's tick); the
+// reading cached before must not stay behind, or a later scan narrowed to
+// other paths would trust it by path and report the old certificate.
+func TestChangedScanNeverTrustsAStaleReading(t *testing.T) {
+	c, ca, root, cfg := corpusNode(t, 3)
+	cache := settledCache()
+	watched := map[string]bool{c: true}
+	serial := func(ch *Changed) string {
+		t.Helper()
+		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now, Cache: cache, Changed: ch})
+		must(t, err)
+		return cert(t, rep, "/opt/c/cert-00001.pem").Serial
+	}
+	serial(nil)          // settled: every reading cached
+	cache.now = time.Now // from now on, what was just written is not cached
+	leaf, _, err := ca.Issue(pkitest.Spec{CommonName: "replaced", NotBefore: now.Add(-1e9), NotAfter: now.Add(1e15)})
+	must(t, err)
+	target := filepath.Join(c, "cert-00001.pem")
+	must(t, os.WriteFile(target, pkitest.CertPEM(leaf), 0o644))
+	want := serialOf(t, pkitest.CertPEM(leaf))
+	if got := serial(&Changed{Paths: map[string]bool{target: false}, Watched: watched}); got != want {
+		t.Fatalf("the changed file: serial %s, want %s", got, want)
+	}
+	if got := serial(&Changed{Paths: map[string]bool{filepath.Join(c, "cert-00002.pem"): false}, Watched: watched}); got != want {
+		t.Errorf("a scan narrowed to another file: serial %s, want %s (the stale reading was trusted)", got, want)
+	}
+}
+
+// corpusNode is a kubeadm node with n leaves of a CA (not on the node) in
+// the configured directory /opt/c, whose host path it returns.
+func corpusNode(t *testing.T, n int) (string, *pkitest.CA, *pki.Root, *config.Config) {
+	t.Helper()
+	dir, _ := layout(t, pkitest.Layout{})
+	c := filepath.Join(dir, "opt/c")
+	ca := newCA(t, "extra-ca")
+	must(t, pkitest.WriteCorpus(c, ca, n, now))
+	root, err := pki.NewRoot(dir)
+	must(t, err)
+	return c, ca, root, mustConfig(t, "paths: [/opt/c]")
 }

@@ -63,8 +63,9 @@ var (
 // Problems are configured paths that do not exist or cannot be listed.
 func (s *scanner) discover() ([]candidate, []Problem) {
 	cfg := s.cfg
-	var cs []candidate
-	known := map[string]bool{}
+	hint := s.cache.candidates() // as many as last time, most likely
+	cs := make([]candidate, 0, hint)
+	known := make(map[string]bool, hint)
 	add := func(c candidate) {
 		if known[c.path] {
 			return
@@ -124,6 +125,7 @@ func (s *scanner) discover() ([]candidate, []Problem) {
 			out = append(out, c)
 		}
 	}
+	s.cache.setCandidates(len(cs))
 	return out, problems
 }
 

@@ -167,7 +167,10 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	}
 	s.cands = nil
 	s.assemble(rep, all)
-	if s.cache != nil {
+	if s.cache != nil && s.changes == nil {
+		// Only a full scan sees every file: a narrowed one leaves what
+		// the removed files left in the cache to the next full scan
+		// (a file created again is looked at, never trusted by path).
 		s.cache.sweep(s.gen)
 	}
 	return rep, nil
@@ -361,12 +364,15 @@ func mode(m fs.FileMode) string { return fmt.Sprintf("%04o", uint32(m.Perm())) }
 // sortReport orders every list by name, then path, for stable output.
 func sortReport(rep *Report) {
 	byName := func(l []*Certificate) {
-		sort.SliceStable(l, func(i, j int) bool {
+		less := func(i, j int) bool {
 			if l[i].Name != l[j].Name {
 				return l[i].Name < l[j].Name
 			}
 			return l[i].Path < l[j].Path
-		})
+		}
+		if !sort.SliceIsSorted(l, less) { // most often they are: candidates are listed in order
+			sort.SliceStable(l, less)
+		}
 	}
 	byName(rep.Certificates)
 	byName(rep.Authorities)
