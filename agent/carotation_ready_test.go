@@ -63,6 +63,11 @@ func TestRotationRestartsAfterReady(t *testing.T) {
 	}
 }
 
+// ConfirmRestarted blocks like RestartComponents.
+func (b *blockingRestarter) ConfirmRestarted(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return b.RestartComponents(ctx, cfg, names, ping)
+}
+
 // ReloadTrust blocks like RestartComponents.
 func (b *blockingRestarter) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
 	return b.RestartComponents(ctx, cfg, names, ping)

@@ -421,6 +421,11 @@ func TestCARotationReissueWaitsForCSRJob(t *testing.T) {
 	}
 }
 
+// ConfirmRestarted: the fake confirms as it restarts.
+func (r *rotationRestarter) ConfirmRestarted(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return r.RestartComponents(ctx, cfg, names, ping)
+}
+
 // ReloadTrust: the fake restarts whatever it is asked to.
 func (r *rotationRestarter) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
 	return r.RestartComponents(ctx, cfg, names, ping)

@@ -44,6 +44,10 @@ type Restarter interface {
 	// bundles alone changed: one that loads them by itself and shows it
 	// is not restarted (restart.Restarter.ReloadTrust).
 	ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error
+	// ConfirmRestarted confirms, without restarting them, static pods
+	// the kubelet restarts by itself because their manifest changed
+	// (restart.Restarter.ConfirmRestarted).
+	ConfirmRestarted(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error
 }
 
 // Leaf is a certificate of the node's scan.

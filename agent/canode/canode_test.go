@@ -30,7 +30,11 @@ type recorder struct {
 	mu       sync.Mutex
 	done     []string
 	reloads  []string // of done, those asked through ReloadTrust
-	dieAfter int
+	confirms []string // restarted by the kubelet, confirmed (not in done)
+	// confirmErr: ConfirmRestarted fails with it (the component stays
+	// unhealthy).
+	confirmErr error
+	dieAfter   int
 }
 
 func (r *recorder) RestartComponents(_ context.Context, _ *config.Config, names []string, _ func()) map[string]error {
@@ -253,6 +257,20 @@ func prove(t *testing.T, old *pkitest.CA, next *x509.Certificate) []byte {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// ConfirmRestarted: the recorder records the ask; nothing is restarted.
+func (r *recorder) ConfirmRestarted(_ context.Context, _ *config.Config, names []string, _ func()) map[string]error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]error{}
+	for _, n := range names {
+		out[n] = r.confirmErr
+		if r.confirmErr == nil {
+			r.confirms = append(r.confirms, n)
+		}
+	}
+	return out
 }
 
 // ReloadTrust: the recorder records the ask, then restarts as asked.

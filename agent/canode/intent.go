@@ -49,6 +49,11 @@ type Intent struct {
 	// ones they reload by themselves: they are confirmed without a restart
 	// once that shows (restart.Restarter.ReloadTrust).
 	ReloadOnly []string `json:"reloadOnly,omitempty"`
+	// ManifestChanged are pending static pods whose manifest this node
+	// changed: the kubelet restarts them by itself, and they are
+	// confirmed healthy, not restarted again
+	// (restart.Restarter.ConfirmRestarted).
+	ManifestChanged []string `json:"manifestChanged,omitempty"`
 	// Restarted are the components restarted for this phase, confirmed.
 	Restarted []string `json:"restarted,omitempty"`
 	// OldCA is the CA being replaced (PEM), as verified against this
@@ -127,6 +132,7 @@ func (it *Intent) save(dir string) error {
 func (it *Intent) addPendingAt(t time.Time, names ...string) {
 	for _, n := range names {
 		it.ReloadOnly = slices.DeleteFunc(it.ReloadOnly, func(p string) bool { return p == n })
+		it.ManifestChanged = slices.DeleteFunc(it.ManifestChanged, func(p string) bool { return p == n })
 		if slices.Contains(it.Pending, n) {
 			continue
 		}
@@ -144,14 +150,27 @@ func (it *Intent) addPendingAt(t time.Time, names ...string) {
 func (it *Intent) addPendingReload(name string, reload bool) {
 	was, only := slices.Contains(it.Pending, name), slices.Contains(it.ReloadOnly, name)
 	it.ReloadOnly = slices.DeleteFunc(it.ReloadOnly, func(p string) bool { return p == name })
+	it.ManifestChanged = slices.DeleteFunc(it.ManifestChanged, func(p string) bool { return p == name })
 	if reload && (!was || only) {
 		it.ReloadOnly = append(it.ReloadOnly, name)
 	}
 	it.addPending(name)
 }
 
+// addPendingManifest adds a static pod whose manifest is about to change:
+// the kubelet restarts it, and it is to be confirmed. Pending for another
+// cause already, it stays a restart.
+func (it *Intent) addPendingManifest(name string) {
+	if slices.Contains(it.Pending, name) {
+		return
+	}
+	it.ManifestChanged = append(it.ManifestChanged, name)
+	it.addPending(name)
+}
+
 // confirmed forgets a pending component once its restart is confirmed.
 func (it *Intent) confirmed(name string) {
+	it.ManifestChanged = slices.DeleteFunc(it.ManifestChanged, func(p string) bool { return p == name })
 	it.ReloadOnly = slices.DeleteFunc(it.ReloadOnly, func(p string) bool { return p == name })
 	it.Pending = slices.DeleteFunc(it.Pending, func(p string) bool { return p == name })
 	delete(it.PendingAt, name)

@@ -32,8 +32,11 @@ func (s *step) restart(ctx context.Context) {
 			continue
 		}
 		restart := s.n.Restarter.RestartComponents
-		if slices.Contains(s.it.ReloadOnly, name) {
+		switch {
+		case slices.Contains(s.it.ReloadOnly, name):
 			restart = s.n.Restarter.ReloadTrust
+		case slices.Contains(s.it.ManifestChanged, name):
+			restart = s.n.Restarter.ConfirmRestarted
 		}
 		err, ok := restart(ctx, cfg, []string{name}, s.in.Ping)[name]
 		if !ok || err != nil {

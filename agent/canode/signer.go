@@ -72,9 +72,20 @@ func (s *step) fromSigner(ctx context.Context) bool {
 	})
 }
 
-// editFlag edits the manifest's flag in a transaction; the kubelet
-// restarts the controller manager on the change.
+// editFlag edits the controller manager's manifest flag in a
+// transaction. The kubelet restarts it on the change: when the edit
+// changes the file, the controller manager is recorded first as pending
+// confirmation (a daemon killed after the edit still confirms it), and
+// the phase is done only once it is healthy again.
 func (s *step) editFlag(ctx context.Context, e rotate.FlagEdit) error {
+	if f, err := s.n.Root.ReadFile(e.Path); err == nil {
+		if out, err := e.Edit(f.Data); err == nil && out != nil {
+			s.it.addPendingManifest("kube-controller-manager")
+			if err := s.it.save(s.n.StateDir); err != nil {
+				return err
+			}
+		}
+	}
 	_, _, err := rotate.EditFlags(ctx, s.opts(), []rotate.FlagEdit{e})
 	return err
 }

@@ -1,6 +1,7 @@
 package canode
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,18 +72,31 @@ func TestSignerFile(t *testing.T) {
 		phase          carotate.Phase
 		flag           string
 		signer, bundle string
+		confirmed      string // restarted by the kubelet for the flag, confirmed healthy
 	}{
-		{carotate.Prepare, "/etc/kubernetes/pki/ca.signer.crt", "old", "old"},
-		{carotate.Trust, "/etc/kubernetes/pki/ca.signer.crt", "old", "old new"},
-		{carotate.Reissue, "/etc/kubernetes/pki/ca.signer.crt", "new", "new old"},
-		{carotate.Finish, "/etc/kubernetes/pki/ca.signer.crt", "new", "new"},
-		{carotate.Done, "/etc/kubernetes/pki/ca.crt", "", "new"},
+		{carotate.Prepare, "/etc/kubernetes/pki/ca.signer.crt", "old", "old", "kube-controller-manager"},
+		{carotate.Trust, "/etc/kubernetes/pki/ca.signer.crt", "old", "old new", ""},
+		{carotate.Reissue, "/etc/kubernetes/pki/ca.signer.crt", "new", "new old", ""},
+		{carotate.Finish, "/etc/kubernetes/pki/ca.signer.crt", "new", "new", ""},
+		{carotate.Done, "/etc/kubernetes/pki/ca.crt", "", "new", "kube-controller-manager"},
 	}
 	for _, st := range steps {
 		f.cluster.Phase = st.phase
-		out := f.converge(t, &recorder{}, nil)
+		if st.confirmed != "" {
+			// The controller manager does not come back healthy: the
+			// phase is not done, and stays so until it does.
+			out := f.converge(t, &recorder{confirmErr: errors.New("not healthy")}, nil)
+			if out.Report.Done || !strings.Contains(out.Report.Blocked, "kube-controller-manager") {
+				t.Errorf("%s done with the controller manager unhealthy: %+v", st.phase, out.Report)
+			}
+		}
+		r := &recorder{}
+		out := f.converge(t, r, nil)
 		if !out.Report.Done {
 			t.Fatalf("%s: %+v", st.phase, out.Report)
+		}
+		if got := strings.Join(r.confirms, " "); got != st.confirmed {
+			t.Errorf("%s: confirmed %q after the kubelet's restart, want %q", st.phase, got, st.confirmed)
 		}
 		if got := flag(); got != st.flag {
 			t.Errorf("%s: the signer flag names %s, want %s", st.phase, got, st.flag)

@@ -224,3 +224,41 @@ func selfSigned(t *testing.T) tls.Certificate {
 	}
 	return pair
 }
+
+// TestConfirmRestarted: a static pod the kubelet restarts for its
+// changed manifest is confirmed by its health check after the file check
+// period, not restarted again (its manifest never leaves); unhealthy, it
+// is not confirmed; without a manifest there is nothing to confirm.
+func TestConfirmRestarted(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		status   int
+		manifest bool
+		fails    bool
+	}{{"healthy", 200, true, false}, {"unhealthy", 500, true, true}, {"no manifest", 500, false, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			manifests := filepath.Join(dir, "etc/kubernetes/manifests")
+			os.MkdirAll(manifests, 0o755)
+			if tc.manifest {
+				os.WriteFile(filepath.Join(manifests, "kube-controller-manager.yaml"), []byte("kind: Pod\n"), 0o600)
+			}
+			ln := serveHTTPS(t, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(tc.status) })
+			cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n" +
+				"restart: {fileCheckFrequency: 10ms, timeout: 500ms, settle: 100ms, endpoints: {kube-controller-manager: \"" + ln.Addr().String() + "\"}}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			root, _ := pki.NewRoot(dir)
+			log, _ := test.NewNullLogger()
+			r := &Restarter{Root: root, Clock: clock.RealClock{}, Log: log}
+			err = r.ConfirmRestarted(context.Background(), cfg, []string{"kube-controller-manager"}, nil)["kube-controller-manager"]
+			if (err != nil) != tc.fails {
+				t.Errorf("error %v, want failure %v", err, tc.fails)
+			}
+			if _, err := os.Stat(filepath.Join(manifests, ".certagent-kube-controller-manager.yaml")); err == nil {
+				t.Error("the manifest was moved: a restart")
+			}
+		})
+	}
+}

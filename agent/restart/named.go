@@ -33,6 +33,47 @@ func (r *Restarter) ReloadTrust(ctx context.Context, cfg *config.Config, names [
 	return r.restartNamed(ctx, cfg, names, true, ping)
 }
 
+// ConfirmRestarted confirms components the kubelet restarts by itself
+// because their static pod manifest changed (a CA rotation's signer
+// flag): after the kubelet's file check period (1.5 ×
+// restart.fileCheckFrequency, as for certagent's own restarts) each must
+// be healthy for restart.settle within restart.timeout. They are not
+// restarted again; a component whose manifest is absent is skipped (nil).
+func (r *Restarter) ConfirmRestarted(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]error{}
+	for _, n := range names {
+		out[n] = fmt.Errorf("no static pod %q", n)
+	}
+	for _, comp := range components(cfg) {
+		if _, asked := out[comp.Name]; !asked || comp.Unit != "" {
+			continue
+		}
+		if !r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest)) {
+			out[comp.Name] = nil
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			out[comp.Name] = ctx.Err()
+			continue
+		case <-r.Clock.After(cfg.Restart.FileCheckDuration + cfg.Restart.FileCheckDuration/2):
+		}
+		err := r.settle(ctx, cfg, comp, nil, ping)
+		r.note(comp.Name, api.ActionRestart, err)
+		fields := logrus.Fields{"COMPONENT": comp.Name, "MESSAGE_ID": logfields.MsgRestartDone}
+		if err != nil {
+			fields["MESSAGE_ID"], fields["REASON"] = logfields.MsgRestartFailed, err.Error()
+			r.Log.WithFields(fields).Error("not healthy after the kubelet restarted it for its changed manifest")
+		} else {
+			r.Log.WithFields(fields).Info("healthy after the kubelet restarted it for its changed manifest")
+		}
+		out[comp.Name] = err
+	}
+	return out
+}
+
 func (r *Restarter) restartNamed(ctx context.Context, cfg *config.Config, names []string, trustOnly bool, ping func()) map[string]error {
 	r.mu.Lock()
 	defer r.mu.Unlock()

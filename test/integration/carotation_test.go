@@ -322,6 +322,11 @@ func (d *daemon) stop(t *testing.T) {
 	d.cmd.Wait()
 }
 
+// ConfirmRestarted: every restart is confirmed, as restarted.
+func (r *recordRestarts) ConfirmRestarted(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
+	return r.RestartComponents(ctx, cfg, names, ping)
+}
+
 // ReloadTrust: every restart is confirmed, as restarted.
 func (r *recordRestarts) ReloadTrust(ctx context.Context, cfg *config.Config, names []string, ping func()) map[string]error {
 	return r.RestartComponents(ctx, cfg, names, ping)
