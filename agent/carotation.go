@@ -11,7 +11,6 @@ import (
 	"github.com/certagent/certagent/agent/canode"
 	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/agent/inventory"
-	"github.com/certagent/certagent/rotate/pki"
 )
 
 // While a rotation needs this node, the agent reads the ConfigMap this
@@ -33,6 +32,9 @@ type caRotation struct {
 	tries  map[string]caTry
 	status *api.CARotationStatus
 	active bool // the node is not done with the cluster's phase
+	// retiringCA is the node's last verified view of the CA being
+	// replaced (canode.Outcome.Retiring).
+	retiringCA *x509.Certificate
 }
 
 type caTry struct {
@@ -79,12 +81,12 @@ func (a *Agent) rotateCA(ctx context.Context, rep *inventory.Report, now time.Ti
 		r.pollAt = now.Add(a.cfg.Agent.ResyncDuration)
 	}
 	if r.cluster == nil {
-		r.status, r.active = nil, false
+		r.status, r.active, r.retiringCA = nil, false, nil
 		return nil
 	}
 	busy := slices.Sorted(maps.Keys(a.csrJobs))
 	out := r.node.Converge(ctx, canode.Input{Cluster: r.cluster, Config: a.cfg, Leaves: canode.LeavesOf(rep), Now: now, Ping: a.ping, Busy: busy})
-	r.status = out.Status
+	r.status, r.retiringCA = out.Status, out.Retiring
 	r.active = !out.Report.Done
 	if r.active {
 		r.pollAt = minTime(r.pollAt, now.Add(caActivePoll))
@@ -120,16 +122,13 @@ func (r *caRotation) force(names []string, now time.Time) map[string]string {
 
 // retiring is the CA a rotation replaces, from its reissue phase until
 // it is done (nil otherwise): a certificate it issues then is of no use.
+// It is the node's verified view (canode.Outcome.Retiring), never the
+// ConfigMap's word alone.
 func (r *caRotation) retiring() *x509.Certificate {
-	c := r.cluster
-	if c == nil || c.Phase != carotate.Reissue && c.Phase != carotate.Finish {
+	if r.cluster == nil {
 		return nil
 	}
-	b, err := pki.ParseBundle(c.OldCA)
-	if err != nil || len(b.Certs) != 1 {
-		return nil
-	}
-	return b.Certs[0]
+	return r.retiringCA
 }
 
 func minTime(a, b time.Time) time.Time {

@@ -14,6 +14,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -113,6 +114,11 @@ type Outcome struct {
 	// Renew are the certificates to renew now because the CA that
 	// issued them is being replaced (the reissue phase).
 	Renew []string
+	// Retiring is the CA being replaced, once this node verified the
+	// rotation and works on (or finished) its reissue or finish phase:
+	// a certificate it issues then is of no use. Nil otherwise: an
+	// unverified ConfigMap never steers the node's renewals.
+	Retiring *x509.Certificate
 }
 
 // RenewReason is the reason a certificate of Outcome.Renew is renewed.
@@ -162,16 +168,37 @@ func (s *step) run(ctx context.Context) {
 	if !s.record() {
 		return
 	}
+	// The phase is the operator's only when the new CA's key, verified
+	// above, signed it: a ConfigMap writer without it cannot move the
+	// nodes ahead of the command's waits. A phase done here already (and
+	// those before it) asks for nothing: a finished rotation's ConfigMap
+	// written by an older certagent is no block; nor does the phase this
+	// node's record says it began (under a ConfigMap of an older
+	// certagent, or one signed then): its restarts may be pending.
+	proofErr := c.CheckPhase(s.next)
+	retiring := func(p carotate.Phase) {
+		if p == carotate.Reissue || p == carotate.Finish {
+			s.out.Retiring = s.old
+		}
+	}
 	// The node goes through the phases in order, each done here before
 	// the next begins, whatever phase the cluster asks for.
 	for {
 		p := s.it.nextPhase(c.Phase)
 		if p == "" {
+			if proofErr == nil {
+				retiring(c.Phase)
+			}
 			s.out.Report.Phase, s.out.Status.NodePhase = c.Phase, string(c.Phase)
 			s.out.Status.Since = s.it.Since
 			s.done()
 			return
 		}
+		if proofErr != nil && (p != s.it.Phase || s.it.Done) {
+			s.block(proofErr.Error())
+			return
+		}
+		retiring(p)
 		if !s.enter(ctx, p) {
 			return
 		}
@@ -191,20 +218,14 @@ func (s *step) record() bool {
 	case s.it.ID != c.ID && s.it.busy():
 		s.block(s.it.busyReason(s.n.StateDir))
 		return false
+	case slices.Contains(s.it.Finished, c.ID):
+		s.block(fmt.Sprintf("rotation %.16s of %s finished on this node already: its ConfigMap, put back, is not run again (delete it; see README)", c.ID, c.CA))
+		return false
 	case s.it.ID != c.ID:
-		s.it = &Intent{ID: c.ID, CA: c.CA, OldCA: pki.EncodeCertPEM(s.old)}
+		s.it = s.it.next(c.ID, c.CA, pki.EncodeCertPEM(s.old))
 	case len(s.it.OldCA) == 0:
 		// A record written before it named the old CA (verified above).
 		s.it.OldCA = pki.EncodeCertPEM(s.old)
-	}
-	// The phase is the operator's only when the new CA's key, verified
-	// above, signed it: a ConfigMap writer without it cannot move the
-	// nodes ahead of the command's waits. A phase done here already (and
-	// those before it) asks for nothing: a finished rotation's ConfigMap
-	// written by an older certagent is no block.
-	if err := c.CheckPhase(s.next); err != nil && s.it.nextPhase(c.Phase) != "" {
-		s.block(err.Error())
-		return false
 	}
 	return true
 }

@@ -62,6 +62,20 @@ type Intent struct {
 	// PhasesDone are the phases of this rotation done on this node: a
 	// phase begins only once those before it are here.
 	PhasesDone []carotate.Phase `json:"phasesDone,omitempty"`
+	// Finished are the ids of earlier rotations this node went through
+	// to their done phase: their ConfigMap, put back (each phase of it is
+	// validly signed), is not run again.
+	Finished []string `json:"finished,omitempty"`
+}
+
+// next is the record of rotation id that follows this one: the ids of
+// rotations finished here carried over.
+func (it *Intent) next(id, caName string, oldCA []byte) *Intent {
+	fin := slices.Clone(it.Finished)
+	if it.ID != "" && slices.Contains(it.PhasesDone, carotate.Done) && !slices.Contains(fin, it.ID) {
+		fin = append(fin, it.ID)
+	}
+	return &Intent{ID: id, CA: caName, OldCA: oldCA, Finished: fin}
 }
 
 // nextPhase is the first phase, up to the cluster's, not done on this

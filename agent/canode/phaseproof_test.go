@@ -138,3 +138,95 @@ func TestFinishUnreadableLeafBlocks(t *testing.T) {
 		t.Fatal("the old CA left ca.crt while a certificate here could not be read")
 	}
 }
+
+// TestUnsignedPhaseSteersNothing: the CA being replaced reaches the
+// node's CSR renewals (Outcome.Retiring: certificates it issues are
+// thrown away) only from a reissue phase the command signed; a ConfigMap
+// moved to reissue without the key (oldCA is public) must not make every
+// node discard the live CA's certificates.
+func TestUnsignedPhaseSteersNothing(t *testing.T) {
+	f := newFixture(t, true)
+	for _, p := range []carotate.Phase{carotate.Prepare, carotate.Trust} {
+		f.cluster.Phase = p
+		if out := f.converge(t, &recorder{}, nil); !out.Report.Done || out.Retiring != nil {
+			t.Fatalf("%s: %+v, retiring %v", p, out.Report, out.Retiring != nil)
+		}
+	}
+	keys := f.keys
+	f.keys = nil
+	f.cluster.Phase = carotate.Reissue // the proof stays trust's
+	if out := f.converge(t, &recorder{}, nil); out.Report.Blocked == "" || out.Retiring != nil {
+		t.Fatalf("reissue unsigned: %+v, retiring %v", out.Report, out.Retiring != nil)
+	}
+	f.keys = keys
+	if out := f.converge(t, &recorder{}, nil); out.Retiring == nil || !out.Retiring.Equal(f.node.CA.Cert) {
+		t.Fatalf("reissue signed: %+v, retiring %v", out.Report, out.Retiring)
+	}
+}
+
+// TestUpgradeMidPhase: a node whose record says it began a phase goes on
+// with it under a ConfigMap without phaseProof (written by an older
+// certagent): its pending restarts run; the next phase needs the proof.
+func TestUpgradeMidPhase(t *testing.T) {
+	f := newFixture(t, true)
+	f.cluster.Phase = carotate.Prepare
+	if out := f.converge(t, &recorder{}, nil); !out.Report.Done {
+		t.Fatalf("prepare: %+v", out.Report)
+	}
+	it, err := loadIntent(f.state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Killed in trust after its edits, before the kubelet's restart.
+	it.Phase, it.Since, it.Done, it.DoneAt, it.Pending = carotate.Trust, now, false, nil, []string{"kubelet"}
+	if err := it.save(f.state); err != nil {
+		t.Fatal(err)
+	}
+	f.keys, f.cluster.Phase, f.cluster.PhaseProof = nil, carotate.Trust, ""
+	r := &recorder{}
+	if out := f.converge(t, r, nil); !out.Report.Done || !slices.Contains(r.done, "kubelet") {
+		t.Fatalf("trust begun here, no proof: %+v, restarted %v", out.Report, r.done)
+	}
+	f.cluster.Phase = carotate.Reissue
+	if out := f.converge(t, &recorder{}, nil); !strings.Contains(out.Report.Blocked, "no phaseProof") {
+		t.Fatalf("reissue, not begun here, no proof: %+v", out.Report)
+	}
+}
+
+// TestFinishedRotationNotReplayed: once rotation A is done here and
+// rotation B has begun, A's ConfigMap put back (every phase of it validly
+// signed) is refused, and B's record stays.
+func TestFinishedRotationNotReplayed(t *testing.T) {
+	f := newFixture(t, true)
+	for _, p := range carotate.Phases {
+		f.cluster.Phase = p
+		if out := f.converge(t, &recorder{}, nil); !out.Report.Done {
+			t.Fatalf("A %s: %+v", p, out.Report)
+		}
+	}
+	a := *f.cluster
+	// B: the same CA rotated again, from A's new CA.
+	next, key, err := ca.NewCA(f.next.Cert, f.next.Key, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := *f.cluster
+	b.ID, b.OldCA, b.NewCA, b.Phase = carotate.Fingerprint(next), pkitest.CertPEM(f.next.Cert), pkitest.CertPEM(next), carotate.Prepare
+	if b.Proof, err = ca.Prove(f.next.Cert, f.next.Key, next, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SignPhase(key); err != nil {
+		t.Fatal(err)
+	}
+	f.keys, f.cluster = nil, &b
+	if out := f.converge(t, &recorder{}, nil); !out.Report.Done {
+		t.Fatalf("B prepare: %+v", out.Report)
+	}
+	f.cluster = &a
+	if out := f.converge(t, &recorder{}, nil); !strings.Contains(out.Report.Blocked, "finished on this node already") {
+		t.Fatalf("A put back: %+v", out.Report)
+	}
+	if it, err := loadIntent(f.state); err != nil || it.ID != b.ID || !slices.Contains(it.PhasesDone, carotate.Prepare) {
+		t.Fatalf("B's record: %+v %v", it, err)
+	}
+}

@@ -3,6 +3,7 @@ package restart
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
@@ -161,12 +162,12 @@ func TestLoadedByItself(t *testing.T) {
 	}
 }
 
-// TestAPIServerReadyz: kube-apiserver restarted for a certificate that no
+// TestAPIServerLivez: kube-apiserver restarted for a certificate that no
 // probe can see served (its etcd client pair) is confirmed only by its
-// /readyz: 200, or 401/403 where anonymous requests may not read it; a
-// server that stays unready (it cannot reach etcd with the new pair) gets
-// the old pair back.
-func TestAPIServerReadyz(t *testing.T) {
+// /livez: 200, or 401/403 where anonymous requests may not read it; a
+// server that does not stay alive (it cannot reach etcd with the new
+// pair) gets the old pair back.
+func TestAPIServerLivez(t *testing.T) {
 	for _, tc := range []struct {
 		status     int
 		rolledBack bool
@@ -200,8 +201,8 @@ func TestAPIServerReadyz(t *testing.T) {
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if len(paths) == 0 || paths[0] != "/readyz" {
-				t.Errorf("asked %v, want /readyz", paths)
+			if len(paths) == 0 || paths[0] != "/livez" {
+				t.Errorf("asked %v, want /livez", paths)
 			}
 		})
 	}
@@ -210,7 +211,7 @@ func TestAPIServerReadyz(t *testing.T) {
 // selfSigned is a serving pair of a throwaway CA.
 func selfSigned(t *testing.T) tls.Certificate {
 	t.Helper()
-	ca, err := pkitest.NewCA("readyz-test", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), pkitest.ECDSA)
+	ca, err := pkitest.NewCA("livez-test", time.Now().Add(-time.Hour), time.Now().Add(time.Hour), pkitest.ECDSA)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +259,107 @@ func TestConfirmRestarted(t *testing.T) {
 			}
 			if _, err := os.Stat(filepath.Join(manifests, ".certagent-kube-controller-manager.yaml")); err == nil {
 				t.Error("the manifest was moved: a restart")
+			}
+		})
+	}
+}
+
+// TestStopDuringReloadWait: a daemon stopped while it waits for a
+// renewed certificate to show neither restarts the component nor rolls
+// the renewal back (nothing showed the new pair bad).
+func TestStopDuringReloadWait(t *testing.T) {
+	dir := t.TempDir()
+	node, err := (pkitest.Layout{}).Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifests := filepath.Join(dir, "etc/kubernetes/manifests")
+	os.MkdirAll(manifests, 0o755)
+	os.WriteFile(filepath.Join(manifests, "kube-apiserver.yaml"), []byte("apiVersion: v1\nkind: Pod\n"), 0o600)
+	addr, srv := startRenewingServer(t, dir, 0) // never shows it
+	crt, _, err := node.CA.Issue(pkitest.Spec{CommonName: "kube-apiserver", NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n" +
+		"restart: {fileCheckFrequency: 200ms, timeout: 5s, reloadWait: 30s, endpoints: {kube-apiserver: \"" + addr + "\"}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := pki.NewRoot(dir)
+	log, hook := test.NewNullLogger()
+	r := &Restarter{Root: root, Clock: clock.RealClock{}, Log: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	rolledBack := false
+	renewed := []Renewed{{Cert: &inventory.Certificate{Name: "apiserver"}, NewSerial: strings.ToUpper(crt.SerialNumber.Text(16)),
+		Rollback: func() error { rolledBack = true; return nil }}}
+	go func() {
+		for { // stop once the wait has begun
+			srv.mu.Lock()
+			n := srv.handshakes
+			srv.mu.Unlock()
+			if n > 0 {
+				cancel()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	failed := r.Restart(ctx, cfg, renewed, nil)
+	srv.mu.Lock()
+	restarted := srv.restarted
+	srv.mu.Unlock()
+	if len(failed) > 0 || rolledBack || restarted {
+		t.Errorf("failed %v, rolled back %v, restarted %v", failed, rolledBack, restarted)
+	}
+	if !hasEntry(hook, logrus.WarnLevel, "stopped while waiting for the renewed certificate to show: neither restarted nor rolled back") {
+		t.Error("the stop is not logged")
+	}
+}
+
+// TestPeerEndpointUnseen: etcd's renewed server and peer pairs, the peer
+// port not answering where certagent dials it (bound to the node's
+// address): the client port showing the new serial is enough; a port
+// that shows another serial is not, nor no port answering.
+func TestPeerEndpointUnseen(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := (pkitest.Layout{}).Write(dir); err != nil {
+		t.Fatal(err)
+	}
+	pkiDir := filepath.Join(dir, "etc/kubernetes/pki")
+	pair, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "etcd/server.crt"), filepath.Join(pkiDir, "etcd/server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+	serial := strings.ToUpper(leaf.SerialNumber.Text(16))
+	client := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{pair}}).Addr().String()
+	other := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}).Addr().String()
+	closed := serveTLS(t, &tls.Config{Certificates: []tls.Certificate{pair}})
+	down := closed.Addr().String()
+	closed.Close()
+	root, _ := pki.NewRoot(dir)
+	r := &Restarter{Root: root, Clock: clock.RealClock{}}
+	expect := map[string]string{"etcd-server": serial, "etcd-peer": serial}
+	for _, tc := range []struct {
+		name, client, peer string
+		ok                 bool
+	}{
+		{"peer unseen", client, down, true},
+		{"both new", client, client, true},
+		{"peer other", client, other, false},
+		{"none answers", down, down, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\n" +
+				"restart: {endpoints: {etcd: \"" + tc.client + "\", etcd-peer: \"" + tc.peer + "\"}}\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			comp := components(cfg)[0]
+			err = r.servesRenewed(context.Background(), comp, expect, r.clientsOf(cfg, comp))
+			if (err == nil) != tc.ok {
+				t.Errorf("error %v, want ok %v", err, tc.ok)
 			}
 		})
 	}

@@ -34,7 +34,7 @@ type clientAuthServer struct {
 }
 
 // serveTLS listens on loopback with cfg and answers every HTTP request
-// 200 (kube-apiserver's /readyz); a client may also only handshake.
+// 200 (kube-apiserver's /livez); a client may also only handshake.
 func serveTLS(t *testing.T, cfg *tls.Config) net.Listener {
 	return serveHTTPS(t, cfg, func(http.ResponseWriter, *http.Request) {})
 }

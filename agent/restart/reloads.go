@@ -2,7 +2,6 @@ package restart
 
 import (
 	"path"
-	"slices"
 
 	"github.com/certagent/certagent/agent/api"
 	"github.com/certagent/certagent/agent/config"
@@ -40,10 +39,7 @@ func Reloads(root *pki.Root, cfg *config.Config, names []string) []Reload {
 		if len(rl.Certificates) == 0 {
 			continue
 		}
-		rl.ByItself = true
-		for _, n := range rl.Certificates {
-			rl.ByItself = rl.ByItself && slices.Contains(comp.Reloads, n)
-		}
+		rl.ByItself = byItself(cfg, comp, rl.Certificates)
 		if comp.Unit == "" {
 			rl.Present = r.exists(path.Join(cfg.Restart.ManifestsDir, comp.Manifest))
 		}

@@ -90,9 +90,10 @@ func components(cfg *config.Config) []component {
 		// renewal takes a restart.
 		{Name: "kube-apiserver", Manifest: "kube-apiserver.yaml", Certs: []string{"apiserver", "apiserver-kubelet-client", "apiserver-etcd-client", "front-proxy-client"},
 			Served: []served{{ep["kube-apiserver"], "apiserver", ""}},
-			// /readyz: it is up and reaches etcd (a renewed etcd client
-			// pair works); kubeadm lets anonymous requests read it.
-			Healthz: "https://" + ep["kube-apiserver"] + "/readyz", HealthzAuth: true,
+			// /livez, kubeadm's liveness probe: a restarted server that
+			// exits (as one does that cannot reach etcd) is not confirmed;
+			// kubeadm lets anonymous requests read it.
+			Healthz: "https://" + ep["kube-apiserver"] + "/livez", HealthzAuth: true,
 			ClientCAFlags: APIServerClientCAFlags,
 			Reloads:       []string{"apiserver", "apiserver-kubelet-client", "front-proxy-client"}},
 		{Name: "kube-controller-manager", Manifest: "kube-controller-manager.yaml", Certs: []string{"controller-manager.conf"},
@@ -214,6 +215,11 @@ func (r *Restarter) restartConfirmed(ctx context.Context, cfg *config.Config, co
 		return
 	}
 	fields["MESSAGE_ID"], fields["REASON"] = logfields.MsgRestartFailed, err.Error()
+	if ctx.Err() != nil {
+		// The daemon stops: nothing showed the new certificate to be bad.
+		r.Log.WithFields(fields).Warn("stopped while confirming the restart of " + comp.Name + ": not rolled back")
+		return
+	}
 	if errors.Is(err, systemd.ErrNoDBus) {
 		// Nothing was restarted, so nothing showed the new certificate
 		// to be bad: keep it, and let the stale check say what to do.

@@ -144,7 +144,7 @@ func restartWith(t *testing.T, gate *fakeGate, named []string) []string {
 	events = nil
 	mu.Unlock()
 
-	apiserver := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})) // its /readyz
+	apiserver := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})) // its /livez
 	defer apiserver.Close()
 	cfg, _ := config.Parse([]byte("apiVersion: certagent.io/v1alpha1\nkind: AgentConfiguration\nrestart: {fileCheckFrequency: 40ms, timeout: 1s, kubeletHealthz: '', endpoints: {kube-apiserver: \"" +
 		strings.TrimPrefix(apiserver.URL, "https://") + "\"}}\n"))

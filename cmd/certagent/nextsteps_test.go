@@ -47,6 +47,8 @@ func TestRenewNextSteps(t *testing.T) {
 			"next: certagent will not restart them"}},
 		{name: "reads it by itself", args: []string{"apiserver"}, manifest: true, want: []string{
 			"next: kube-apiserver (static pod kube-apiserver.yaml) reads apiserver anew by itself: no restart needed"}},
+		{name: "nothing served renewed", args: []string{"apiserver-kubelet-client"}, manifest: true, want: []string{
+			"next: kube-apiserver (static pod kube-apiserver.yaml) must restart to load apiserver-kubelet-client"}},
 		{name: "--restart", args: []string{"--restart", "kubelet.conf"}, want: []string{"restarted kubelet                    ok"}, restarted: "kubelet.service"},
 	}
 	for _, tc := range tests {
@@ -73,7 +75,7 @@ func TestRenewNextSteps(t *testing.T) {
 					t.Errorf("lacks %q:\n%s", w, out)
 				}
 			}
-			if tc.manifest && strings.Contains(out, "will not restart them") {
+			if tc.name == "reads it by itself" && strings.Contains(out, "will not restart them") {
 				t.Errorf("nothing here needs a restart:\n%s", out)
 			}
 			if got := strings.Join(units.units, ","); got != tc.restarted {
