@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -87,8 +88,11 @@ func Find(root *pki.Root, src Sources, ca *x509.Certificate) ([]Bundle, []error)
 	var problems []error
 	for i := 0; i < len(cands); i++ {
 		c := cands[i]
-		b, refs, err := readCandidate(root, c)
+		b, refs, err := readCandidate(root, c, ca)
 		cands = append(cands, refs...)
+		if errors.Is(err, errOtherCAs) {
+			continue // not a bundle certagent could edit, and not of this CA
+		}
 		if err != nil {
 			// A kubeconfig that names its CA file instead of embedding
 			// it is no problem: the file it names is the bundle.
@@ -127,6 +131,11 @@ func kindOf(b *Bundle) string {
 // errNotBundle: the file holds something else than CA certificates.
 var errNotBundle = errors.New("not a trust bundle")
 
+// errOtherCAs: a kubeconfig whose certificate-authority-data certagent
+// could not edit (a certificate that is no CA, say, for a cluster of
+// another kind) does not hold the rotated CA: no concern of the rotation.
+var errOtherCAs = errors.New("certificate-authority-data without the rotated CA")
+
 // listDir lists the candidates of one directory; a missing one has none.
 func listDir(root *pki.Root, dir string) []candidate {
 	entries, err := root.ReadDir(dir)
@@ -151,7 +160,7 @@ func listDir(root *pki.Root, dir string) []candidate {
 // kubeconfig that has no CA data), and for a kubeconfig the CA files it
 // names. A link is read where it leads (inside the root), to tell
 // whether it is a bundle at all, and marked.
-func readCandidate(root *pki.Root, c candidate) (*Bundle, []candidate, error) {
+func readCandidate(root *pki.Root, c candidate, rotated *x509.Certificate) (*Bundle, []candidate, error) {
 	resolved, link, err := resolveFile(root, c.path)
 	if err != nil {
 		return nil, nil, err
@@ -191,9 +200,30 @@ func readCandidate(root *pki.Root, c candidate) (*Bundle, []candidate, error) {
 		return nil, refs, fmt.Errorf("%w: no certificate-authority-data", errNotBundle)
 	}
 	if b.Certs, err = rotate.TrustCerts(f.Data, true); err != nil {
+		if !embeds(kc, rotated) {
+			return nil, refs, fmt.Errorf("%w: %v", errOtherCAs, err)
+		}
 		return nil, refs, err
 	}
 	return b, refs, nil
+}
+
+// embeds: a cluster of kc has the certificate ca in its
+// certificate-authority-data (whatever else is there).
+func embeds(kc *clientcmdapi.Config, ca *x509.Certificate) bool {
+	for _, cl := range kc.Clusters {
+		rest := cl.CertificateAuthorityData
+		for len(rest) > 0 {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			if c, err := x509.ParseCertificate(blk.Bytes); err == nil && c.Equal(ca) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // resolveFile resolves the directories of p inside the root and refuses

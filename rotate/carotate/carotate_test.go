@@ -3,6 +3,7 @@ package carotate
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -282,7 +283,9 @@ clusters:
 - name: d
   cluster: {server: "https://y", certificate-authority: /nowhere/ca.crt}
 `))
-	write("/etc/kubernetes/bad.conf", []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: x, certificate-authority-data: bm90IGEgY2VydA==}\n"))
+	// The old CA with garbage after it: the data cannot be edited safely.
+	write("/etc/kubernetes/bad.conf", []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: x, certificate-authority-data: "+
+		base64.StdEncoding.EncodeToString(append(append([]byte{}, old...), "garbage after"...))+"}\n"))
 	src := sources()
 	src.Files = []string{"/etc/kubelet-ca/junk.crt", "/etc/kubernetes/pki/ca.key"}
 	bundles, problems := Find(root, src, n.CA.Cert)
@@ -434,5 +437,40 @@ users:
 	}
 	if len(bundles) != 1 || bundles[0].Path != "/etc/kubernetes/pki/ca.crt" || bundles[0].Kubeconfig {
 		t.Errorf("bundles %+v, want /etc/kubernetes/pki/ca.crt (PEM)", bundles)
+	}
+}
+
+// TestKubeconfigOfAnotherCluster: a kubeconfig in the Kubernetes
+// directory whose cluster certificate-authority-data holds a certificate
+// that is no CA (another kind of cluster, a pinned serving certificate)
+// does not hold the rotated CA: no problem, not a bundle. With the
+// rotated CA beside such a certificate it is a problem (it cannot be
+// edited safely), named.
+func TestKubeconfigOfAnotherCluster(t *testing.T) {
+	root, n, _ := layout(t)
+	pinned, _, err := n.CA.Issue(pkitest.Spec{CommonName: "webhook.example", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(certs ...*x509.Certificate) {
+		conf := "apiVersion: v1\nkind: Config\nclusters:\n- name: webhook\n  cluster: {server: \"https://10.0.0.9\", certificate-authority-data: " +
+			base64.StdEncoding.EncodeToString(pkitest.CertPEM(certs...)) + "}\n"
+		if err := os.WriteFile(root.HostPath("/etc/kubernetes/webhook.conf"), []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(pinned)
+	bundles, problems := Find(root, sources(), n.CA.Cert)
+	if len(problems) > 0 {
+		t.Errorf("another cluster's kubeconfig is a problem: %v", problems)
+	}
+	for _, b := range bundles {
+		if b.Path == "/etc/kubernetes/webhook.conf" {
+			t.Errorf("another cluster's kubeconfig is a bundle to edit: %+v", b)
+		}
+	}
+	write(n.CA.Cert, pinned)
+	if _, problems := Find(root, sources(), n.CA.Cert); len(problems) != 1 || !strings.Contains(problems[0].Error(), "webhook.conf") {
+		t.Errorf("the rotated CA beside a certificate that is no CA: problems %v", problems)
 	}
 }
