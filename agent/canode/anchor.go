@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 
+	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/rotate"
 	ca "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki"
@@ -82,4 +84,37 @@ func (s *step) signerIsNext() bool {
 	p := ca.PathsOf(s.in.Config.PKIDir, s.stem)
 	lc, err := rotate.LoadLocalCA(s.n.Root, s.stem, p.Cert, p.Key)
 	return err == nil && lc.Cert.Equal(s.next)
+}
+
+// joinedAfter: the rotation is over (phase done) and this node, with no
+// record of it, holds nothing of the old CA (a node that joined, or was
+// rebuilt, since): every phase is recorded done without running one (no
+// signer file written, no restart, no lifetime check of a CA that may
+// have expired since). False, and nothing recorded, otherwise.
+func (s *step) joinedAfter() bool {
+	if s.in.Cluster.Phase != carotate.Done || len(s.it.PhasesDone) > 0 {
+		return false
+	}
+	if own, err := s.caFile(ca.PathsOf(s.in.Config.PKIDir, s.stem).Cert); err == nil && holds(own, s.old) {
+		return false
+	}
+	bundles, probs := ca.Find(s.n.Root, s.sources(), s.old)
+	all := make([]ca.Leaf, 0, len(s.in.Leaves))
+	for _, l := range s.in.Leaves {
+		all = append(all, l.Leaf)
+	}
+	still, probs2 := ca.IssuedBy(s.n.Root, all, s.old)
+	if len(bundles)+len(probs)+len(still)+len(probs2) > 0 {
+		return false
+	}
+	now := s.in.Now.UTC()
+	s.it.Phase, s.it.Since, s.it.Done, s.it.DoneAt = carotate.Done, now, true, &now
+	s.it.PhasesDone = slices.Clone(carotate.Phases)
+	if err := s.it.save(s.n.StateDir); err != nil {
+		s.block(err.Error())
+		return true
+	}
+	s.out.Report.Phase, s.out.Status.NodePhase, s.out.Status.Since = carotate.Done, string(carotate.Done), now
+	s.done()
+	return true
 }

@@ -176,6 +176,9 @@ func (s *step) run(ctx context.Context) {
 	// node's record says it began (under a ConfigMap of an older
 	// certagent, or one signed then): its restarts may be pending.
 	proofErr := c.CheckPhase(s.next)
+	if proofErr == nil && s.joinedAfter() {
+		return
+	}
 	retiring := func(p carotate.Phase) {
 		if p == carotate.Reissue || p == carotate.Finish {
 			s.out.Retiring = s.old

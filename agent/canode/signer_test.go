@@ -139,3 +139,38 @@ func TestSignerFileLink(t *testing.T) {
 		t.Errorf("the manifest changed:\n%s", m)
 	}
 }
+
+// TestJoinedAfterTheRotation: a control-plane node with no record of a
+// rotation that is over (joined or rebuilt since; its files hold nothing
+// of the old CA) records it done without running a phase: no signer
+// file, no edit of the controller manager's manifest (whose restart the
+// kubelet would make twice), nothing restarted.
+func TestJoinedAfterTheRotation(t *testing.T) {
+	f := newFixture(t, false)
+	manifest := filepath.Join(f.dir, "etc/kubernetes/manifests/kube-controller-manager.yaml")
+	if err := os.WriteFile(manifest, []byte(cmManifest), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range carotate.Phases {
+		f.cluster.Phase = p
+		if out := f.converge(t, &recorder{}, nil); !out.Report.Done {
+			t.Fatalf("%s: %+v", p, out.Report)
+		}
+	}
+	if err := os.Remove(filepath.Join(f.state, IntentFile)); err != nil { // the state directory wiped
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(manifest)
+	r := &recorder{}
+	out := f.converge(t, r, nil)
+	after, _ := os.ReadFile(manifest)
+	if !out.Report.Done || len(r.done)+len(r.confirms) > 0 || string(after) != string(before) {
+		t.Errorf("done %v, restarted %v, confirmed %v, manifest changed %v", out.Report.Done, r.done, r.confirms, string(after) != string(before))
+	}
+	if it, err := loadIntent(f.state); err != nil || len(it.PhasesDone) != len(carotate.Phases) {
+		t.Errorf("record %+v %v", it, err)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "etc/kubernetes/pki/ca.signer.crt")); err == nil {
+		t.Error("a signer file was written")
+	}
+}
