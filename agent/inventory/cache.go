@@ -164,6 +164,11 @@ func (s *scanner) readCached(c candidate, order int) *result {
 			return r // changed just now: not trusted next time
 		}
 	}
+	for _, fd := range r.found {
+		if !fd.info.IsCA {
+			fd.last = &lastInfo{}
+		}
+	}
 	cache.mu.Lock()
 	cache.files[c] = &entry{r: r, deps: r.deps, gen: s.gen}
 	cache.mu.Unlock()
@@ -240,7 +245,9 @@ func (s *scanner) readFile(r *result, nodePath string) (*pki.File, error) {
 }
 
 // clone copies a cached reading for one scan, which fills in and links
-// the copies; the template stays as read.
+// the copies; the template stays as read. A leaf's Certificate is not
+// copied here: assemble makes it from the template's, or hands out the
+// one it last reported (ownInfo), so an unchanged leaf costs no copy.
 func (r *result) clone(order int) *result {
 	out := &result{keyPair: r.keyPair, problems: r.problems}
 	chain := map[*authority]*authority{}
@@ -255,8 +262,14 @@ func (r *result) clone(order int) *result {
 		out.clusterCAs = append(out.clusterCAs, &c)
 	}
 	for _, fd := range r.found {
-		g, info := *fd, *fd.info
-		g.info, g.order = &info, order
+		g := *fd
+		g.order = order
+		if fd.last != nil {
+			g.shared = true
+		} else {
+			info := *fd.info
+			g.info = &info
+		}
 		if fd.issuer != nil {
 			// A bundled issuer that is no CA by its basicConstraints (a
 			// v1 CA) is not in the chain: copy it as the chain's are.
