@@ -52,7 +52,7 @@ type Cache struct {
 type entry struct {
 	r    *result
 	deps []dep
-	gen  uint64
+	gen  atomic.Uint64 // the latest scan that used it
 }
 
 // dep is one file a reading depended on.
@@ -109,7 +109,7 @@ func (c *Cache) sweep(gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.files {
-		if e.gen < gen {
+		if e.gen.Load() < gen {
 			delete(c.files, k)
 		}
 	}
@@ -136,9 +136,8 @@ func (s *scanner) readCached(c candidate, order int) *result {
 	e := cache.files[c]
 	cache.mu.Unlock()
 	if e != nil && (s.trusted(e.deps) || s.unchanged(e.deps)) {
-		cache.mu.Lock()
-		e.gen = max(e.gen, s.gen)
-		cache.mu.Unlock()
+		for g := e.gen.Load(); g < s.gen && !e.gen.CompareAndSwap(g, s.gen); g = e.gen.Load() {
+		}
 		return e.r.clone(order)
 	}
 	if e != nil {
@@ -169,8 +168,10 @@ func (s *scanner) readCached(c candidate, order int) *result {
 			fd.last = &lastInfo{}
 		}
 	}
+	e = &entry{r: r, deps: r.deps}
+	e.gen.Store(s.gen)
 	cache.mu.Lock()
-	cache.files[c] = &entry{r: r, deps: r.deps, gen: s.gen}
+	cache.files[c] = e
 	cache.mu.Unlock()
 	return r.clone(order)
 }

@@ -109,8 +109,19 @@ type found struct {
 	last   *lastInfo
 }
 
-// lastInfo holds the Certificate a cached leaf was last reported as.
-type lastInfo struct{ p atomic.Pointer[Certificate] }
+// lastInfo holds the Certificate a cached leaf was last reported as, and
+// the verdict of the authority it was last checked against.
+type lastInfo struct {
+	p       atomic.Pointer[Certificate]
+	verdict atomic.Pointer[caVerdict]
+}
+
+// caVerdict is a signature check's outcome against the authority whose
+// whole certificate has digest ca.
+type caVerdict struct {
+	ca [sha256.Size]byte
+	ok bool
+}
 
 // result is what reading one candidate produced.
 type result struct {
