@@ -136,8 +136,7 @@ func (s *scanner) readCached(c candidate, order int) *result {
 	e := cache.files[c]
 	cache.mu.Unlock()
 	if e != nil && (s.trusted(e.deps) || s.unchanged(e.deps)) {
-		for g := e.gen.Load(); g < s.gen && !e.gen.CompareAndSwap(g, s.gen); g = e.gen.Load() {
-		}
+		raise(&e.gen, s.gen)
 		return e.r.clone(order)
 	}
 	if e != nil {
@@ -174,6 +173,12 @@ func (s *scanner) readCached(c candidate, order int) *result {
 	cache.files[c] = e
 	cache.mu.Unlock()
 	return r.clone(order)
+}
+
+// raise sets g to gen unless it is already later (a concurrent scan).
+func raise(g *atomic.Uint64, gen uint64) {
+	for old := g.Load(); old < gen && !g.CompareAndSwap(old, gen); old = g.Load() {
+	}
 }
 
 // candidates is how many candidates the latest scan found (0 without a
@@ -247,8 +252,9 @@ func (s *scanner) readFile(r *result, nodePath string) (*pki.File, error) {
 
 // clone copies a cached reading for one scan, which fills in and links
 // the copies; the template stays as read. A leaf's Certificate is not
-// copied here: assemble makes it from the template's, or hands out the
-// one it last reported (ownInfo), so an unchanged leaf costs no copy.
+// copied here: assemble fills in a copy of the template's, and reports
+// the one it reported last time instead when they are the same
+// (lastInfo.settle), so an unchanged leaf costs no new Certificate.
 func (r *result) clone(order int) *result {
 	out := &result{keyPair: r.keyPair, problems: r.problems}
 	chain := map[*authority]*authority{}
