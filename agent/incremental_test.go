@@ -65,6 +65,15 @@ func TestChangedFilesThroughTheCache(t *testing.T) {
 	if r := h.a.cache.Stats().Reads - reads; r > 6 {
 		t.Errorf("%d files read for three changes: the rescans were not narrowed to them", r)
 	}
+
+	// The corpus's CA appears: the leaves, whose files did not change,
+	// are matched with it by signature in a pass narrowed to it.
+	must(t, os.WriteFile(filepath.Join(certs, "ca.crt"), pkitest.CertPEM(ca.Cert), 0o644))
+	h.waitFor("the corpus CA", func(s *api.Status) bool {
+		c := cert(s, "/opt/certs/cert-00005.pem")
+		return c != nil && c.CAPath == "/opt/certs/ca.crt" && s.Daemon.LastScanReason == "change on disk"
+	})
+	sameAsCold(t, h, "paths: [/opt/certs]\n")
 }
 
 // sameAsCold checks the daemon's status document, after passes narrowed

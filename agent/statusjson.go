@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"slices"
 	"strconv"
 	"time"
 
@@ -174,20 +173,7 @@ func newFragment(c *api.CertStatus) (*fragment, error) {
 
 // sameCert reports whether a and b encode alike but for their residual
 // seconds. Every field is compared (TestSameCertComparesEveryField).
-func sameCert(a, b *inventory.Certificate) bool {
-	return a.Name == b.Name && a.Path == b.Path && a.ResolvedPath == b.ResolvedPath && a.Kind == b.Kind &&
-		a.Kubeconfig == b.Kubeconfig && a.User == b.User && slices.Equal(a.UsedBy, b.UsedBy) && a.Cluster == b.Cluster &&
-		a.Subject == b.Subject && a.Issuer == b.Issuer && slices.Equal(a.DNSNames, b.DNSNames) &&
-		slices.Equal(a.IPAddresses, b.IPAddresses) && slices.Equal(a.URIs, b.URIs) &&
-		slices.Equal(a.EmailAddresses, b.EmailAddresses) && a.Serial == b.Serial && a.SerialDecimal == b.SerialDecimal &&
-		a.SubjectParts == b.SubjectParts && samePtr(a.IssuerParts, b.IssuerParts) &&
-		sameTime(a.NotBefore, b.NotBefore) && sameTime(a.NotAfter, b.NotAfter) &&
-		a.KeyAlgorithm == b.KeyAlgorithm && a.KeySize == b.KeySize && a.IsCA == b.IsCA &&
-		a.CAName == b.CAName && a.CAPath == b.CAPath && a.CAKeyPresent == b.CAKeyPresent &&
-		a.ExternallyManaged == b.ExternallyManaged && samePtr(a.Key, b.Key) && a.RenewalPath == b.RenewalPath &&
-		a.LeftAlone == b.LeftAlone && sameTime(a.RenewalWindowStart, b.RenewalWindowStart) && a.State == b.State &&
-		slices.Equal(a.Warnings, b.Warnings)
-}
+func sameCert(a, b *inventory.Certificate) bool { return inventory.SameButResidual(a, b) }
 
 // sameRenewal reports whether a and b encode alike.
 func sameRenewal(a, b *api.RenewalStatus) bool {
@@ -205,11 +191,4 @@ func sameTimePtr(a, b *time.Time) bool {
 		return a == b
 	}
 	return sameTime(*a, *b)
-}
-
-func samePtr[T comparable](a, b *T) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return *a == *b
 }

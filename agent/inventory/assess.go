@@ -3,6 +3,7 @@ package inventory
 import (
 	"fmt"
 	"path"
+	"slices"
 	"sort"
 	"time"
 
@@ -57,6 +58,7 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 			if fd.info.Kubeconfig != "" {
 				user = fd.info.Kubeconfig
 			}
+			prev.ownInfo()
 			prev.info.UsedBy = append(prev.info.UsedBy, user)
 			if p, bad := foldedKeyProblem(prev, fd); bad && fd.info.Kind == KindKubeconfigReference {
 				rep.Problems = append(rep.Problems, p)
@@ -79,8 +81,17 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 		}
 	}
 	for _, fd := range kept {
+		shared := fd.shared
+		if shared { // filled in on the scan's scratch copy, kept only when new
+			s.scratch = *fd.info
+			s.scratch.UsedBy, s.scratch.Warnings = slices.Clip(s.scratch.UsedBy), slices.Clip(s.scratch.Warnings)
+			fd.info, fd.shared = &s.scratch, false
+		}
 		s.link(fd)
 		s.assess(fd.info, fd.expectKey, rep)
+		if fd.last != nil {
+			fd.info = fd.last.settle(fd.info, shared)
+		}
 		if fd.info.IsCA {
 			s.assessCA(fd.info, longest[s.authorityOf(fd.info)])
 			rep.Authorities = append(rep.Authorities, fd.info)
@@ -112,6 +123,33 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 		rep.Problems = []Problem{}
 	}
 	sortReport(rep)
+}
+
+// ownInfo gives fd a Certificate of its own to fill in when its info is
+// a cached template's: a copy whose lists are clipped, so that an append
+// never writes into the template's.
+func (fd *found) ownInfo() {
+	if fd.shared {
+		c := *fd.info
+		c.UsedBy, c.Warnings = slices.Clip(c.UsedBy), slices.Clip(c.Warnings)
+		fd.info, fd.shared = &c, false
+	}
+}
+
+// settle returns the Certificate to report for a cached leaf assessed as
+// info: the one reported last time when every field is the same
+// (residual seconds included), else info, kept for next time. scratch
+// says info is the scan's scratch copy, which is copied before it is kept.
+func (l *lastInfo) settle(info *Certificate, scratch bool) *Certificate {
+	if prev := l.p.Load(); prev != nil && prev.ResidualSeconds == info.ResidualSeconds && SameButResidual(prev, info) {
+		return prev
+	}
+	if scratch {
+		c := *info
+		info = &c
+	}
+	l.p.Store(info)
+	return info
 }
 
 func (s *scanner) authorityOf(info *Certificate) *authority {

@@ -52,7 +52,7 @@ type Cache struct {
 type entry struct {
 	r    *result
 	deps []dep
-	gen  uint64
+	gen  atomic.Uint64 // the latest scan that used it
 }
 
 // dep is one file a reading depended on.
@@ -109,7 +109,7 @@ func (c *Cache) sweep(gen uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.files {
-		if e.gen < gen {
+		if e.gen.Load() < gen {
 			delete(c.files, k)
 		}
 	}
@@ -136,9 +136,7 @@ func (s *scanner) readCached(c candidate, order int) *result {
 	e := cache.files[c]
 	cache.mu.Unlock()
 	if e != nil && (s.trusted(e.deps) || s.unchanged(e.deps)) {
-		cache.mu.Lock()
-		e.gen = max(e.gen, s.gen)
-		cache.mu.Unlock()
+		raise(&e.gen, s.gen)
 		return e.r.clone(order)
 	}
 	if e != nil {
@@ -164,10 +162,23 @@ func (s *scanner) readCached(c candidate, order int) *result {
 			return r // changed just now: not trusted next time
 		}
 	}
+	for _, fd := range r.found {
+		if !fd.info.IsCA {
+			fd.last = &lastInfo{}
+		}
+	}
+	e = &entry{r: r, deps: r.deps}
+	e.gen.Store(s.gen)
 	cache.mu.Lock()
-	cache.files[c] = &entry{r: r, deps: r.deps, gen: s.gen}
+	cache.files[c] = e
 	cache.mu.Unlock()
 	return r.clone(order)
+}
+
+// raise sets g to gen unless it is already later (a concurrent scan).
+func raise(g *atomic.Uint64, gen uint64) {
+	for old := g.Load(); old < gen && !g.CompareAndSwap(old, gen); old = g.Load() {
+	}
 }
 
 // candidates is how many candidates the latest scan found (0 without a
@@ -240,7 +251,10 @@ func (s *scanner) readFile(r *result, nodePath string) (*pki.File, error) {
 }
 
 // clone copies a cached reading for one scan, which fills in and links
-// the copies; the template stays as read.
+// the copies; the template stays as read. A leaf's Certificate is not
+// copied here: assemble fills in a copy of the template's, and reports
+// the one it reported last time instead when they are the same
+// (lastInfo.settle), so an unchanged leaf costs no new Certificate.
 func (r *result) clone(order int) *result {
 	out := &result{keyPair: r.keyPair, problems: r.problems}
 	chain := map[*authority]*authority{}
@@ -255,8 +269,14 @@ func (r *result) clone(order int) *result {
 		out.clusterCAs = append(out.clusterCAs, &c)
 	}
 	for _, fd := range r.found {
-		g, info := *fd, *fd.info
-		g.info, g.order = &info, order
+		g := *fd
+		g.order = order
+		if fd.last != nil {
+			g.shared = true
+		} else {
+			info := *fd.info
+			g.info = &info
+		}
 		if fd.issuer != nil {
 			// A bundled issuer that is no CA by its basicConstraints (a
 			// v1 CA) is not in the chain: copy it as the chain's are.

@@ -18,7 +18,11 @@ import (
 // reports what a cold full scan reports, after each kind of change: a new
 // certificate, a key appearing beside one, a file removed, a CA replaced
 // by another of the same name (its leaves' issuer is found again by
-// signature), a kubeconfig's referenced file swapped by a symlink.
+// signature), the first CA back, a CA's key appearing (its leaves, whose
+// files did not change, are renewed from it now), a kubeconfig's
+// referenced file swapped by a symlink, and nothing changed but the time
+// (every residual moves: no Certificate of the previous scan is reported
+// unchanged).
 func TestChangedScanMatchesFullScan(t *testing.T) {
 	dir, _ := layout(t, pkitest.Layout{KubeletConfReference: true})
 	c := filepath.Join(dir, "opt/c")
@@ -28,9 +32,10 @@ func TestChangedScanMatchesFullScan(t *testing.T) {
 	root, _ := pki.NewRoot(dir)
 	cfg := mustConfig(t, "paths: [/opt/c]")
 	cache := settledCache()
+	at := now
 	scan := func(ch *Changed) string {
 		t.Helper()
-		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now, Cache: cache, Changed: ch})
+		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at, Cache: cache, Changed: ch})
 		must(t, err)
 		b, _ := json.Marshal(rep)
 		return string(b)
@@ -56,6 +61,13 @@ func TestChangedScanMatchesFullScan(t *testing.T) {
 		{"the CA replaced by one of the same name", func() {
 			must(t, os.WriteFile(filepath.Join(c, "ca.crt"), pkitest.CertPEM(other.Cert), 0o644))
 		}, map[string]bool{filepath.Join(c, "ca.crt"): false}},
+		{"the first CA back", func() {
+			must(t, os.WriteFile(filepath.Join(c, "ca.crt"), pkitest.CertPEM(ca.Cert), 0o644))
+		}, map[string]bool{filepath.Join(c, "ca.crt"): false}},
+		{"the CA's key appearing", func() {
+			must(t, os.WriteFile(filepath.Join(c, "ca.key"), pkitest.KeyPEM(ca.Key), 0o600))
+		}, map[string]bool{filepath.Join(c, "ca.key"): true}},
+		{"an hour later", func() { at = at.Add(time.Hour + time.Second) }, map[string]bool{}},
 		{"the kubelet's symlink swapped", func() {
 			must(t, os.WriteFile(filepath.Join(kp, "kubelet-client-2099.pem"), append(pkitest.CertPEM(leaf), pkitest.KeyPEM(key)...), 0o600))
 			must(t, os.Symlink(filepath.Join("/var/lib/kubelet/pki", "kubelet-client-2099.pem"), filepath.Join(kp, ".tmp")))
@@ -65,7 +77,7 @@ func TestChangedScanMatchesFullScan(t *testing.T) {
 	for _, st := range steps {
 		st.change()
 		got := scan(&Changed{Paths: st.changed, Watched: watched})
-		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: now})
+		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at})
 		must(t, err)
 		want, _ := json.Marshal(rep)
 		if got != string(want) {

@@ -113,7 +113,7 @@ func (s *scanner) early(r *result) {
 		}
 		for _, a := range known {
 			if a.issues() && a.mayIssue(fd) {
-				ok := s.verified(fd.signed, a)
+				ok := s.verdict(fd, a)
 				fd.verdicts = append(fd.verdicts, verdictOf{a, ok})
 				if ok {
 					break
@@ -193,7 +193,25 @@ func (s *scanner) check(fd *found, a *authority) bool {
 	if fd.signed == nil && !s.reread(fd) {
 		return false
 	}
-	return s.verified(fd.signed, a)
+	return s.verdict(fd, a)
+}
+
+// verdict checks fd's signed part against a: a cached leaf remembers the
+// verdict of the last authority it was checked against (its file's
+// version and that authority's whole certificate decide it), so a scan
+// that finds the same authority again asks no one; anything else asks
+// the cache (verified).
+func (s *scanner) verdict(fd *found, a *authority) bool {
+	m := fd.last
+	if m == nil {
+		return s.verified(fd.signed, a)
+	}
+	if v := m.verdict.Load(); v != nil && v.ca == a.id {
+		return v.ok
+	}
+	ok := s.verified(fd.signed, a)
+	m.verdict.Store(&caVerdict{ca: a.id, ok: ok})
+	return ok
 }
 
 // reread recovers fd's signed bytes by reading its candidate again; it

@@ -57,6 +57,7 @@ type scanner struct {
 	writersMu   sync.Mutex
 	writers     map[string]string    // directory -> who else can write it; guarded by writersMu
 	messages    map[[2]string]string // warnings already formatted, for assemble
+	scratch     Certificate          // assemble's copy of a cached leaf, kept when new
 }
 
 // authority is a CA certificate with what is needed to check signatures.
@@ -101,6 +102,25 @@ type found struct {
 	groups []string
 	// extra: found through a configured path, not a well-known location.
 	extra bool
+	// shared: info is the cached template's, read-only; assemble makes
+	// the scan's own (see ownInfo). last, on a cached leaf, is what the
+	// latest scan reported for it, handed out again when the same.
+	shared bool
+	last   *lastInfo
+}
+
+// lastInfo holds the Certificate a cached leaf was last reported as, and
+// the verdict of the authority it was last checked against.
+type lastInfo struct {
+	p       atomic.Pointer[Certificate]
+	verdict atomic.Pointer[caVerdict]
+}
+
+// caVerdict is a signature check's outcome against the authority whose
+// whole certificate has digest ca.
+type caVerdict struct {
+	ca [sha256.Size]byte
+	ok bool
 }
 
 // result is what reading one candidate produced.
