@@ -45,7 +45,8 @@ func TestCARotationKubeadmLocal(t *testing.T) {
 		// ca.crt: kube-apiserver's and the controller manager's
 		// --client-ca-file, the kubelet's clientCAFile, and every
 		// kubeconfig; prepare's signer file restarts the controller
-		// manager through its manifest (the kubelet's, not recorded).
+		// manager through its manifest (the kubelet's: confirmed, not
+		// restarted by certagent), and done's edit back.
 		{"ca", "/etc/kubernetes/pki/ca.crt", "/etc/kubernetes/pki/ca.key", map[carotate.Phase][]string{
 			carotate.Trust:   {apiserver, kcm, sched, "kubelet"},
 			carotate.Reissue: {apiserver, kcm, sched, "kubelet"},
@@ -117,10 +118,17 @@ func rotateKubeadmLocal(t *testing.T, name, certPath, keyPath string, restarts m
 	ctx := context.Background()
 	for _, p := range carotate.Phases {
 		publish(t, cl, key, p)
-		rec.names = nil
+		rec.names, rec.confirmed = nil, nil
 		convergePhase(t, ctx, n, rfs, cfg, cl)
 		if !slices.Equal(rec.names, restarts[p]) {
 			t.Errorf("phase %s restarted %v, want %v", p, rec.names, restarts[p])
+		}
+		var confirmed []string // the signer flag's edits (the ca rotation's)
+		if name == "ca" && (p == carotate.Prepare || p == carotate.Done) {
+			confirmed = []string{"kube-controller-manager"}
+		}
+		if !slices.Equal(rec.confirmed, confirmed) {
+			t.Errorf("phase %s confirmed after the kubelet's restart %v, want %v", p, rec.confirmed, confirmed)
 		}
 	}
 	sources := ca.Sources{Dirs: []string{"/etc/kubernetes/pki", "/etc/kubernetes/pki/etcd", "/etc/kubernetes"},
