@@ -87,13 +87,22 @@ func TestE2ERealKubeletRotatesItself(t *testing.T) {
 	t.Logf("the kubelet's own CSRs, approved: %v", ap.stop())
 
 	// Rotation breaks: nobody approves the kubelet. certagent steps in.
-	secondNotAfter := r.clientNotAfter()
 	ap = startApprover(c, "system:node:"+r.name, certv1.KubeAPIServerClientKubeletSignerName, "certagent-")
 	defer ap.stop()
+	// The certificate certagent must replace is the one on disk once the
+	// kubelet asks for one nobody approves: with 3-minute certificates the
+	// kubelet may have rotated again, itself, while its approver ran.
+	waitIn(t, "the kubelet asking for a certificate nobody approves", 4*time.Minute, func() bool {
+		return len(r.nodeCSRs("csr-")) > 0
+	}, r.Node)
+	second, _, _, _ = r.clientState()
+	secondNotAfter := r.clientNotAfter()
 	var third string
 	waitIn(t, "certagent stepping in before the certificate dies", time.Until(secondNotAfter), func() bool {
-		third, _, _, _ = r.clientState()
-		return third != "" && third != second
+		var result string
+		third, _, _, result = r.clientState()
+		// The kubelet's CSR is pending: a new certificate is certagent's.
+		return third != "" && third != second && strings.HasPrefix(result, "renewed")
 	}, r.Node)
 	steppedIn := time.Now()
 	if pending := r.nodeCSRs("csr-"); len(pending) == 0 {
