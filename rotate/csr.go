@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -17,10 +18,14 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 	certutil "k8s.io/client-go/util/cert"
-	"k8s.io/client-go/util/certificate/csr"
+	"k8s.io/utils/ptr"
 
 	"github.com/certagent/certagent/rotate/pki"
 )
@@ -123,53 +128,120 @@ func CSRName(spec CSRSpec, pub crypto.PublicKey) string {
 	return "certagent-" + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
-// RequestCSR creates (or finds, for the same key) the request, with
-// client-go's csr helpers.
-func RequestCSR(ctx context.Context, client kubernetes.Interface, spec CSRSpec, key crypto.Signer) (Pending, error) {
+// CSRClient is what a renewal does with CertificateSigningRequests
+// (certificates.k8s.io/v1): certagent's own client and client-go's typed
+// client both serve it.
+type CSRClient interface {
+	Create(ctx context.Context, obj *certificatesv1.CertificateSigningRequest, opts metav1.CreateOptions) (*certificatesv1.CertificateSigningRequest, error)
+	Get(ctx context.Context, name string, opts metav1.GetOptions) (*certificatesv1.CertificateSigningRequest, error)
+	List(ctx context.Context, opts metav1.ListOptions) (*certificatesv1.CertificateSigningRequestList, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// RequestCSR creates the request, or finds the one made before for the
+// same key: its name comes from the key and what it asks for
+// (CSRName). A request of that name made with another key, or asking for
+// something else, is refused, never waited for.
+func RequestCSR(ctx context.Context, csrs CSRClient, spec CSRSpec, key crypto.Signer) (Pending, error) {
 	der, err := certutil.MakeCSRFromTemplate(key, &x509.CertificateRequest{Subject: spec.Subject, DNSNames: spec.DNSNames, IPAddresses: spec.IPs})
 	if err != nil {
 		return Pending{}, fmt.Errorf("make CSR: %w", err)
 	}
-	var d *time.Duration
-	if spec.Duration > 0 {
-		d = &spec.Duration
+	want := &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: CSRName(spec, key.Public())},
+		Spec:       certificatesv1.CertificateSigningRequestSpec{Request: der, SignerName: spec.SignerName, Usages: spec.Usages},
 	}
-	name, uid, err := csr.RequestCertificateWithContext(ctx, client, der, CSRName(spec, key.Public()), spec.SignerName, d, spec.Usages, key)
-	if err != nil {
+	if spec.Duration > 0 {
+		want.Spec.ExpirationSeconds = ptr.To(int32(spec.Duration / time.Second))
+	}
+	got, err := csrs.Create(ctx, want, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		if got, err = csrs.Get(ctx, want.Name, metav1.GetOptions{}); err != nil {
+			return Pending{}, fmt.Errorf("CSR %s exists: %w", want.Name, err)
+		}
+		if err := sameRequest(got, spec, key.Public()); err != nil {
+			return Pending{}, fmt.Errorf("CSR %s exists and is not this renewal's: %w", want.Name, err)
+		}
+	} else if err != nil {
 		return Pending{}, fmt.Errorf("create CSR: %w", err)
 	}
-	return Pending{Name: name, UID: uid, Key: key}, nil
+	return Pending{Name: got.Name, UID: got.UID, Key: key}, nil
+}
+
+// sameRequest tells whether obj asks for spec with the key pub: its
+// request is signed by that key, for the same subject and signer.
+func sameRequest(obj *certificatesv1.CertificateSigningRequest, spec CSRSpec, pub crypto.PublicKey) error {
+	b, _ := pem.Decode(obj.Spec.Request)
+	if b == nil || b.Type != "CERTIFICATE REQUEST" {
+		return errors.New("its request is not a PEM certificate request")
+	}
+	req, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil {
+		return fmt.Errorf("its request: %w", err)
+	}
+	if err := req.CheckSignature(); err != nil {
+		return fmt.Errorf("its request: %w", err)
+	}
+	if k, ok := req.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pub) {
+		return errors.New("it was made with another key")
+	}
+	if req.Subject.String() != spec.Subject.String() || obj.Spec.SignerName != spec.SignerName {
+		return fmt.Errorf("it asks %s for %q", obj.Spec.SignerName, req.Subject)
+	}
+	return nil
 }
 
 // WaitCSR waits until the request is issued, denied or failed, or ctx
-// ends, and checks that what was issued is for our key.
-func WaitCSR(ctx context.Context, client kubernetes.Interface, p Pending, wait time.Duration) ([]*x509.Certificate, error) {
+// ends, and checks that what was issued is for our key. It watches the
+// one request by name, through client-go's informer-backed wait, which
+// lists again when a watch breaks.
+func WaitCSR(ctx context.Context, csrs CSRClient, p Pending, wait time.Duration) ([]*x509.Certificate, error) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	data, err := csr.WaitForCertificate(wctx, client, p.Name, p.UID)
-	if err != nil {
-		// Tell a denial from a timeout by looking at the request.
-		gctx, gcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer gcancel()
-		obj, gerr := client.CertificatesV1().CertificateSigningRequests().Get(gctx, p.Name, metav1.GetOptions{})
-		if gerr == nil {
-			for _, c := range obj.Status.Conditions {
-				if c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed {
-					return nil, &CSRDeniedError{Name: p.Name, Type: string(c.Type), Reason: c.Reason, Message: c.Message}
-				}
+	byName := fields.OneTermEqualSelector("metadata.name", p.Name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = byName
+			return csrs.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = byName
+			return csrs.Watch(ctx, o)
+		},
+	}
+	var issued []byte
+	_, err := watchtools.UntilWithSync(wctx, cache.ToListWatcherWithWatchListSemantics(lw, csrs),
+		&certificatesv1.CertificateSigningRequest{}, func(store cache.Store) (bool, error) {
+			if _, ok, _ := store.GetByKey(p.Name); !ok {
+				return false, fmt.Errorf("%s: %w", p.Name, ErrCSRGone)
 			}
-		} else if apierrors.IsNotFound(gerr) {
-			return nil, fmt.Errorf("%s: %w", p.Name, ErrCSRGone)
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		if wctx.Err() != nil {
-			return nil, &CSRTimeoutError{Name: p.Name, Wait: wait}
-		}
+			return false, nil
+		}, func(ev watch.Event) (bool, error) {
+			obj, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
+			switch {
+			case ev.Type == watch.Deleted:
+				return false, fmt.Errorf("%s: %w", p.Name, ErrCSRGone)
+			case !ok || (ev.Type != watch.Added && ev.Type != watch.Modified):
+				return false, nil
+			case obj.UID != p.UID:
+				return false, fmt.Errorf("%s: %w (made again since)", p.Name, ErrCSRGone)
+			}
+			var err error
+			issued, err = issuedCertificate(obj)
+			return issued != nil, err
+		})
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrCSRGone) || errors.As(err, new(*CSRDeniedError)):
+		return nil, err
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case wctx.Err() != nil:
+		return nil, &CSRTimeoutError{Name: p.Name, Wait: wait}
+	default:
 		return nil, fmt.Errorf("CSR %s: %w", p.Name, err)
 	}
-	certs, err := certutil.ParseCertsPEM(data)
+	certs, err := certutil.ParseCertsPEM(issued)
 	if err != nil {
 		return nil, fmt.Errorf("CSR %s: issued certificate: %w", p.Name, err)
 	}
@@ -177,4 +249,22 @@ func WaitCSR(ctx context.Context, client kubernetes.Interface, p Pending, wait t
 		return nil, fmt.Errorf("CSR %s: %w", p.Name, ErrWrongKey)
 	}
 	return certs, nil
+}
+
+// issuedCertificate is the request's certificate once it is approved and
+// signed (nil before), or why it never will be.
+func issuedCertificate(obj *certificatesv1.CertificateSigningRequest) ([]byte, error) {
+	approved := false
+	for _, c := range obj.Status.Conditions {
+		switch c.Type {
+		case certificatesv1.CertificateDenied, certificatesv1.CertificateFailed:
+			return nil, &CSRDeniedError{Name: obj.Name, Type: string(c.Type), Reason: c.Reason, Message: c.Message}
+		case certificatesv1.CertificateApproved:
+			approved = true
+		}
+	}
+	if !approved || len(obj.Status.Certificate) == 0 {
+		return nil, nil
+	}
+	return obj.Status.Certificate, nil
 }

@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -12,7 +13,10 @@ import (
 	certificatesv1 "k8s.io/api/certificates/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	certutil "k8s.io/client-go/util/cert"
 
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
@@ -49,6 +53,13 @@ func signLater(t *testing.T, client *fake.Clientset, ca *pkitest.CA, approve, wr
 	}()
 }
 
+// fakeCSRs serves CSRs from client-go's fake clientset, which cannot
+// stream a list: it says so, as the fake clientset itself does, so the
+// wait lists and watches.
+type fakeCSRs struct{ CSRClient }
+
+func (fakeCSRs) IsWatchListSemanticsUnSupported() bool { return true }
+
 func pemBody(b []byte) []byte {
 	blk, _ := pem.Decode(b)
 	if blk == nil {
@@ -78,14 +89,14 @@ func TestCSRFlowOnFakeClientset(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset()
 			key, _ := NewKey(nil, "ecdsa-p256")
-			p, err := RequestCSR(context.Background(), client, spec, key)
+			p, err := RequestCSR(context.Background(), fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}, spec, key)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if tc.signs {
 				signLater(t, client, ca, tc.approve, tc.wrongKey)
 			}
-			certs, err := WaitCSR(context.Background(), client, p, 2*time.Second)
+			certs, err := WaitCSR(context.Background(), fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}, p, 2*time.Second)
 			if !tc.check(err) {
 				t.Fatalf("err = %v", err)
 			}
@@ -100,11 +111,12 @@ func TestCSRReuseNeedsTheSameKey(t *testing.T) {
 	client := fake.NewClientset()
 	spec := KubeletServingSpec("node1", []string{"node1"}, nil, false)
 	key, _ := NewKey(nil, "ecdsa-p256")
-	p1, err := RequestCSR(context.Background(), client, spec, key)
+	csrs := fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}
+	p1, err := RequestCSR(context.Background(), csrs, spec, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, err := RequestCSR(context.Background(), client, spec, key)
+	p2, err := RequestCSR(context.Background(), csrs, spec, key)
 	if err != nil || p2.Name != p1.Name {
 		t.Fatalf("same key: %v %s %s", err, p1.Name, p2.Name)
 	}
@@ -120,5 +132,77 @@ func TestCSRReuseNeedsTheSameKey(t *testing.T) {
 		if u == certificatesv1.UsageKeyEncipherment {
 			t.Error("ECDSA requests must not ask for key encipherment")
 		}
+	}
+}
+
+// A request already made under this renewal's name, with another key or
+// for another subject, is refused: its certificate could not be used,
+// and waiting for it would wait for nothing.
+func TestCSRSquattedNameIsRefused(t *testing.T) {
+	spec := KubeletClientSpec("node1", false)
+	key, _ := NewKey(nil, "ecdsa-p256")
+	other, _ := NewKey(nil, "ecdsa-p256")
+	for _, tc := range []struct {
+		name string
+		spec CSRSpec
+		key  crypto.Signer
+		want string
+	}{
+		{"another key", spec, other, "another key"},
+		{"another subject", KubeletClientSpec("node2", false), key, "asks"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset()
+			csrs := fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}
+			der, err := certutil.MakeCSRFromTemplate(tc.key, &x509.CertificateRequest{Subject: tc.spec.Subject})
+			if err != nil {
+				t.Fatal(err)
+			}
+			squat := &certificatesv1.CertificateSigningRequest{
+				ObjectMeta: metav1.ObjectMeta{Name: CSRName(spec, key.Public())},
+				Spec:       certificatesv1.CertificateSigningRequestSpec{Request: der, SignerName: spec.SignerName, Usages: spec.Usages},
+			}
+			if _, err := csrs.Create(context.Background(), squat, metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = RequestCSR(context.Background(), csrs, spec, key)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want one that says %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// A request deleted before or while it is waited for ends the wait at
+// once, not at its timeout.
+func TestCSRDeletedEndsTheWait(t *testing.T) {
+	for _, before := range []bool{true, false} {
+		t.Run(map[bool]string{true: "before", false: "while"}[before], func(t *testing.T) {
+			client := fake.NewClientset()
+			csrs := fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}
+			key, _ := NewKey(nil, "ecdsa-p256")
+			p, err := RequestCSR(context.Background(), csrs, KubeletClientSpec("node1", false), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj, _ := csrs.Get(context.Background(), p.Name, metav1.GetOptions{})
+			fw := watch.NewFake()
+			client.PrependWatchReactor("certificatesigningrequests", func(k8stesting.Action) (bool, watch.Interface, error) {
+				return true, fw, nil
+			})
+			if before {
+				if err := client.CertificatesV1().CertificateSigningRequests().Delete(context.Background(), p.Name, metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() { _, err := WaitCSR(context.Background(), csrs, p, time.Hour); done <- err }()
+			if !before {
+				fw.Delete(obj) // blocks until the waiter's watch takes it
+			}
+			if err := <-done; !errors.Is(err, ErrCSRGone) {
+				t.Fatalf("err = %v, want ErrCSRGone", err)
+			}
+		})
 	}
 }

@@ -14,7 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/certagent/certagent/agent/kube"
 
 	cafiles "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki"
@@ -35,7 +36,7 @@ var CAs = []string{"ca", "etcd-ca", "front-proxy-ca"}
 // with the admin credential. Writes are conditional on the resourceVersion
 // read, so two writers never overwrite each other silently.
 type Store struct {
-	Client kubernetes.Interface
+	Client kube.Interface
 }
 
 // Get returns the rotation and the ConfigMap's resourceVersion; (nil, "",

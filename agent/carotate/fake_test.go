@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -111,7 +113,7 @@ func (f *fakeCluster) rotator(out *syncBuffer) *Rotator {
 	if out != nil {
 		w = out
 	}
-	return &Rotator{Client: f.cs, Clock: f.clock, Out: w, Kubeconfig: "admin.conf", Timeout: time.Minute, CA: "ca",
+	return &Rotator{Client: kubefake.Wrap(f.cs), Clock: f.clock, Out: w, Kubeconfig: "admin.conf", Timeout: time.Minute, CA: "ca",
 		Current: f.oldCA.Cert, CurrentKey: f.oldCA.Key, Prepare: func() (*x509.Certificate, error) { return f.newCA, nil },
 		NewKey: func(next *x509.Certificate) (crypto.Signer, error) {
 			if !next.Equal(f.newCA) {

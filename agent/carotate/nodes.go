@@ -9,7 +9,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/certagent/certagent/agent/kube"
 )
 
 // HealthConditionType is the Node condition every running certagent
@@ -83,7 +84,7 @@ func (v NodeView) Waiting(p Phase) string {
 }
 
 // listNodes returns every Node and the list's resourceVersion.
-func listNodes(ctx context.Context, cs kubernetes.Interface) ([]corev1.Node, string, error) {
+func listNodes(ctx context.Context, cs kube.Interface) ([]corev1.Node, string, error) {
 	l, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, "", fmt.Errorf("list nodes: %w", err)
@@ -94,7 +95,7 @@ func listNodes(ctx context.Context, cs kubernetes.Interface) ([]corev1.Node, str
 // Answering checks that every node can take part: certagent runs there
 // (its health condition) and the kubelet's Lease was renewed within its
 // duration before now. It returns one line per node that cannot.
-func Answering(ctx context.Context, cs kubernetes.Interface, nodes []corev1.Node, now time.Time) ([]string, error) {
+func Answering(ctx context.Context, cs kube.Interface, nodes []corev1.Node, now time.Time) ([]string, error) {
 	if len(nodes) == 0 {
 		return []string{"the cluster has no Node: there is no node to rotate the CA on"}, nil
 	}

@@ -8,7 +8,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/certagent/certagent/agent/kube"
 )
 
 // RBACName names the Role and RoleBinding that let every node read the
@@ -43,7 +44,7 @@ func managedBy() map[string]string {
 
 // EnsureRBAC creates Role and RoleBinding, or puts them back as they
 // should be when someone changed them. It is idempotent.
-func EnsureRBAC(ctx context.Context, cs kubernetes.Interface) error {
+func EnsureRBAC(ctx context.Context, cs kube.Interface) error {
 	roles, bindings := cs.RbacV1().Roles(Namespace), cs.RbacV1().RoleBindings(Namespace)
 	want := Role()
 	role, err := roles.Get(ctx, RBACName, metav1.GetOptions{})

@@ -11,8 +11,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/kube"
 
 	cafiles "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki"
@@ -23,10 +24,10 @@ import (
 // moves its phase forward once every node is done with the current one.
 // It is the only writer of the ConfigMap.
 type Rotator struct {
-	Client kubernetes.Interface // with the admin credential
+	Client kube.Interface // with the admin credential
 	// Connect, when set, builds Client again from the credential on
 	// disk; it is called after a failed request.
-	Connect    func() (kubernetes.Interface, error)
+	Connect    func() (kube.Interface, error)
 	Clock      clock.Clock
 	Out        io.Writer // progress lines
 	Kubeconfig string    // the admin credential's file, for messages

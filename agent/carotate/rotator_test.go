@@ -12,14 +12,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/kube"
 
 	cafiles "github.com/certagent/certagent/rotate/carotate"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
@@ -487,7 +490,7 @@ func TestAPIOutageRiddenThrough(t *testing.T) {
 	r := f.rotator(&out)
 	r.Clock = clock.RealClock{}
 	var connects atomic.Int32
-	r.Connect = func() (kubernetes.Interface, error) { connects.Add(1); return f.cs, nil }
+	r.Connect = func() (kube.Interface, error) { connects.Add(1); return kubefake.Wrap(f.cs), nil }
 	done := run(r)
 	// The watch that follows two failed ones sees w1 done.
 	f.waitWatch(Trust)

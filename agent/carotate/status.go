@@ -11,7 +11,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
+	"github.com/certagent/certagent/agent/kube"
 )
 
 // Exit codes of `certagent ca status`.
@@ -71,7 +71,7 @@ type NodeStatus struct {
 // ReadStatus reads the ConfigMap and every Node. An invalid ConfigMap is
 // reported in Error, not returned as an error; err is for an API that
 // could not be asked.
-func ReadStatus(ctx context.Context, cs kubernetes.Interface) (*StatusDoc, error) {
+func ReadStatus(ctx context.Context, cs kube.Interface) (*StatusDoc, error) {
 	d := &StatusDoc{Kind: statusDocKind, APIVersion: statusAPIVer, Nodes: []NodeStatus{}}
 	c, _, err := Store{Client: cs}.Get(ctx)
 	if errors.Is(err, ErrInvalid) {

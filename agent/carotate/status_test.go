@@ -8,12 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func TestStatus(t *testing.T) {
 	f := newFakeCluster(t, node("cp1", true), node("w1", false))
-	d, err := ReadStatus(context.Background(), f.cs)
+	d, err := ReadStatus(context.Background(), kubefake.Wrap(f.cs))
 	if err != nil || d.Rotation != nil || d.ExitCode() != StatusIdle || len(d.Nodes) != 2 || d.Nodes[0].State != noReportState {
 		t.Fatalf("no rotation: %+v %v", d, err)
 	}
@@ -27,7 +29,7 @@ func TestStatus(t *testing.T) {
 	f.manual = true
 	f.report("w1", NodeReport{ID: id, Phase: Trust, Blocked: "etcd is not healthy"})
 	f.report("cp1", NodeReport{ID: id, Phase: Trust, Left: "restart kube-apiserver", HasNewKey: true})
-	d, err = ReadStatus(context.Background(), f.cs)
+	d, err = ReadStatus(context.Background(), kubefake.Wrap(f.cs))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,11 +57,11 @@ func TestStatus(t *testing.T) {
 		}
 	}
 	f.report("w1", NodeReport{ID: id, Phase: Trust, Left: "restart kubelet"})
-	if d, _ = ReadStatus(context.Background(), f.cs); d.ExitCode() != StatusRunning {
+	if d, _ = ReadStatus(context.Background(), kubefake.Wrap(f.cs)); d.ExitCode() != StatusRunning {
 		t.Errorf("in progress: exit %d", d.ExitCode())
 	}
 	f.setData(map[string]string{"phase": "trust"})
-	if d, err = ReadStatus(context.Background(), f.cs); err != nil || d.ExitCode() != StatusTrouble || !strings.Contains(d.Error, "no ca or id") {
+	if d, err = ReadStatus(context.Background(), kubefake.Wrap(f.cs)); err != nil || d.ExitCode() != StatusTrouble || !strings.Contains(d.Error, "no ca or id") {
 		t.Errorf("invalid ConfigMap: %v %+v", err, d)
 	}
 }
@@ -100,7 +102,7 @@ func TestEnsureRBAC(t *testing.T) {
 	f := newFakeCluster(t)
 	ctx := context.Background()
 	for i := 0; i < 2; i++ {
-		if err := EnsureRBAC(ctx, f.cs); err != nil {
+		if err := EnsureRBAC(ctx, kubefake.Wrap(f.cs)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -114,7 +116,7 @@ func TestEnsureRBAC(t *testing.T) {
 	role, _ := f.cs.RbacV1().Roles(Namespace).Get(ctx, RBACName, metav1.GetOptions{})
 	role.Rules[0].ResourceNames = nil
 	f.cs.RbacV1().Roles(Namespace).Update(ctx, role, metav1.UpdateOptions{})
-	if err := EnsureRBAC(ctx, f.cs); err != nil {
+	if err := EnsureRBAC(ctx, kubefake.Wrap(f.cs)); err != nil {
 		t.Fatal(err)
 	}
 	b, _ = f.cs.RbacV1().RoleBindings(Namespace).Get(ctx, RBACName, metav1.GetOptions{})

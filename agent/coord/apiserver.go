@@ -10,7 +10,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/certagent/certagent/agent/kube"
 )
 
 // Peers is what the kube-apiservers of the cluster say: how many there
@@ -47,7 +48,7 @@ type APIChecker interface {
 // HTTP verifies the servers with the cluster CA.
 type APIServers struct {
 	Static []string
-	Client kubernetes.Interface
+	Client kube.Interface
 	Self   string
 	HTTP   *http.Client
 	// LocalIPs lists this host's addresses (net.InterfaceAddrs when nil).

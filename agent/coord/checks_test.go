@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
@@ -154,7 +156,7 @@ func TestAPIServersFromEndpointSlice(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, network, addrs[i])
 	}
 	client.Transport = tr
-	a := &APIServers{Client: cs, Self: "127.0.0.1:6443", HTTP: client,
+	a := &APIServers{Client: kubefake.Wrap(cs), Self: "127.0.0.1:6443", HTTP: client,
 		LocalIPs: func() []net.IP { return []net.IP{net.ParseIP("10.0.0.1"), net.ParseIP("127.0.0.1")} }}
 	a.Self = "10.0.0.1:6443"
 	p, err := a.Peers(context.Background())

@@ -9,8 +9,9 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	coordclient "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/kube"
 )
 
 // Holder says who holds the restart Lease: Identity ("" when nobody),
@@ -38,7 +39,7 @@ type Lock interface {
 // when this node last saw the Lease change, never by comparing clocks of
 // two nodes (the way client-go's leader election does).
 type LeaseLock struct {
-	Client    coordclient.LeasesGetter
+	Client    kube.CoordinationV1
 	Namespace string
 	Name      string
 	Identity  string

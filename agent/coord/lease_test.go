@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -61,7 +63,7 @@ func newLocks(t *testing.T, names ...string) (*fake.Clientset, *testclock.FakeCl
 	clk := testclock.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	var out []*LeaseLock
 	for _, n := range names {
-		out = append(out, &LeaseLock{Client: cs.CoordinationV1(), Namespace: "kube-system", Name: "certagent-restart",
+		out = append(out, &LeaseLock{Client: kubefake.Wrap(cs).CoordinationV1(), Namespace: "kube-system", Name: "certagent-restart",
 			Identity: n, Duration: 15 * time.Second, Clock: clk})
 	}
 	return cs, clk, out

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/kube"
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	certificatesv1 "k8s.io/api/certificates/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/certagent/certagent/agent/api"
@@ -42,8 +44,8 @@ func TestRenewKubeletCrtCSR(t *testing.T) {
 	}
 	out, err := renewal.RenewOnce(context.Background(), root, cfg, api.RenewRequest{Names: []string{"kubelet.crt"}}, renewal.RenewOptions{
 		CSRTimeout: 5 * time.Second,
-		CSR: Renewer{Root: root, Client: func(string, *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error) {
-			return client, poolOf(node.CA.Cert), nil
+		CSR: Renewer{Root: root, Client: func(string, *atomic.Int64) (kube.Interface, *x509.CertPool, error) {
+			return kubefake.Wrap(client), poolOf(node.CA.Cert), nil
 		}},
 	})
 	if err != nil || out.Failed {

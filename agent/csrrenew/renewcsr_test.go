@@ -8,7 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
+	"github.com/certagent/certagent/agent/kube"
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/certagent/certagent/agent/api"
@@ -59,8 +61,8 @@ func TestRenewOnceCSR(t *testing.T) {
 			out, err := renewal.RenewOnce(context.Background(), root, cfg, api.RenewRequest{Names: []string{"kubelet-client-current"}}, renewal.RenewOptions{
 				CSRTimeout: time.Second,
 				CSRWaiting: func(name, csr string) func() { waited = append(waited, name+" "+csr); return func() {} },
-				CSR: Renewer{Root: root, Client: func(string, *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error) {
-					return client, poolOf(node.CA.Cert), nil
+				CSR: Renewer{Root: root, Client: func(string, *atomic.Int64) (kube.Interface, *x509.CertPool, error) {
+					return kubefake.Wrap(client), poolOf(node.CA.Cert), nil
 				}},
 			})
 			if err != nil {

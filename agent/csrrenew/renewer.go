@@ -19,8 +19,9 @@ import (
 
 	certificatesv1 "k8s.io/api/certificates/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/kube"
 
 	"github.com/certagent/certagent/agent/canode"
 	"github.com/certagent/certagent/agent/config"
@@ -33,7 +34,7 @@ import (
 // ClientsetFn builds an API client from a kubeconfig on the node (a node
 // path), and the pool of CAs that verify the cluster; count, when set,
 // counts its requests. Production uses kubeclient.New; tests a fake.
-type ClientsetFn func(kubeconfig string, count *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error)
+type ClientsetFn func(kubeconfig string, count *atomic.Int64) (kube.Interface, *x509.CertPool, error)
 
 // Renewer renews through the cluster: the one CSR renewal the daemon's
 // jobs and `certagent renew NAME` both run.
@@ -166,7 +167,7 @@ func request(c *inventory.Certificate, cfg *config.Config, old *x509.Certificate
 }
 
 // ask makes (or finds again) the request and waits for its certificate.
-func (j Renewer) ask(ctx context.Context, client kubernetes.Interface, q csrRequest, pending PendingKeys, waiting func(string), r *renewal.Result) ([]*x509.Certificate, crypto.Signer, error) {
+func (j Renewer) ask(ctx context.Context, client kube.Interface, q csrRequest, pending PendingKeys, waiting func(string), r *renewal.Result) ([]*x509.Certificate, crypto.Signer, error) {
 	name := r.Cert.Name
 	key := pending.Load(name)
 	reused := key != nil
@@ -176,14 +177,14 @@ func (j Renewer) ask(ctx context.Context, client kubernetes.Interface, q csrRequ
 			return nil, nil, err
 		}
 	}
-	p, err := rotate.RequestCSR(ctx, client, q.spec, key)
+	p, err := rotate.RequestCSR(ctx, client.CertificatesV1().CertificateSigningRequests(), q.spec, key)
 	if err != nil && reused && strings.Contains(err.Error(), "not compatible") {
 		// The old request no longer fits (made for other names, or its
 		// certificate expired): start over with a new key. An API that
 		// cannot be reached keeps the pending request for the next try.
 		pending.Drop(name)
 		if key, err = rotate.NewKey(nil, "ecdsa-p256"); err == nil {
-			p, err = rotate.RequestCSR(ctx, client, q.spec, key)
+			p, err = rotate.RequestCSR(ctx, client.CertificatesV1().CertificateSigningRequests(), q.spec, key)
 		}
 	}
 	if err != nil {
@@ -196,7 +197,7 @@ func (j Renewer) ask(ctx context.Context, client kubernetes.Interface, q csrRequ
 	if waiting != nil {
 		waiting(p.Name)
 	}
-	certs, err := rotate.WaitCSR(ctx, client, p, q.timeout)
+	certs, err := rotate.WaitCSR(ctx, client.CertificatesV1().CertificateSigningRequests(), p, q.timeout)
 	if Unissuable(err) {
 		pending.Drop(name) // never reuse it; a new key next time
 	}
@@ -284,7 +285,7 @@ func installTarget(c *inventory.Certificate, cfg *config.Config, roots *x509.Cer
 
 // nodeAddresses adds the Node object's addresses to the serving SANs (the
 // node may read its own Node). Failing to read it keeps the current names.
-func nodeAddresses(ctx context.Context, client kubernetes.Interface, node string, dns []string, ips []net.IP) ([]string, []net.IP) {
+func nodeAddresses(ctx context.Context, client kube.Interface, node string, dns []string, ips []net.IP) ([]string, []net.IP) {
 	gctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	n, err := client.CoreV1().Nodes().Get(gctx, node, metav1.GetOptions{})

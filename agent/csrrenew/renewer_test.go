@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/kube"
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	testingclock "k8s.io/utils/clock/testing"
@@ -55,9 +58,9 @@ func certOf(t *testing.T, rep *inventory.Report, name string) *inventory.Certifi
 
 // fakeClient hands out client, counting the factory's calls.
 func fakeClient(client kubernetes.Interface, ca *x509.Certificate, calls *int) ClientsetFn {
-	return func(string, *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error) {
+	return func(string, *atomic.Int64) (kube.Interface, *x509.CertPool, error) {
 		*calls++
-		return client, poolOf(ca), nil
+		return kubefake.Wrap(client), poolOf(ca), nil
 	}
 }
 
@@ -104,7 +107,7 @@ func TestRenewCSRExpiredClient(t *testing.T) {
 func TestRenewCSRClientError(t *testing.T) {
 	root, _, rep := node(t, pkitest.Layout{Now: time.Now(), KubeletConfReference: true})
 	refused := errors.New("kubelet.conf: exec plugin: credential refused")
-	r := Renewer{Root: root, Client: func(string, *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error) { return nil, nil, refused }}
+	r := Renewer{Root: root, Client: func(string, *atomic.Int64) (kube.Interface, *x509.CertPool, error) { return nil, nil, refused }}
 	c := certOf(t, rep, "kubelet-client-current")
 	res := r.RenewCSR(context.Background(), renewal.CSRJob{Config: config.Default(), Cert: c})
 	if !errors.Is(res.Err, refused) || res.CSR != "" || res.Finished.IsZero() {

@@ -15,7 +15,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/certagent/certagent/agent/kube"
 
 	"github.com/certagent/certagent/agent/carotate"
 
@@ -38,7 +39,7 @@ func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // New builds a client from a kubeconfig on the node (a node path), and the
 // CA pool that verifies the cluster. Every client certagent makes comes
 // from here. count, when set, counts the client's requests.
-func New(root *pki.Root, kubeconfig string, count *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error) {
+func New(root *pki.Root, kubeconfig string, count *atomic.Int64) (kube.Interface, *x509.CertPool, error) {
 	rc, err := pki.RESTConfig(root, kubeconfig)
 	if err != nil {
 		return nil, nil, err
@@ -50,7 +51,7 @@ func New(root *pki.Root, kubeconfig string, count *atomic.Int64) (kubernetes.Int
 	if count != nil {
 		rc.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt: rt, n: count} })
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kube.NewForConfig(rc)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", kubeconfig, err)
 	}
@@ -59,7 +60,7 @@ func New(root *pki.Root, kubeconfig string, count *atomic.Int64) (kubernetes.Int
 
 // ForCSR is the client factory of the CSR renewer.
 func ForCSR(root *pki.Root) csrrenew.ClientsetFn {
-	return func(kubeconfig string, count *atomic.Int64) (kubernetes.Interface, *x509.CertPool, error) {
+	return func(kubeconfig string, count *atomic.Int64) (kube.Interface, *x509.CertPool, error) {
 		return New(root, kubeconfig, count)
 	}
 }

@@ -9,7 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/certagent/certagent/agent/kube"
 )
 
 // NodeClient is what the reporter asks of the API server: what a node's
@@ -24,9 +25,9 @@ type NodeClient interface {
 }
 
 // Clientset is a NodeClient over client-go.
-func Clientset(cs kubernetes.Interface) NodeClient { return clientset{cs} }
+func Clientset(cs kube.Interface) NodeClient { return clientset{cs} }
 
-type clientset struct{ cs kubernetes.Interface }
+type clientset struct{ cs kube.Interface }
 
 // apiTimeout bounds each request.
 const apiTimeout = 10 * time.Second

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,7 +21,7 @@ func TestClientsetCondition(t *testing.T) {
 	cs := fake.NewClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node1"},
 		Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}}})
 	clk := testingclock.NewFakeClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	r := New(func() (NodeClient, error) { return Clientset(cs), nil }, "kubelet.conf", logrus.New())
+	r := New(func() (NodeClient, error) { return Clientset(kubefake.Wrap(cs)), nil }, "kubelet.conf", logrus.New())
 	r.Clock = clk
 	r.SetNode("node1")
 	ctx := context.Background()

@@ -13,8 +13,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
+
+	"github.com/certagent/certagent/agent/kube"
 
 	"github.com/certagent/certagent/agent/carotate"
 	"github.com/certagent/certagent/agent/config"
@@ -35,7 +36,7 @@ const (
 var caTimeoutBounds = config.Bounds{Min: time.Second, Max: 7 * 24 * time.Hour}
 
 // newCAClient builds the admin client (a fake in tests).
-var newCAClient = func(root *pki.Root, kubeconfig string) (kubernetes.Interface, error) {
+var newCAClient = func(root *pki.Root, kubeconfig string) (kube.Interface, error) {
 	cs, _, err := kubeclient.New(root, kubeconfig, nil)
 	return cs, err
 }
@@ -222,7 +223,7 @@ func runCARotate(ctx context.Context, out, errOut io.Writer, root *pki.Root, cfg
 	if f.output != "table" {
 		progress = errOut
 	}
-	r := &carotate.Rotator{Client: cs, Connect: func() (kubernetes.Interface, error) { return newCAClient(root, kubeconfig) },
+	r := &carotate.Rotator{Client: cs, Connect: func() (kube.Interface, error) { return newCAClient(root, kubeconfig) },
 		Clock: clock.RealClock{}, Out: progress, Kubeconfig: kubeconfig, Timeout: f.timeout, Until: carotate.Phase(f.until),
 		CA: f.ca, Refusals: n.refusals, New: f.again, Supplied: n.newCert, NewKey: n.newKey}
 	if n.cur != nil {
@@ -310,7 +311,7 @@ could not be asked; 4 bad flags or config.`,
 }
 
 // printCAStatus reads and prints the rotation's status.
-func printCAStatus(ctx context.Context, out io.Writer, cs kubernetes.Interface, output string) (*carotate.StatusDoc, error) {
+func printCAStatus(ctx context.Context, out io.Writer, cs kube.Interface, output string) (*carotate.StatusDoc, error) {
 	d, err := carotate.ReadStatus(ctx, cs)
 	if err != nil {
 		return nil, &exitError{code: carotate.StatusNoAPI, err: err}

@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/certagent/certagent/agent/kube"
+	"github.com/certagent/certagent/agent/kube/kubefake"
+
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/certagent/certagent/agent/carotate"
@@ -41,7 +43,7 @@ func fakeCAClient(t *testing.T, nodes ...string) {
 			Spec: coordinationv1.LeaseSpec{LeaseDurationSeconds: &d, RenewTime: &metav1.MicroTime{Time: time.Now()}}})
 	}
 	old := newCAClient
-	newCAClient = func(*pki.Root, string) (kubernetes.Interface, error) { return cs, nil }
+	newCAClient = func(*pki.Root, string) (kube.Interface, error) { return kubefake.Wrap(cs), nil }
 	t.Cleanup(func() { newCAClient = old })
 }
 
@@ -70,7 +72,7 @@ func TestCARotateRefusals(t *testing.T) {
 	if code != ExitRefused || !strings.Contains(msg, "\n  external CA: /etc/kubernetes/pki/ca.crt has no key") {
 		t.Fatalf("external CA: exit %d\n%s", code, msg)
 	}
-	newCAClient = func(*pki.Root, string) (kubernetes.Interface, error) { return nil, os.ErrNotExist }
+	newCAClient = func(*pki.Root, string) (kube.Interface, error) { return nil, os.ErrNotExist }
 	_, msg, code = executeErr(t, "ca", "rotate", "--root", dir, "--kubeconfig", "/nonexistent.conf")
 	if code != ExitRefused || !strings.Contains(msg, "\n  external CA:") || !strings.Contains(msg, "\n  the admin credential /nonexistent.conf is unusable") {
 		t.Fatalf("unusable credential: exit %d\n%s", code, msg)
@@ -116,7 +118,7 @@ func TestCAStatusExitCodes(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "no CA rotation") || !strings.Contains(out, "node1") {
 		t.Fatalf("exit %d %s\n%s", code, msg, out)
 	}
-	newCAClient = func(*pki.Root, string) (kubernetes.Interface, error) { return nil, os.ErrNotExist }
+	newCAClient = func(*pki.Root, string) (kube.Interface, error) { return nil, os.ErrNotExist }
 	if _, _, code := executeErr(t, "ca", "status", "--root", dir); code != carotate.StatusNoAPI {
 		t.Fatalf("no client: exit %d", code)
 	}
@@ -167,7 +169,7 @@ func TestCARotateRerunWithSuppliedCAAfterSwitch(t *testing.T) {
 	_, reason, message := carotate.NodeReport{ID: c.ID, Phase: carotate.Reissue, Done: true, HasNewKey: true}.Condition()
 	node.Status.Conditions = append(node.Status.Conditions, corev1.NodeCondition{Type: carotate.ConditionType,
 		Status: corev1.ConditionTrue, Reason: reason, Message: message})
-	if _, err := cs.CoreV1().Nodes().UpdateStatus(context.Background(), node, metav1.UpdateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Nodes().Update(context.Background(), node, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	out, msg, code := executeErr(t, "ca", "rotate", "--root", dir, "--new-ca-cert", certF, "--new-ca-key", keyF, "--until", "reissue")

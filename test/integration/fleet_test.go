@@ -85,9 +85,9 @@ func BenchmarkFleet(b *testing.B) {
 				ctx := context.Background()
 				k, _ := rotate.NewKey(nil, "ecdsa-p256")
 				results[i].created = time.Now()
-				p, err := rotate.RequestCSR(ctx, client, rotate.KubeletClientSpec(node, false), k)
+				p, err := rotate.RequestCSR(ctx, client.CertificatesV1().CertificateSigningRequests(), rotate.KubeletClientSpec(node, false), k)
 				if err == nil {
-					_, err = rotate.WaitCSR(ctx, client, p, 90*time.Second)
+					_, err = rotate.WaitCSR(ctx, client.CertificatesV1().CertificateSigningRequests(), p, 90*time.Second)
 				}
 				results[i].ok, results[i].err, results[i].requests = err == nil, err, counter.Load()
 			}(i)

@@ -1,0 +1,31 @@
+package kube
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestBinaryLinksNoFullScheme: the certagent binary links neither
+// client-go's clientset nor its scheme of every API group (whose start-up
+// registration costs a node ~9 MB of resident memory), nor the test
+// adapter.
+func TestBinaryLinksNoFullScheme(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", "github.com/certagent/certagent/cmd/certagent").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 100 {
+		t.Fatalf("go list gave %d packages: not the binary's dependencies", len(deps))
+	}
+	for _, dep := range deps {
+		switch {
+		case dep == "k8s.io/client-go/kubernetes",
+			strings.HasPrefix(dep, "k8s.io/client-go/kubernetes/"),
+			dep == "k8s.io/client-go/util/certificate/csr",
+			dep == "github.com/certagent/certagent/agent/kube/kubefake":
+			t.Errorf("the binary links %s", dep)
+		}
+	}
+}
