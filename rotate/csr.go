@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -101,6 +103,12 @@ func (e *CSRTimeoutError) Error() string {
 // ErrWrongKey: the signer returned a certificate that is not for our key.
 var ErrWrongKey = errors.New("the issued certificate is not for the requested key")
 
+// ErrCSRNotOurs: a request of this renewal's name exists that it cannot
+// use: made with another key, asking for something else, or holding a
+// certificate that has expired. A renewal that finds it starts over with
+// a new key (and so a new name).
+var ErrCSRNotOurs = errors.New("exists and is not this renewal's")
+
 // ErrCSRGone: the request was deleted (garbage-collected) before it was issued.
 var ErrCSRGone = errors.New("CSR deleted before it was issued")
 
@@ -112,8 +120,9 @@ type Pending struct {
 }
 
 // CSRName derives the request's name from what it asks for and its key,
-// so that asking again with the same key finds the same request (client-go
-// then checks it was made with our key) and never floods the cluster.
+// so that asking again with the same key finds the same request
+// (RequestCSR then checks it was made with our key, for the same thing)
+// and never floods the cluster.
 func CSRName(spec CSRSpec, pub crypto.PublicKey) string {
 	der, _ := x509.MarshalPKIXPublicKey(pub)
 	h := sha256.New()
@@ -159,8 +168,8 @@ func RequestCSR(ctx context.Context, csrs CSRClient, spec CSRSpec, key crypto.Si
 		if got, err = csrs.Get(ctx, want.Name, metav1.GetOptions{}); err != nil {
 			return Pending{}, fmt.Errorf("CSR %s exists: %w", want.Name, err)
 		}
-		if err := sameRequest(got, spec, key.Public()); err != nil {
-			return Pending{}, fmt.Errorf("CSR %s exists and is not this renewal's: %w", want.Name, err)
+		if err := sameRequest(got, want, key.Public(), time.Now()); err != nil {
+			return Pending{}, fmt.Errorf("CSR %s %w: %w", want.Name, ErrCSRNotOurs, err)
 		}
 	} else if err != nil {
 		return Pending{}, fmt.Errorf("create CSR: %w", err)
@@ -168,68 +177,70 @@ func RequestCSR(ctx context.Context, csrs CSRClient, spec CSRSpec, key crypto.Si
 	return Pending{Name: got.Name, UID: got.UID, Key: key}, nil
 }
 
-// sameRequest tells whether obj asks for spec with the key pub: its
-// request is signed by that key, for the same subject and signer.
-func sameRequest(obj *certificatesv1.CertificateSigningRequest, spec CSRSpec, pub crypto.PublicKey) error {
-	b, _ := pem.Decode(obj.Spec.Request)
-	if b == nil || b.Type != "CERTIFICATE REQUEST" {
-		return errors.New("its request is not a PEM certificate request")
-	}
-	req, err := x509.ParseCertificateRequest(b.Bytes)
+// sameRequest tells whether obj is the request want, made with the key
+// pub: its request signed by that key, for the same subject, names and
+// addresses, and the same signer, usages and lifetime (these last are
+// not under the signature). A certificate it already holds must not have
+// expired.
+func sameRequest(obj, want *certificatesv1.CertificateSigningRequest, pub crypto.PublicKey, now time.Time) error {
+	got, err := parseRequest(obj.Spec.Request)
 	if err != nil {
 		return fmt.Errorf("its request: %w", err)
 	}
-	if err := req.CheckSignature(); err != nil {
+	if err := got.CheckSignature(); err != nil {
 		return fmt.Errorf("its request: %w", err)
 	}
-	if k, ok := req.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pub) {
+	if k, ok := got.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pub) {
 		return errors.New("it was made with another key")
 	}
-	if req.Subject.String() != spec.Subject.String() || obj.Spec.SignerName != spec.SignerName {
-		return fmt.Errorf("it asks %s for %q", obj.Spec.SignerName, req.Subject)
+	mine, err := parseRequest(want.Spec.Request)
+	if err != nil {
+		return err
+	}
+	if got.Subject.String() != mine.Subject.String() || !slices.Equal(got.DNSNames, mine.DNSNames) ||
+		!slices.EqualFunc(got.IPAddresses, mine.IPAddresses, net.IP.Equal) {
+		return fmt.Errorf("it asks for %q %v %v", got.Subject, got.DNSNames, got.IPAddresses)
+	}
+	if obj.Spec.SignerName != want.Spec.SignerName || !sameUsages(obj.Spec.Usages, want.Spec.Usages) ||
+		!reflect.DeepEqual(obj.Spec.ExpirationSeconds, want.Spec.ExpirationSeconds) {
+		return fmt.Errorf("it asks %s for usages %v", obj.Spec.SignerName, obj.Spec.Usages)
+	}
+	if len(obj.Status.Certificate) > 0 {
+		certs, err := certutil.ParseCertsPEM(obj.Status.Certificate)
+		if err != nil {
+			return fmt.Errorf("its certificate: %w", err)
+		}
+		if now.After(certs[0].NotAfter) {
+			return fmt.Errorf("its certificate expired at %s", certs[0].NotAfter.UTC().Format(time.RFC3339))
+		}
 	}
 	return nil
 }
 
+func parseRequest(data []byte) (*x509.CertificateRequest, error) {
+	b, _ := pem.Decode(data)
+	if b == nil || b.Type != "CERTIFICATE REQUEST" {
+		return nil, errors.New("not a PEM certificate request")
+	}
+	return x509.ParseCertificateRequest(b.Bytes)
+}
+
+func sameUsages(a, b []certificatesv1.KeyUsage) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
 // WaitCSR waits until the request is issued, denied or failed, or ctx
-// ends, and checks that what was issued is for our key. It watches the
-// one request by name, through client-go's informer-backed wait, which
-// lists again when a watch breaks.
+// ends, and checks that what was issued is for our key. One GET answers
+// for a request already issued (the kubelet signers often are by then)
+// or already gone; otherwise it watches the one request by name through
+// client-go's informer-backed wait, which lists again when a watch breaks.
 func WaitCSR(ctx context.Context, csrs CSRClient, p Pending, wait time.Duration) ([]*x509.Certificate, error) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	byName := fields.OneTermEqualSelector("metadata.name", p.Name).String()
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = byName
-			return csrs.List(ctx, o)
-		},
-		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = byName
-			return csrs.Watch(ctx, o)
-		},
-	}
-	var issued []byte
-	_, err := watchtools.UntilWithSync(wctx, cache.ToListWatcherWithWatchListSemantics(lw, csrs),
-		&certificatesv1.CertificateSigningRequest{}, func(store cache.Store) (bool, error) {
-			if _, ok, _ := store.GetByKey(p.Name); !ok {
-				return false, fmt.Errorf("%s: %w", p.Name, ErrCSRGone)
-			}
-			return false, nil
-		}, func(ev watch.Event) (bool, error) {
-			obj, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
-			switch {
-			case ev.Type == watch.Deleted:
-				return false, fmt.Errorf("%s: %w", p.Name, ErrCSRGone)
-			case !ok || (ev.Type != watch.Added && ev.Type != watch.Modified):
-				return false, nil
-			case obj.UID != p.UID:
-				return false, fmt.Errorf("%s: %w (made again since)", p.Name, ErrCSRGone)
-			}
-			var err error
-			issued, err = issuedCertificate(obj)
-			return issued != nil, err
-		})
+	issued, err := waitIssued(wctx, csrs, p)
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrCSRGone) || errors.As(err, new(*CSRDeniedError)):
@@ -249,6 +260,51 @@ func WaitCSR(ctx context.Context, csrs CSRClient, p Pending, wait time.Duration)
 		return nil, fmt.Errorf("CSR %s: %w", p.Name, ErrWrongKey)
 	}
 	return certs, nil
+}
+
+// waitIssued is the request's certificate, once issued.
+func waitIssued(ctx context.Context, csrs CSRClient, p Pending) ([]byte, error) {
+	check := func(obj *certificatesv1.CertificateSigningRequest) ([]byte, error) {
+		if obj.UID != p.UID {
+			return nil, fmt.Errorf("%s: %w (made again since)", p.Name, ErrCSRGone)
+		}
+		return issuedCertificate(obj)
+	}
+	obj, err := csrs.Get(ctx, p.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%s: %w", p.Name, ErrCSRGone)
+	}
+	if err == nil {
+		if issued, err := check(obj); issued != nil || err != nil {
+			return issued, err
+		}
+	}
+	byName := fields.OneTermEqualSelector("metadata.name", p.Name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = byName
+			return csrs.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = byName
+			return csrs.Watch(ctx, o)
+		},
+	}
+	var issued []byte
+	_, err = watchtools.UntilWithSync(ctx, cache.ToListWatcherWithWatchListSemantics(lw, csrs),
+		&certificatesv1.CertificateSigningRequest{}, nil, func(ev watch.Event) (bool, error) {
+			obj, ok := ev.Object.(*certificatesv1.CertificateSigningRequest)
+			switch {
+			case ev.Type == watch.Deleted:
+				return false, fmt.Errorf("%s: %w", p.Name, ErrCSRGone)
+			case !ok || (ev.Type != watch.Added && ev.Type != watch.Modified):
+				return false, nil
+			}
+			var err error
+			issued, err = check(obj)
+			return issued != nil, err
+		})
+	return issued, err
 }
 
 // issuedCertificate is the request's certificate once it is approved and

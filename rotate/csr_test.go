@@ -142,14 +142,32 @@ func TestCSRSquattedNameIsRefused(t *testing.T) {
 	spec := KubeletClientSpec("node1", false)
 	key, _ := NewKey(nil, "ecdsa-p256")
 	other, _ := NewKey(nil, "ecdsa-p256")
+	ca, _ := pkitest.NewCA("kubernetes", time.Now().Add(-48*time.Hour), time.Now().Add(24*time.Hour), pkitest.ECDSA)
+	expired, _ := ca.Sign(pkitest.Spec{CommonName: "system:node:node1", NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)}, key.Public())
 	for _, tc := range []struct {
-		name string
-		spec CSRSpec
-		key  crypto.Signer
-		want string
+		name   string
+		spec   CSRSpec
+		key    crypto.Signer
+		change func(*certificatesv1.CertificateSigningRequest)
+		want   string
 	}{
-		{"another key", spec, other, "another key"},
-		{"another subject", KubeletClientSpec("node2", false), key, "asks"},
+		{"another key", spec, other, nil, "another key"},
+		{"another subject", KubeletClientSpec("node2", false), key, nil, "asks for"},
+		{"a bad signature", spec, key, func(c *certificatesv1.CertificateSigningRequest) {
+			blk, _ := pem.Decode(c.Spec.Request)
+			blk.Bytes[len(blk.Bytes)-3] ^= 0xff
+			c.Spec.Request = pem.EncodeToMemory(blk)
+		}, "its request"},
+		{"other usages", spec, key, func(c *certificatesv1.CertificateSigningRequest) {
+			c.Spec.Usages = append(c.Spec.Usages, certificatesv1.UsageServerAuth)
+		}, "usages"},
+		{"another lifetime", spec, key, func(c *certificatesv1.CertificateSigningRequest) {
+			d := int32(600)
+			c.Spec.ExpirationSeconds = &d
+		}, "usages"},
+		{"an expired certificate", spec, key, func(c *certificatesv1.CertificateSigningRequest) {
+			c.Status.Certificate = pkitest.CertPEM(expired)
+		}, "expired"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client := fake.NewClientset()
@@ -162,12 +180,54 @@ func TestCSRSquattedNameIsRefused(t *testing.T) {
 				ObjectMeta: metav1.ObjectMeta{Name: CSRName(spec, key.Public())},
 				Spec:       certificatesv1.CertificateSigningRequestSpec{Request: der, SignerName: spec.SignerName, Usages: spec.Usages},
 			}
+			if tc.change != nil {
+				tc.change(squat)
+			}
 			if _, err := csrs.Create(context.Background(), squat, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			_, err = RequestCSR(context.Background(), csrs, spec, key)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want one that says %q", err, tc.want)
+			if !errors.Is(err, ErrCSRNotOurs) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrCSRNotOurs that says %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// The wait ends on what the request becomes: a request made again under
+// the same name (another UID) is not ours; an approval with no
+// certificate yet is not the end.
+func TestCSRWaitFollowsTheRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(*certificatesv1.CertificateSigningRequest)
+		check  func(error) bool
+	}{
+		{"made again", func(c *certificatesv1.CertificateSigningRequest) { c.UID = "another" },
+			func(err error) bool { return errors.Is(err, ErrCSRGone) }},
+		{"approved, not signed", func(c *certificatesv1.CertificateSigningRequest) {
+			c.Status.Conditions = []certificatesv1.CertificateSigningRequestCondition{{Type: certificatesv1.CertificateApproved, Status: corev1.ConditionTrue}}
+		}, func(err error) bool { var to *CSRTimeoutError; return errors.As(err, &to) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client := fake.NewClientset()
+			csrs := fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}
+			key, _ := NewKey(nil, "ecdsa-p256")
+			p, err := RequestCSR(context.Background(), csrs, KubeletClientSpec("node1", false), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			obj, _ := csrs.Get(context.Background(), p.Name, metav1.GetOptions{})
+			fw := watch.NewFake()
+			client.PrependWatchReactor("certificatesigningrequests", func(k8stesting.Action) (bool, watch.Interface, error) {
+				return true, fw, nil
+			})
+			done := make(chan error, 1)
+			go func() { _, err := WaitCSR(context.Background(), csrs, p, 300*time.Millisecond); done <- err }()
+			tc.change(obj)
+			fw.Modify(obj) // blocks until the waiter's watch takes it
+			if err := <-done; !tc.check(err) {
+				t.Fatalf("err = %v", err)
 			}
 		})
 	}

@@ -178,7 +178,7 @@ func (j Renewer) ask(ctx context.Context, client kube.Interface, q csrRequest, p
 		}
 	}
 	p, err := rotate.RequestCSR(ctx, client.CertificatesV1().CertificateSigningRequests(), q.spec, key)
-	if err != nil && reused && strings.Contains(err.Error(), "not compatible") {
+	if err != nil && reused && errors.Is(err, rotate.ErrCSRNotOurs) {
 		// The old request no longer fits (made for other names, or its
 		// certificate expired): start over with a new key. An API that
 		// cannot be reached keeps the pending request for the next try.
