@@ -177,6 +177,12 @@ func TestE2EPackageOnSystemdNode(t *testing.T) {
 	// Upgrade keeps an edited config and the service running.
 	in(t, n, "sh", "-c", "echo '# edited by the operator' >> /etc/certagent/config.yaml")
 	// The same build packaged as a newer version (nfpm, as make package).
+	// Memory of the packaged daemon under systemd, as the kernel reports
+	// it (a figure for the README, not an assertion: memory is measured,
+	// not tested).
+	mem := in(t, n, "sh", "-c", "grep -E '^(VmRSS|VmHWM|RssAnon|RssFile)' /proc/$(systemctl show -p MainPID --value certagent.service)/status")
+	t.Logf("certagent.service after its renewals: %s", strings.Join(strings.Fields(mem), " "))
+
 	newer := filepath.Join(t.TempDir(), "newer.deb")
 	pkg := exec.Command("bash", "packaging/nfpm.sh", "package", "-f", "packaging/nfpm.yaml", "-p", "deb", "-t", newer)
 	pkg.Dir = "../.."
