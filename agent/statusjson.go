@@ -16,7 +16,9 @@ import (
 // "  ") would, byte for byte, at the cost of what changed: each
 // certificate's JSON is kept from the previous encoding and encoded again
 // only when the certificate or its renewal status differ. Its residual
-// seconds, which move with every scan, are written in at assembly. With
+// seconds, which move with every scan, are written in at assembly, from
+// its NotAfter and the document's scan time (a certificate a cached scan
+// handed out again holds the residual of the scan that made it). With
 // 10,000 certificates the encoding is most of what a change costs; one
 // certificate's is a few microseconds.
 type statusEncoder struct {
@@ -122,7 +124,7 @@ func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 	nums := make([]byte, 0, 21*len(list))
 	ends := make([]int, len(list))
 	for i, c := range s.Certificates {
-		nums = strconv.AppendInt(nums, c.ResidualSeconds, 10)
+		nums = strconv.AppendInt(nums, inventory.Residual(c.NotAfter, s.ScannedAt), 10)
 		ends[i] = len(nums)
 	}
 	d := &statusDoc{pieces: make([][]byte, 0, 3*len(list)+3)}

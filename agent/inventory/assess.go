@@ -137,11 +137,11 @@ func (fd *found) ownInfo() {
 }
 
 // settle returns the Certificate to report for a cached leaf assessed as
-// info: the one reported last time when every field is the same
-// (residual seconds included), else info, kept for next time. scratch
-// says info is the scan's scratch copy, which is copied before it is kept.
+// info: the one reported last time when every field but the residual
+// seconds is the same, else info, kept for next time. scratch says info
+// is the scan's scratch copy, which is copied before it is kept.
 func (l *lastInfo) settle(info *Certificate, scratch bool) *Certificate {
-	if prev := l.p.Load(); prev != nil && prev.ResidualSeconds == info.ResidualSeconds && SameButResidual(prev, info) {
+	if prev := l.p.Load(); prev != nil && SameButResidual(prev, info) {
 		return prev
 	}
 	if scratch {
@@ -213,9 +213,13 @@ func (s *scanner) link(fd *found) {
 	}
 }
 
+// Residual is a certificate's residual seconds at time at: NotAfter minus
+// at, in whole seconds toward zero (negative once expired).
+func Residual(notAfter, at time.Time) int64 { return int64(notAfter.Sub(at) / time.Second) }
+
 // assess sets residual time, the renewal window and the state.
 func (s *scanner) assess(info *Certificate, expectKey bool, rep *Report) {
-	info.ResidualSeconds = int64(info.NotAfter.Sub(s.now) / time.Second)
+	info.ResidualSeconds = Residual(info.NotAfter, s.now)
 	life := info.NotAfter.Sub(info.NotBefore)
 	info.RenewalWindowStart = info.NotBefore.Add(life * 7 / 10)
 	if rb := s.cfg.RenewBeforeDuration; rb > 0 {

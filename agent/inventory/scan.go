@@ -32,7 +32,11 @@ type Options struct {
 	Workers int
 	// Cache, when set, is kept by the caller across scans: unchanged files
 	// are not read again, and signatures already checked are not checked
-	// again. nil reads and checks everything.
+	// again. nil reads and checks everything. A leaf found unchanged is
+	// reported as the Certificate a previous scan reported when nothing
+	// but its residual seconds differs: its ResidualSeconds are then that
+	// scan's. The current ones are Residual(NotAfter, ScannedAt), which the
+	// daemon's status document writes.
 	Cache *Cache
 	// Changed, with a Cache, says what changed since the previous scan
 	// with it (a file watcher's report): the files it holds elsewhere are
