@@ -81,17 +81,7 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 		}
 	}
 	for _, fd := range kept {
-		shared := fd.shared
-		if shared { // filled in on the scan's scratch copy, kept only when new
-			s.scratch = *fd.info
-			s.scratch.UsedBy, s.scratch.Warnings = slices.Clip(s.scratch.UsedBy), slices.Clip(s.scratch.Warnings)
-			fd.info, fd.shared = &s.scratch, false
-		}
-		s.link(fd)
-		s.assess(fd.info, fd.expectKey, rep)
-		if fd.last != nil {
-			fd.info = fd.last.settle(fd.info, shared)
-		}
+		s.finish(fd, rep)
 		if fd.info.IsCA {
 			s.assessCA(fd.info, longest[s.authorityOf(fd.info)])
 			rep.Authorities = append(rep.Authorities, fd.info)
@@ -110,6 +100,10 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 	for _, info := range rep.ClusterCAs {
 		s.assess(info, false, rep)
 	}
+	s.longest = longest
+	if s.cache != nil {
+		s.other = slices.Clone(rep.Problems[s.fixed:])
+	}
 	if rep.Certificates == nil {
 		rep.Certificates = []*Certificate{}
 	}
@@ -123,6 +117,23 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 		rep.Problems = []Problem{}
 	}
 	sortReport(rep)
+}
+
+// finish links fd to its issuer and assesses it; a cached leaf is then
+// reported as its previous Certificate when nothing but the residual
+// seconds changed.
+func (s *scanner) finish(fd *found, rep *Report) {
+	shared := fd.shared
+	if shared { // filled in on the scan's scratch copy, kept only when new
+		s.scratch = *fd.info
+		s.scratch.UsedBy, s.scratch.Warnings = slices.Clip(s.scratch.UsedBy), slices.Clip(s.scratch.Warnings)
+		fd.info, fd.shared = &s.scratch, false
+	}
+	s.link(fd)
+	s.assess(fd.info, fd.expectKey, rep)
+	if fd.last != nil {
+		fd.info = fd.last.settle(fd.info, shared)
+	}
 }
 
 // ownInfo gives fd a Certificate of its own to fill in when its info is
@@ -373,12 +384,22 @@ func (s *scanner) refuseLocalCA(fd *found) string {
 	if info.Key != nil && info.Key.Present && info.Key.Path != info.Path {
 		files = append(files, info.Key.Path)
 	}
+	why := s.writersOf(files)
+	fd.writers = &writersCheck{cand: fd.order, files: files, why: why}
+	if why != "" {
+		return why + ": someone who is not root could have chosen what certagent would sign"
+	}
+	return ""
+}
+
+// writersOf says who other than root could have written one of files
+// (pki.Root.Writers), or "".
+func (s *scanner) writersOf(files []string) string {
+	s.writersMu.Lock()
+	defer s.writersMu.Unlock()
 	for _, f := range files {
-		s.writersMu.Lock()
-		why := s.root.Writers(f, s.writers)
-		s.writersMu.Unlock()
-		if why != "" {
-			return why + ": someone who is not root could have chosen what certagent would sign"
+		if why := s.root.Writers(f, s.writers); why != "" {
+			return why
 		}
 	}
 	return ""
