@@ -23,6 +23,7 @@ import (
 // certificate's is a few microseconds.
 type statusEncoder struct {
 	frags map[fragKey]*fragment // the previous encoding's certificates
+	list  []*fragment           // the same, in the previous document's order
 	gen   uint64                // the current encoding
 }
 
@@ -33,7 +34,7 @@ type fragKey struct{ name, path string }
 // after the separator from the previous one (",\n    "), with what it
 // was encoded from.
 type fragment struct {
-	cert    inventory.Certificate
+	cert    *inventory.Certificate // never changed once a scan returned it
 	renewal api.RenewalStatus
 	data    []byte
 	at, end int    // data[at:end] is the residualSeconds value
@@ -98,9 +99,18 @@ func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 	list := make([]*fragment, len(s.Certificates))
 	used := 0
 	for i, c := range s.Certificates {
+		if i < len(e.list) && e.list[i].cert == c.Certificate && sameRenewal(&e.list[i].renewal, &c.Renewal) {
+			// In its place in the previous document: no look-up.
+			list[i] = e.list[i]
+			if list[i].gen != e.gen {
+				list[i].gen = e.gen
+				used++
+			}
+			continue
+		}
 		k := fragKey{c.Name, c.Path}
 		f := e.frags[k]
-		if f == nil || !sameCert(&f.cert, c.Certificate) || !sameRenewal(&f.renewal, &c.Renewal) {
+		if f == nil || !sameCert(f.cert, c.Certificate) || !sameRenewal(&f.renewal, &c.Renewal) {
 			if f, err = newFragment(c); err != nil {
 				return nil, err
 			}
@@ -112,6 +122,7 @@ func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 		}
 		list[i] = f
 	}
+	e.list = list
 	if used < len(e.frags) { // drop the certificates gone
 		for k, f := range e.frags {
 			if f.gen != e.gen {
@@ -170,7 +181,7 @@ func newFragment(c *api.CertStatus) (*fragment, error) {
 	for end < len(data) && (data[end] == '-' || data[end] >= '0' && data[end] <= '9') {
 		end++
 	}
-	return &fragment{cert: *c.Certificate, renewal: c.Renewal, data: data, at: at, end: end}, nil
+	return &fragment{cert: c.Certificate, renewal: c.Renewal, data: data, at: at, end: end}, nil
 }
 
 // sameCert reports whether a and b encode alike but for their residual
