@@ -144,6 +144,7 @@ type Agent struct {
 
 	ca        caRotation // loop only
 	decisions decisions  // the previous pass's decisions; loop only
+	kept      []string   // the names the latest Forget kept, in order; loop only
 
 	mu        sync.Mutex // guards status, statusDoc and health
 	status    *api.Status

@@ -50,11 +50,7 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 			statuses, _, _ = a.decide(rep, a.opts.Clock.Now(), nil, false)
 		}
 	}
-	keep := make(map[string]bool, len(rep.Certificates))
-	for _, c := range rep.Certificates {
-		keep[c.Name] = true
-	}
-	a.state.Forget(keep)
+	a.forget(rep.Certificates)
 	save := a.state.Save
 	if changed == nil {
 		save = a.state.Flush
@@ -98,6 +94,25 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 	}
 }
 
+// forget drops the records of certificates no longer found. When the
+// certificates have the names the previous pass kept, in the same order,
+// and no record was added since, there is nothing to drop.
+func (a *Agent) forget(certs []*inventory.Certificate) {
+	same := len(certs) == len(a.kept)
+	for i := 0; same && i < len(certs); i++ {
+		same = certs[i].Name == a.kept[i]
+	}
+	if same && !a.state.Grown() {
+		return
+	}
+	keep := make(map[string]bool, len(certs))
+	a.kept = make([]string, len(certs))
+	for i, c := range certs {
+		keep[c.Name], a.kept[i] = true, c.Name
+	}
+	a.state.Forget(keep)
+}
+
 // next is the earliest of the next action and the periodic resync.
 func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 	n := a.opts.Clock.Now().Add(a.cfg.Agent.ResyncDuration)
@@ -124,11 +139,18 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string
 	policy := schedule.Policy{RenewBefore: a.cfg.RenewBeforeDuration}
 	out := make(map[string]*api.RenewalStatus, len(rep.Certificates))
 	var due, dueCSR []*inventory.Certificate
-	a.decisions.begin(a.cfg)
-	for _, c := range rep.Certificates {
+	a.decisions.begin(a.cfg, len(rep.Certificates), a.state.Version())
+	for i, c := range rep.Certificates {
+		mayReuse := reuse && rotating[c.Name] == ""
+		if mayReuse {
+			if s := a.decisions.quick(i, c, now); s != nil {
+				out[c.Name] = s
+				continue
+			}
+		}
 		record := a.state.Get(c.Name)
-		if reuse && rotating[c.Name] == "" {
-			if s := a.decisions.reuse(c, record, now); s != nil {
+		if mayReuse {
+			if s := a.decisions.reuse(i, c, record, now); s != nil {
 				out[c.Name] = s
 				continue
 			}
@@ -155,9 +177,9 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string
 			dueCSR = append(dueCSR, c)
 		}
 		out[c.Name] = &d.Status
-		a.decisions.keep(c, &d, in.Rotating != "", now)
+		a.decisions.keep(i, c, &d, in.Rotating != "", now)
 	}
-	a.decisions.end()
+	a.decisions.end(a.state.Version())
 	return out, due, dueCSR
 }
 
