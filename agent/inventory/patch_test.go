@@ -31,11 +31,7 @@ type patchStep struct {
 // name is matched by signature (no issuer), and its leaves' issuer is
 // found again when that CA replaces the first.
 func TestPatchedScanMatchesFullScan(t *testing.T) {
-	dir, _ := layout(t, pkitest.Layout{KubeletConfReference: true})
-	c := filepath.Join(dir, "opt/c")
-	ca := newCA(t, "extra-ca")
-	must(t, pkitest.WriteCorpus(c, ca, 5, now))
-	must(t, os.WriteFile(filepath.Join(c, "ca.crt"), pkitest.CertPEM(ca.Cert), 0o644))
+	dir, c, ca := confNodeWithCorpus(t)
 	must(t, os.WriteFile(filepath.Join(c, "ca.key"), pkitest.KeyPEM(ca.Key), 0o600))
 	root, _ := pki.NewRoot(dir)
 	cfg := mustConfig(t, "paths: [/opt/c]\nrenewal: {localCAPaths: [\"/opt/c/*\"]}")
