@@ -258,7 +258,7 @@ func (s *scanner) readFile(r *result, nodePath string) (*pki.File, error) {
 // the one it reported last time instead when they are the same
 // (lastInfo.settle), so an unchanged leaf costs no new Certificate.
 func (r *result) clone(order int) *result {
-	out := &result{keyPair: r.keyPair, problems: r.problems}
+	out := &result{keyPair: r.keyPair, problems: r.problems, deps: r.deps, cached: true}
 	chain := map[*authority]*authority{}
 	for _, a := range r.chain {
 		b, info := *a, *a.info

@@ -133,6 +133,7 @@ func (s *scanner) affected(p *lastScan) (map[int32]bool, bool) {
 type replacement struct {
 	cand, at int32 // its candidate; its index in the report's certificates
 	fd       *found
+	cached   bool // its reading is in the cache
 }
 
 // patch fills rep from the previous scan p when what changed is plain
@@ -168,7 +169,7 @@ func (s *scanner) patch(rep *Report, cands []candidate) bool {
 		if !p.sameLongest(at, fd) {
 			return false
 		}
-		repl = append(repl, replacement{cand: i, at: at, fd: fd})
+		repl = append(repl, replacement{cand: i, at: at, fd: fd, cached: r.cached})
 	}
 	for _, w := range p.writers {
 		if !affected[int32(w.cand)] && s.writersOf(w.files) != w.why {
@@ -212,10 +213,7 @@ func (s *scanner) patched(rep *Report, repl []replacement) {
 		if w := r.fd.writers; w != nil {
 			l.writers = append(l.writers, *w)
 		}
-		s.cache.mu.Lock()
-		cached := s.cache.files[s.cands[r.cand]] != nil
-		s.cache.mu.Unlock()
-		if !cached && !slices.Contains(l.uncached, r.cand) {
+		if !r.cached && !slices.Contains(l.uncached, r.cand) {
 			l.uncached = append(slices.Clip(l.uncached), r.cand)
 		}
 	}

@@ -108,6 +108,9 @@ func patchSteps(t *testing.T, dir string, ca *pkitest.CA, at *time.Time) []patch
 			[]string{"opt/c/new.pem+"}, false},
 		{"a leaf removed", func() { must(t, os.Remove(filepath.Join(c, "cert-00002.pem"))) },
 			[]string{"opt/c/cert-00002.pem+"}, false},
+		{"at two leaves' notAfter", func() { *at = now.Add(48 * time.Hour) }, nil, false},
+		{"a nanosecond later, expired", func() { *at = at.Add(time.Nanosecond) }, nil, false},
+		{"a second later", func() { *at = at.Add(time.Second) }, nil, true},
 	}
 }
 

@@ -37,7 +37,7 @@ func (s *scanner) record(rep *Report, cands []candidate) {
 			}
 		}
 	}
-	l.deps, l.uncached = s.cache.depsOf(cands)
+	l.deps, l.uncached = depsOf(s.results)
 	l.until = l.firstChange(s.now)
 	s.cache.keep(l)
 }
@@ -51,12 +51,13 @@ func (l *lastScan) firstChange(now time.Time) time.Time {
 	}
 	for _, list := range [][]*Certificate{l.rep.Authorities, l.rep.ClusterCAs} {
 		for _, c := range list {
-			until = earliest(until, now, c.NotBefore, c.RenewalWindowStart, c.NotAfter)
+			until = earliest(until, now, false, c.NotBefore, c.RenewalWindowStart)
+			until = earliest(until, now, true, c.NotAfter)
 		}
 	}
 	for a, life := range l.longest {
 		if life > 0 {
-			until = earliest(until, now, a.info.NotAfter.Add(-life))
+			until = earliest(until, now, true, a.info.NotAfter.Add(-life))
 		}
 	}
 	return until
@@ -66,18 +67,22 @@ func (l *lastScan) firstChange(now time.Time) time.Time {
 // leaf's state or warnings may change: its validity and renewal window,
 // and the time from which its issuer expires within one of its lifetimes.
 func leafUntil(until, now time.Time, info *Certificate, issuer *authority) time.Time {
-	until = earliest(until, now, info.NotBefore, info.RenewalWindowStart, info.NotAfter)
+	until = earliest(until, now, false, info.NotBefore, info.RenewalWindowStart)
+	until = earliest(until, now, true, info.NotAfter)
 	if issuer != nil && !issuer.bundled {
-		until = earliest(until, now, issuer.info.NotAfter.Add(-info.NotAfter.Sub(info.NotBefore)))
+		until = earliest(until, now, true, issuer.info.NotAfter.Add(-info.NotAfter.Sub(info.NotBefore)))
 	}
 	return until
 }
 
-// earliest is the earliest of until and the times not before now (a time
-// equal to now counts: a state that flips just after it is not missed).
-func earliest(until, now time.Time, times ...time.Time) time.Time {
+// earliest is the earliest of until and the times after now. A state
+// flips at a time t either from t on (not yet valid before notBefore, due
+// from the start of the renewal window) or only after t (expired after
+// notAfter): for the latter, at says that t equal to now counts, as the
+// state is about to change.
+func earliest(until, now time.Time, at bool, times ...time.Time) time.Time {
 	for _, t := range times {
-		if !t.Before(now) && t.Before(until) {
+		if (t.After(now) || at && t.Equal(now)) && t.Before(until) {
 			until = t
 		}
 	}
@@ -86,12 +91,9 @@ func earliest(until, now time.Time, times ...time.Time) time.Time {
 
 // depsOf indexes the cached readings' dependencies by file, and lists the
 // candidates without a cached reading.
-func (c *Cache) depsOf(cands []candidate) (*depIndex, []int32) {
-	ix := &depIndex{first: make(map[string]int32, len(cands)), more: map[string][]int32{}, dirs: map[string]bool{}}
+func depsOf(results []*result) (*depIndex, []int32) {
+	ix := &depIndex{first: make(map[string]int32, len(results)), more: map[string][]int32{}, dirs: map[string]bool{}}
 	add := func(p string, i int32) {
-		if p == "" {
-			return
-		}
 		if j, ok := ix.first[p]; !ok {
 			ix.first[p] = i
 		} else if j != i && !slices.Contains(ix.more[p], i) {
@@ -99,17 +101,18 @@ func (c *Cache) depsOf(cands []candidate) (*depIndex, []int32) {
 		}
 	}
 	var uncached []int32
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, cand := range cands {
-		e := c.files[cand]
-		if e == nil {
+	for i, r := range results {
+		if r == nil || !r.cached {
 			uncached = append(uncached, int32(i))
 			continue
 		}
-		for _, d := range e.deps {
-			add(d.path, int32(i))
-			add(d.resolved, int32(i))
+		for _, d := range r.deps {
+			if d.path != "" {
+				add(d.path, int32(i))
+			}
+			if d.resolved != "" && d.resolved != d.path {
+				add(d.resolved, int32(i))
+			}
 			d.dirsOf(ix.dirs)
 		}
 	}

@@ -150,6 +150,8 @@ type result struct {
 	deps      []dep
 	noCache   bool
 	untracked bool // no cache: deps are not recorded
+	// cached: a copy of the cache's reading (deps are its entry's).
+	cached bool
 	// authorities are the CAs it holds, for this scan (not cached).
 	authorities []*authority
 }
