@@ -144,6 +144,18 @@ type Agent struct {
 
 	ca        caRotation // loop only
 	decisions decisions  // the previous pass's decisions; loop only
+	kept      []string   // the names the latest Forget kept, in order; loop only
+	// dirsOf is the latest certDirs: certificates and their directories.
+	dirsOf struct {
+		certs []*inventory.Certificate
+		dirs  map[string]bool
+	}
+	// built is the latest status document's certificates and the renewal
+	// statuses they were built from, in the same order; loop only.
+	built struct {
+		certs    []*api.CertStatus
+		statuses []*api.RenewalStatus
+	}
 
 	mu        sync.Mutex // guards status, statusDoc and health
 	status    *api.Status
@@ -427,17 +439,14 @@ func (a *Agent) watchDirs(rep *inventory.Report) []string {
 			add(path.Dir(p))
 		}
 	}
-	nodeDirs := map[string]bool{} // thousands of certificates share a few directories
-	for _, list := range [][]*inventory.Certificate{rep.Certificates, rep.Authorities} {
-		for _, c := range list {
-			nodeDirs[path.Dir(c.Path)] = true
-			if c.ResolvedPath != "" {
-				nodeDirs[path.Dir(c.ResolvedPath)] = true
-			}
-		}
-	}
-	for d := range nodeDirs {
+	for d := range a.certDirs(rep.Certificates) {
 		add(d)
+	}
+	for _, c := range rep.Authorities {
+		add(path.Dir(c.Path))
+		if c.ResolvedPath != "" {
+			add(path.Dir(c.ResolvedPath))
+		}
 	}
 	out := make([]string, 0, len(set))
 	for d := range set {
@@ -445,6 +454,29 @@ func (a *Agent) watchDirs(rep *inventory.Report) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// certDirs returns the directories of certs' files: thousands of
+// certificates share a few. When each certificate is the previous call's
+// in its place, or has its paths, they are the previous call's.
+func (a *Agent) certDirs(certs []*inventory.Certificate) map[string]bool {
+	prev := a.dirsOf.certs
+	same := a.dirsOf.dirs != nil && len(certs) == len(prev)
+	for i := 0; same && i < len(certs); i++ {
+		c, p := certs[i], prev[i]
+		same = c == p || c.Path == p.Path && c.ResolvedPath == p.ResolvedPath
+	}
+	if !same {
+		a.dirsOf.dirs = map[string]bool{}
+		for _, c := range certs {
+			a.dirsOf.dirs[path.Dir(c.Path)] = true
+			if c.ResolvedPath != "" {
+				a.dirsOf.dirs[path.Dir(c.ResolvedPath)] = true
+			}
+		}
+	}
+	a.dirsOf.certs = certs
+	return a.dirsOf.dirs
 }
 
 // publish stores a new status document for the API (which encodes it

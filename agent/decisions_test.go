@@ -40,11 +40,20 @@ func TestNarrowedDecisionsMatchFull(t *testing.T) {
 	narrowed, full := decider(t, root, cfg), decider(t, root, cfg)
 	cache := inventory.NewCache()
 	reused := 0
+	last := map[string]*inventory.Certificate{}
 	for step := range 30 {
 		now := t0.Add(time.Duration(step) * 9 * time.Hour)
 		rep, err := inventory.Scan(context.Background(), inventory.Options{Root: root, Config: cfg, Now: now, Cache: cache})
 		if err != nil {
 			t.Fatal(err)
+		}
+		// As a settled cache does (these files were written just now):
+		// an unchanged certificate is the previous scan's Certificate.
+		for i, c := range rep.Certificates {
+			if p := last[c.Name]; p != nil && inventory.SameButResidual(p, c) {
+				rep.Certificates[i] = p
+			}
+			last[c.Name] = rep.Certificates[i]
 		}
 		if step == 5 { // a certificate replaced on disk: a new serial
 			c := *rep.Certificates[len(rep.Certificates)-1]
@@ -64,8 +73,8 @@ func TestNarrowedDecisionsMatchFull(t *testing.T) {
 		}
 		got, gotDue, gotCSR := narrowed.decide(rep, now, nil, true)
 		want, wantDue, wantCSR := full.decide(rep, now, nil, false)
-		for _, c := range rep.Certificates {
-			g, w := got[c.Name], want[c.Name]
+		for i, c := range rep.Certificates {
+			g, w := got[i], want[i]
 			if g == nil || w == nil || !sameRenewal(g, w) {
 				t.Errorf("step %d (%s), %s: narrowed %+v, full %+v", step, now.Sub(t0), c.Name, g, w)
 			}
@@ -77,8 +86,8 @@ func TestNarrowedDecisionsMatchFull(t *testing.T) {
 			t.Errorf("step %d: due %s and %s, want %s and %s", step, names(gotDue), names(gotCSR), names(wantDue), names(wantCSR))
 		}
 	}
-	if reused == 0 {
-		t.Error("no decision was reused: the test shows nothing")
+	if reused == 0 || narrowed.decisions.quicked == 0 {
+		t.Errorf("decisions reused: %d, %d of them without a look-up: the test shows nothing", reused, narrowed.decisions.quicked)
 	}
 }
 

@@ -19,12 +19,12 @@ func TestNoPassLoopWhileACSRWaits(t *testing.T) {
 	now := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
 	a := &Agent{opts: Options{Clock: testingclock.NewFakeClock(now)}, cfg: config.Default()}
 	at := now
-	statuses := map[string]*api.RenewalStatus{"kubelet-client-current": {State: api.StateRenewing, NextAction: "wait", NextActionAt: &at}}
+	statuses := []*api.RenewalStatus{{State: api.StateRenewing, NextAction: "wait", NextActionAt: &at}, nil}
 	if got := a.next(statuses); got.Sub(now) != a.cfg.Agent.ResyncDuration {
 		t.Errorf("next pass %s after now with a CSR waiting, want the resync (%s)", got.Sub(now), a.cfg.Agent.ResyncDuration)
 	}
 	later := now.Add(time.Minute)
-	statuses["apiserver"] = &api.RenewalStatus{NextAction: "renew", NextActionAt: &later}
+	statuses[1] = &api.RenewalStatus{NextAction: "renew", NextActionAt: &later}
 	if got := a.next(statuses); !got.Equal(later) {
 		t.Errorf("next pass at %s, want another certificate's renewal at %s", got, later)
 	}

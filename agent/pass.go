@@ -50,11 +50,7 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 			statuses, _, _ = a.decide(rep, a.opts.Clock.Now(), nil, false)
 		}
 	}
-	keep := make(map[string]bool, len(rep.Certificates))
-	for _, c := range rep.Certificates {
-		keep[c.Name] = true
-	}
-	a.state.Forget(keep)
+	a.forget(rep.Certificates)
 	save := a.state.Save
 	if changed == nil {
 		save = a.state.Flush
@@ -98,13 +94,35 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 	}
 }
 
+// forget drops the records of certificates no longer found. When the
+// certificates have the names the previous pass kept, in the same order,
+// and no record was added since, there is nothing to drop.
+func (a *Agent) forget(certs []*inventory.Certificate) {
+	same := len(certs) == len(a.kept)
+	for i := 0; same && i < len(certs); i++ {
+		same = certs[i].Name == a.kept[i]
+	}
+	if same && !a.state.Grown() {
+		return
+	}
+	keep := make(map[string]bool, len(certs))
+	a.kept = make([]string, len(certs))
+	for i, c := range certs {
+		keep[c.Name], a.kept[i] = true, c.Name
+	}
+	a.state.Forget(keep)
+}
+
 // next is the earliest of the next action and the periodic resync.
-func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
+func (a *Agent) next(statuses []*api.RenewalStatus) time.Time {
 	n := a.opts.Clock.Now().Add(a.cfg.Agent.ResyncDuration)
 	if a.ca.active && a.ca.pollAt.Before(n) {
 		n = a.ca.pollAt
 	}
 	for _, s := range statuses {
+		if s == nil {
+			continue
+		}
 		// A CSR job in progress ("wait", at now) wakes the loop itself
 		// when it is over (csrDone): as a deadline it would run pass
 		// after pass while the cluster does not answer.
@@ -116,20 +134,28 @@ func (a *Agent) next(statuses map[string]*api.RenewalStatus) time.Time {
 }
 
 // decide works out every certificate's renewal status (package decide),
-// keeps the records, gives the notices, and returns the certificates due
-// in the local transaction and through the cluster. With reuse, a
+// keeps the records, gives the notices, and returns the statuses in the
+// order of rep.Certificates and the certificates due in the local
+// transaction and through the cluster. With reuse, a
 // certificate whose decision cannot have changed since the previous one
 // keeps it (see decisions.reuse).
-func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string]string, reuse bool) (map[string]*api.RenewalStatus, []*inventory.Certificate, []*inventory.Certificate) {
+func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string]string, reuse bool) ([]*api.RenewalStatus, []*inventory.Certificate, []*inventory.Certificate) {
 	policy := schedule.Policy{RenewBefore: a.cfg.RenewBeforeDuration}
-	out := make(map[string]*api.RenewalStatus, len(rep.Certificates))
+	out := make([]*api.RenewalStatus, len(rep.Certificates))
 	var due, dueCSR []*inventory.Certificate
-	a.decisions.begin(a.cfg)
-	for _, c := range rep.Certificates {
+	a.decisions.begin(a.cfg, len(rep.Certificates), a.state.Version())
+	for i, c := range rep.Certificates {
+		mayReuse := reuse && rotating[c.Name] == ""
+		if mayReuse {
+			if s := a.decisions.quick(i, c, now); s != nil {
+				out[i] = s
+				continue
+			}
+		}
 		record := a.state.Get(c.Name)
-		if reuse && rotating[c.Name] == "" {
-			if s := a.decisions.reuse(c, record, now); s != nil {
-				out[c.Name] = s
+		if mayReuse {
+			if s := a.decisions.reuse(i, c, record, now); s != nil {
+				out[i] = s
 				continue
 			}
 		}
@@ -154,10 +180,10 @@ func (a *Agent) decide(rep *inventory.Report, now time.Time, rotating map[string
 		case decide.RenewCSR:
 			dueCSR = append(dueCSR, c)
 		}
-		out[c.Name] = &d.Status
-		a.decisions.keep(c, &d, in.Rotating != "", now)
+		out[i] = &d.Status
+		a.decisions.keep(i, c, &d, in.Rotating != "", now)
 	}
-	a.decisions.end()
+	a.decisions.end(a.state.Version())
 	return out, due, dueCSR
 }
 
@@ -193,7 +219,7 @@ func (a *Agent) onceKey(key, value string, log func()) {
 
 // report keeps the Node condition current: unhealthy while a certificate
 // failed to renew, expired, or is served stale.
-func (a *Agent) report(rep *inventory.Report, statuses map[string]*api.RenewalStatus) {
+func (a *Agent) report(rep *inventory.Report, statuses []*api.RenewalStatus) {
 	r := a.opts.Reporter
 	for _, c := range rep.Certificates {
 		if (c.Name == "kubelet-client-current" || c.Name == "kubelet.conf") && strings.HasPrefix(c.Subject, "CN=system:node:") {
@@ -202,8 +228,8 @@ func (a *Agent) report(rep *inventory.Report, statuses map[string]*api.RenewalSt
 	}
 	healthy, reason, msg := true, "CertificatesHealthy", fmt.Sprintf("certagent watches %d certificates; none failed, expired or stale", len(rep.Certificates))
 	var bad []string
-	for _, c := range rep.Certificates {
-		switch s := statuses[c.Name]; {
+	for i, c := range rep.Certificates {
+		switch s := statuses[i]; {
 		case s == nil:
 		case s.State == api.StateExpired:
 			healthy, reason = false, "CertificateExpired"
@@ -238,20 +264,33 @@ func (a *Agent) report(rep *inventory.Report, statuses map[string]*api.RenewalSt
 	r.Condition(healthy, reason, msg)
 }
 
-// build assembles the status document.
-func (a *Agent) build(rep *inventory.Report, statuses map[string]*api.RenewalStatus, reason string, start time.Time) *api.Status {
+// build assembles the status document. A certificate whose Certificate
+// and renewal status are the very ones of the previous document, in the
+// same place, is its entry again (published entries are never changed).
+func (a *Agent) build(rep *inventory.Report, statuses []*api.RenewalStatus, reason string, start time.Time) *api.Status {
 	s := &api.Status{Kind: "AgentStatus", APIVersion: rep.APIVersion, ScannedAt: rep.ScannedAt, Root: rep.Root,
 		Authorities: rep.Authorities, KeyPairs: rep.KeyPairs, Problems: rep.Problems,
-		Certificates: make([]*api.CertStatus, 0, len(rep.Certificates))}
-	all := make([]api.CertStatus, len(rep.Certificates)) // one allocation for thousands
+		Certificates: make([]*api.CertStatus, len(rep.Certificates))}
+	prev, prevRS := a.built.certs, a.built.statuses
+	var all []api.CertStatus // one allocation for what is new
 	for i, c := range rep.Certificates {
-		cs := &all[i]
+		rs := statuses[i]
+		if i < len(prev) && prev[i].Certificate == c && prevRS[i] == rs {
+			s.Certificates[i] = prev[i]
+			continue
+		}
+		if all == nil {
+			all = make([]api.CertStatus, len(rep.Certificates)-i)
+		}
+		cs := &all[0]
+		all = all[1:]
 		cs.Certificate = c
-		if rs := statuses[c.Name]; rs != nil {
+		if rs != nil {
 			cs.Renewal = *rs
 		}
-		s.Certificates = append(s.Certificates, cs)
+		s.Certificates[i] = cs
 	}
+	a.built.certs, a.built.statuses = s.Certificates, statuses
 	s.Daemon = a.healthSnapshot()
 	s.CARotation = a.ca.status
 	return s

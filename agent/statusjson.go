@@ -16,11 +16,14 @@ import (
 // "  ") would, byte for byte, at the cost of what changed: each
 // certificate's JSON is kept from the previous encoding and encoded again
 // only when the certificate or its renewal status differ. Its residual
-// seconds, which move with every scan, are written in at assembly. With
+// seconds, which move with every scan, are written in at assembly, from
+// its NotAfter and the document's scan time (a certificate a cached scan
+// handed out again holds the residual of the scan that made it). With
 // 10,000 certificates the encoding is most of what a change costs; one
 // certificate's is a few microseconds.
 type statusEncoder struct {
 	frags map[fragKey]*fragment // the previous encoding's certificates
+	list  []*fragment           // the same, in the previous document's order
 	gen   uint64                // the current encoding
 }
 
@@ -31,7 +34,7 @@ type fragKey struct{ name, path string }
 // after the separator from the previous one (",\n    "), with what it
 // was encoded from.
 type fragment struct {
-	cert    inventory.Certificate
+	cert    *inventory.Certificate // never changed once a scan returned it
 	renewal api.RenewalStatus
 	data    []byte
 	at, end int    // data[at:end] is the residualSeconds value
@@ -96,9 +99,18 @@ func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 	list := make([]*fragment, len(s.Certificates))
 	used := 0
 	for i, c := range s.Certificates {
+		if i < len(e.list) && e.list[i].cert == c.Certificate && sameRenewal(&e.list[i].renewal, &c.Renewal) {
+			// In its place in the previous document: no look-up.
+			list[i] = e.list[i]
+			if list[i].gen != e.gen {
+				list[i].gen = e.gen
+				used++
+			}
+			continue
+		}
 		k := fragKey{c.Name, c.Path}
 		f := e.frags[k]
-		if f == nil || !sameCert(&f.cert, c.Certificate) || !sameRenewal(&f.renewal, &c.Renewal) {
+		if f == nil || !sameCert(f.cert, c.Certificate) || !sameRenewal(&f.renewal, &c.Renewal) {
 			if f, err = newFragment(c); err != nil {
 				return nil, err
 			}
@@ -110,6 +122,7 @@ func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 		}
 		list[i] = f
 	}
+	e.list = list
 	if used < len(e.frags) { // drop the certificates gone
 		for k, f := range e.frags {
 			if f.gen != e.gen {
@@ -122,7 +135,7 @@ func (e *statusEncoder) encode(s *api.Status) (*statusDoc, error) {
 	nums := make([]byte, 0, 21*len(list))
 	ends := make([]int, len(list))
 	for i, c := range s.Certificates {
-		nums = strconv.AppendInt(nums, c.ResidualSeconds, 10)
+		nums = strconv.AppendInt(nums, inventory.Residual(c.NotAfter, s.ScannedAt), 10)
 		ends[i] = len(nums)
 	}
 	d := &statusDoc{pieces: make([][]byte, 0, 3*len(list)+3)}
@@ -168,7 +181,7 @@ func newFragment(c *api.CertStatus) (*fragment, error) {
 	for end < len(data) && (data[end] == '-' || data[end] >= '0' && data[end] <= '9') {
 		end++
 	}
-	return &fragment{cert: *c.Certificate, renewal: c.Renewal, data: data, at: at, end: end}, nil
+	return &fragment{cert: c.Certificate, renewal: c.Renewal, data: data, at: at, end: end}, nil
 }
 
 // sameCert reports whether a and b encode alike but for their residual

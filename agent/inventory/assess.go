@@ -81,17 +81,7 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 		}
 	}
 	for _, fd := range kept {
-		shared := fd.shared
-		if shared { // filled in on the scan's scratch copy, kept only when new
-			s.scratch = *fd.info
-			s.scratch.UsedBy, s.scratch.Warnings = slices.Clip(s.scratch.UsedBy), slices.Clip(s.scratch.Warnings)
-			fd.info, fd.shared = &s.scratch, false
-		}
-		s.link(fd)
-		s.assess(fd.info, fd.expectKey, rep)
-		if fd.last != nil {
-			fd.info = fd.last.settle(fd.info, shared)
-		}
+		s.finish(fd, rep)
 		if fd.info.IsCA {
 			s.assessCA(fd.info, longest[s.authorityOf(fd.info)])
 			rep.Authorities = append(rep.Authorities, fd.info)
@@ -110,6 +100,10 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 	for _, info := range rep.ClusterCAs {
 		s.assess(info, false, rep)
 	}
+	s.longest = longest
+	if s.cache != nil {
+		s.other = slices.Clone(rep.Problems[s.fixed:])
+	}
 	if rep.Certificates == nil {
 		rep.Certificates = []*Certificate{}
 	}
@@ -125,6 +119,23 @@ func (s *scanner) assemble(rep *Report, all []*found) {
 	sortReport(rep)
 }
 
+// finish links fd to its issuer and assesses it; a cached leaf is then
+// reported as its previous Certificate when nothing but the residual
+// seconds changed.
+func (s *scanner) finish(fd *found, rep *Report) {
+	shared := fd.shared
+	if shared { // filled in on the scan's scratch copy, kept only when new
+		s.scratch = *fd.info
+		s.scratch.UsedBy, s.scratch.Warnings = slices.Clip(s.scratch.UsedBy), slices.Clip(s.scratch.Warnings)
+		fd.info, fd.shared = &s.scratch, false
+	}
+	s.link(fd)
+	s.assess(fd.info, fd.expectKey, rep)
+	if fd.last != nil {
+		fd.info = fd.last.settle(fd.info, shared)
+	}
+}
+
 // ownInfo gives fd a Certificate of its own to fill in when its info is
 // a cached template's: a copy whose lists are clipped, so that an append
 // never writes into the template's.
@@ -137,11 +148,11 @@ func (fd *found) ownInfo() {
 }
 
 // settle returns the Certificate to report for a cached leaf assessed as
-// info: the one reported last time when every field is the same
-// (residual seconds included), else info, kept for next time. scratch
-// says info is the scan's scratch copy, which is copied before it is kept.
+// info: the one reported last time when every field but the residual
+// seconds is the same, else info, kept for next time. scratch says info
+// is the scan's scratch copy, which is copied before it is kept.
 func (l *lastInfo) settle(info *Certificate, scratch bool) *Certificate {
-	if prev := l.p.Load(); prev != nil && prev.ResidualSeconds == info.ResidualSeconds && SameButResidual(prev, info) {
+	if prev := l.p.Load(); prev != nil && SameButResidual(prev, info) {
 		return prev
 	}
 	if scratch {
@@ -213,9 +224,13 @@ func (s *scanner) link(fd *found) {
 	}
 }
 
+// Residual is a certificate's residual seconds at time at: NotAfter minus
+// at, in whole seconds toward zero (negative once expired).
+func Residual(notAfter, at time.Time) int64 { return int64(notAfter.Sub(at) / time.Second) }
+
 // assess sets residual time, the renewal window and the state.
 func (s *scanner) assess(info *Certificate, expectKey bool, rep *Report) {
-	info.ResidualSeconds = int64(info.NotAfter.Sub(s.now) / time.Second)
+	info.ResidualSeconds = Residual(info.NotAfter, s.now)
 	life := info.NotAfter.Sub(info.NotBefore)
 	info.RenewalWindowStart = info.NotBefore.Add(life * 7 / 10)
 	if rb := s.cfg.RenewBeforeDuration; rb > 0 {
@@ -369,12 +384,22 @@ func (s *scanner) refuseLocalCA(fd *found) string {
 	if info.Key != nil && info.Key.Present && info.Key.Path != info.Path {
 		files = append(files, info.Key.Path)
 	}
+	why := s.writersOf(files)
+	fd.writers = &writersCheck{cand: fd.order, files: files, why: why}
+	if why != "" {
+		return why + ": someone who is not root could have chosen what certagent would sign"
+	}
+	return ""
+}
+
+// writersOf says who other than root could have written one of files
+// (pki.Root.Writers), or "".
+func (s *scanner) writersOf(files []string) string {
+	s.writersMu.Lock()
+	defer s.writersMu.Unlock()
 	for _, f := range files {
-		s.writersMu.Lock()
-		why := s.root.Writers(f, s.writers)
-		s.writersMu.Unlock()
-		if why != "" {
-			return why + ": someone who is not root could have chosen what certagent would sign"
+		if why := s.root.Writers(f, s.writers); why != "" {
+			return why
 		}
 	}
 	return ""

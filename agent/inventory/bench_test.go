@@ -239,6 +239,7 @@ func rescanOneChanged(b *testing.B, narrowed bool, step time.Duration) {
 	after := cache.Stats()
 	b.ReportMetric(float64(after.Reads-before.Reads)/float64(b.N), "reads/op")
 	b.ReportMetric(float64(after.Verifications-before.Verifications)/float64(b.N), "checks/op")
+	b.ReportMetric(float64(after.Patches-before.Patches)/float64(b.N), "patches/op")
 }
 
 // cpuTime is the process's CPU time so far, user and system.

@@ -43,9 +43,10 @@ type Cache struct {
 	verified map[verifyKey]*verdict
 	listings map[string]*listing // directory listings, by node path; guarded by mu
 	cands    int                 // candidates the latest scan found; guarded by mu
+	last     *lastScan           // the latest scan, for the next to patch; guarded by mu
 	now      func() time.Time
 
-	reads, verifications atomic.Uint64
+	reads, verifications, patches atomic.Uint64
 }
 
 // entry is one candidate's reading, as a template cloned for each scan.
@@ -79,8 +80,9 @@ func NewCache() *Cache {
 type CacheStats struct {
 	Files, Signatures int // entries held
 	// Reads counts candidates read from disk (not from the cache);
-	// Verifications counts signature checks done (not from the cache).
-	Reads, Verifications uint64
+	// Verifications counts signature checks done (not from the cache);
+	// Patches counts scans that patched the previous scan's report.
+	Reads, Verifications, Patches uint64
 }
 
 // Stats returns the cache's counters.
@@ -88,7 +90,7 @@ func (c *Cache) Stats() CacheStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return CacheStats{Files: len(c.files), Signatures: len(c.verified),
-		Reads: c.reads.Load(), Verifications: c.verifications.Load()}
+		Reads: c.reads.Load(), Verifications: c.verifications.Load(), Patches: c.patches.Load()}
 }
 
 // begin starts a scan: a new generation, and a reset when the root or
@@ -98,7 +100,7 @@ func (c *Cache) begin(root *pki.Root, limit int64) uint64 {
 	defer c.mu.Unlock()
 	if c.root != root.Dir() || c.limit != limit {
 		c.root, c.limit = root.Dir(), limit
-		c.files, c.verified, c.listings = map[candidate]*entry{}, map[verifyKey]*verdict{}, map[string]*listing{}
+		c.files, c.verified, c.listings, c.last = map[candidate]*entry{}, map[verifyKey]*verdict{}, map[string]*listing{}, nil
 	}
 	c.gen++
 	return c.gen
@@ -256,7 +258,7 @@ func (s *scanner) readFile(r *result, nodePath string) (*pki.File, error) {
 // the one it reported last time instead when they are the same
 // (lastInfo.settle), so an unchanged leaf costs no new Certificate.
 func (r *result) clone(order int) *result {
-	out := &result{keyPair: r.keyPair, problems: r.problems}
+	out := &result{keyPair: r.keyPair, problems: r.problems, deps: r.deps, cached: true}
 	chain := map[*authority]*authority{}
 	for _, a := range r.chain {
 		b, info := *a, *a.info

@@ -24,11 +24,7 @@ import (
 // (every residual moves: no Certificate of the previous scan is reported
 // unchanged).
 func TestChangedScanMatchesFullScan(t *testing.T) {
-	dir, _ := layout(t, pkitest.Layout{KubeletConfReference: true})
-	c := filepath.Join(dir, "opt/c")
-	ca := newCA(t, "extra-ca")
-	must(t, pkitest.WriteCorpus(c, ca, 5, now))
-	must(t, os.WriteFile(filepath.Join(c, "ca.crt"), pkitest.CertPEM(ca.Cert), 0o644))
+	dir, c, ca := confNodeWithCorpus(t)
 	root, _ := pki.NewRoot(dir)
 	cfg := mustConfig(t, "paths: [/opt/c]")
 	cache := settledCache()
@@ -37,7 +33,7 @@ func TestChangedScanMatchesFullScan(t *testing.T) {
 		t.Helper()
 		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at, Cache: cache, Changed: ch})
 		must(t, err)
-		b, _ := json.Marshal(rep)
+		b, _ := json.Marshal(atScanTime(rep))
 		return string(b)
 	}
 	scan(nil)
@@ -84,6 +80,33 @@ func TestChangedScanMatchesFullScan(t *testing.T) {
 			t.Errorf("%s: the narrowed scan differs from a full one:\n got %s\nwant %s", st.what, got, want)
 		}
 	}
+}
+
+// confNodeWithCorpus is a kubeadm node whose kubelet.conf refers to the kubelet's
+// client certificate, with five leaves of a CA and the CA's certificate
+// in the configured directory c (/opt/c).
+func confNodeWithCorpus(t *testing.T) (dir, c string, ca *pkitest.CA) {
+	t.Helper()
+	dir, _ = layout(t, pkitest.Layout{KubeletConfReference: true})
+	c = filepath.Join(dir, "opt/c")
+	ca = newCA(t, "extra-ca")
+	must(t, pkitest.WriteCorpus(c, ca, 5, now))
+	must(t, os.WriteFile(filepath.Join(c, "ca.crt"), pkitest.CertPEM(ca.Cert), 0o644))
+	return dir, c, ca
+}
+
+// atScanTime is rep with every certificate's residual seconds taken at
+// its scan time, as the daemon's status document writes them (a cached
+// scan hands out unchanged certificates with an earlier scan's).
+func atScanTime(rep *Report) *Report {
+	out := *rep
+	out.Certificates = make([]*Certificate, len(rep.Certificates))
+	for i, c := range rep.Certificates {
+		cc := *c
+		cc.ResidualSeconds = Residual(c.NotAfter, rep.ScannedAt)
+		out.Certificates[i] = &cc
+	}
+	return &out
 }
 
 // TestChangedTooManyPathsScansAll: a change naming more than maxChanged

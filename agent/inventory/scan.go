@@ -32,7 +32,11 @@ type Options struct {
 	Workers int
 	// Cache, when set, is kept by the caller across scans: unchanged files
 	// are not read again, and signatures already checked are not checked
-	// again. nil reads and checks everything.
+	// again. nil reads and checks everything. A leaf found unchanged is
+	// reported as the Certificate a previous scan reported when nothing
+	// but its residual seconds differs: its ResidualSeconds are then that
+	// scan's. The current ones are Residual(NotAfter, ScannedAt), which the
+	// daemon's status document writes.
 	Cache *Cache
 	// Changed, with a Cache, says what changed since the previous scan
 	// with it (a file watcher's report): the files it holds elsewhere are
@@ -58,6 +62,14 @@ type scanner struct {
 	writers     map[string]string    // directory -> who else can write it; guarded by writersMu
 	messages    map[[2]string]string // warnings already formatted, for assemble
 	scratch     Certificate          // assemble's copy of a cached leaf, kept when new
+	// For the next scan's patch (record): the previous scan to patch, the
+	// readings in candidate order, how many problems came before the
+	// readings', the readings' problems, each authority's longest-lived leaf.
+	prev    *lastScan
+	results []*result
+	fixed   int
+	other   []Problem
+	longest map[*authority]time.Duration
 }
 
 // authority is a CA certificate with what is needed to check signatures.
@@ -107,6 +119,9 @@ type found struct {
 	// latest scan reported for it, handed out again when the same.
 	shared bool
 	last   *lastInfo
+	// writers is the check of who else could write its files, when its
+	// renewal from a local CA depended on it.
+	writers *writersCheck
 }
 
 // lastInfo holds the Certificate a cached leaf was last reported as, and
@@ -135,6 +150,8 @@ type result struct {
 	deps      []dep
 	noCache   bool
 	untracked bool // no cache: deps are not recorded
+	// cached: a copy of the cache's reading (deps are its entry's).
+	cached bool
 	// authorities are the CAs it holds, for this scan (not cached).
 	authorities []*authority
 }
@@ -165,6 +182,9 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 		s.cache = opts.Cache
 		s.gen = s.cache.begin(s.root, s.root.MaxFileSize)
 		s.changes = s.nodeChanges(opts.Changed)
+		if s.changes != nil {
+			s.prev = s.cache.previous(s.gen, s.cfg)
+		}
 	}
 	cands, problems := s.discover()
 	// A renewal that a crash interrupted may have left a pair mismatched
@@ -175,7 +195,10 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 	}
 	rep := &Report{Kind: "CertificateInventory", APIVersion: config.APIVersion, ScannedAt: s.now.UTC(),
 		Root: s.root.Dir(), Problems: problems}
-
+	if s.prev != nil && s.patch(rep, cands) {
+		return rep, nil
+	}
+	s.fixed = len(rep.Problems)
 	all, err := s.readAll(ctx, rep, cands, workers)
 	if err != nil {
 		return nil, err
@@ -192,6 +215,9 @@ func Scan(ctx context.Context, opts Options) (*Report, error) {
 		// the removed files left in the cache to the next full scan
 		// (a file created again is looked at, never trusted by path).
 		s.cache.sweep(s.gen)
+	}
+	if s.cache != nil {
+		s.record(rep, cands)
 	}
 	return rep, nil
 }
@@ -210,6 +236,7 @@ func (s *scanner) readAll(ctx context.Context, rep *Report, cands []candidate, w
 	}); err != nil {
 		return nil, err
 	}
+	s.results = results
 	var all []*found
 	for _, r := range results {
 		all = s.collect(rep, r, all)

@@ -49,6 +49,24 @@ type Store struct {
 	certs map[string]Cert
 	dirty bool // certs differ from the file in what must survive a crash
 	lazy  bool // certs differ from the file in what may wait (see Put)
+	ver   uint64
+	grown bool // a record was added since the last Forget
+}
+
+// Grown reports whether a record was added since the last Forget: if not,
+// Forget with the names it kept last time drops nothing.
+func (s *Store) Grown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.grown
+}
+
+// Version counts the changes to the records: the same version, the same
+// records.
+func (s *Store) Version() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ver
 }
 
 // Open loads the state in dir. A missing file is a fresh start; a corrupt
@@ -98,6 +116,8 @@ func (s *Store) Put(name string, c Cert) {
 		return
 	}
 	s.certs[name] = c
+	s.ver++
+	s.grown = s.grown || !ok
 	if old == (Cert{Serial: old.Serial}) && c == (Cert{Serial: c.Serial}) {
 		// A bare serial, lost in a crash, is learnt again at the next
 		// scan: no write for it alone (thousands of certificates on a
@@ -112,9 +132,11 @@ func (s *Store) Put(name string, c Cert) {
 func (s *Store) Forget(keep map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.grown = false
 	for n := range s.certs {
 		if !keep[n] {
 			delete(s.certs, n)
+			s.ver++
 			s.lazy = true // a stale record is forgotten again at the next pass
 		}
 	}

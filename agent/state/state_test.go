@@ -81,3 +81,34 @@ func TestSaveWritesWhatMustSurvive(t *testing.T) {
 		t.Fatalf("a cleared failure was not written by Save: %v %+v", err, onDisk())
 	}
 }
+
+// TestVersionAndGrown: every change to the records moves the version, and
+// Grown says whether a record was added since the last Forget (which
+// then may drop something the same names did not cover).
+func TestVersionAndGrown(t *testing.T) {
+	s, _, err := Open(t.TempDir(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := s.Version()
+	steps := []struct {
+		name  string
+		do    func()
+		moved bool
+		grown bool
+	}{
+		{"a new record", func() { s.Put("a", Cert{Serial: "1"}) }, true, true},
+		{"the same record again", func() { s.Put("a", Cert{Serial: "1"}) }, false, true},
+		{"forget nothing", func() { s.Forget(map[string]bool{"a": true}) }, false, false},
+		{"a record changed", func() { s.Put("a", Cert{Serial: "2"}) }, true, false},
+		{"another new record", func() { s.Put("b", Cert{Serial: "3"}) }, true, true},
+		{"forget one", func() { s.Forget(map[string]bool{"a": true}) }, true, false},
+	}
+	for _, st := range steps {
+		st.do()
+		if moved := s.Version() != v; moved != st.moved || s.Grown() != st.grown {
+			t.Errorf("%s: version moved %v, grown %v; want %v, %v", st.name, moved, s.Grown(), st.moved, st.grown)
+		}
+		v = s.Version()
+	}
+}
