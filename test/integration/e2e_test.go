@@ -201,6 +201,9 @@ func TestE2EPackageOnSystemdNode(t *testing.T) {
 	if prop(n, "certagent.service", "MainPID") == oldPID {
 		t.Error("not restarted on upgrade")
 	}
+	// Idle: started again (READY: its first pass is done) with nothing due.
+	mem = in(t, n, "sh", "-c", "grep -E '^(VmRSS|VmHWM|RssAnon|RssFile)' /proc/$(systemctl show -p MainPID --value certagent.service)/status")
+	t.Logf("certagent.service started again, nothing due: %s", strings.Join(strings.Fields(mem), " "))
 	if v := in(t, n, "dpkg-query", "-W", "-f", "${Version}", "certagent"); v != "99.0.0" {
 		t.Errorf("version after upgrade: %s", v)
 	}
