@@ -210,18 +210,7 @@ func TestCSRWaitFollowsTheRequest(t *testing.T) {
 		}, func(err error) bool { var to *CSRTimeoutError; return errors.As(err, &to) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			client := fake.NewClientset()
-			csrs := fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}
-			key, _ := NewKey(nil, "ecdsa-p256")
-			p, err := RequestCSR(context.Background(), csrs, KubeletClientSpec("node1", false), key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			obj, _ := csrs.Get(context.Background(), p.Name, metav1.GetOptions{})
-			fw := watch.NewFake()
-			client.PrependWatchReactor("certificatesigningrequests", func(k8stesting.Action) (bool, watch.Interface, error) {
-				return true, fw, nil
-			})
+			_, csrs, p, obj, fw := requestOnFakeWatch(t)
 			done := make(chan error, 1)
 			go func() { _, err := WaitCSR(context.Background(), csrs, p, 300*time.Millisecond); done <- err }()
 			tc.change(obj)
@@ -233,23 +222,31 @@ func TestCSRWaitFollowsTheRequest(t *testing.T) {
 	}
 }
 
+// requestOnFakeWatch makes a request on a fake clientset whose watches
+// are fw, for the test to send the request's events on.
+func requestOnFakeWatch(t *testing.T) (*fake.Clientset, fakeCSRs, Pending, *certificatesv1.CertificateSigningRequest, *watch.FakeWatcher) {
+	t.Helper()
+	client := fake.NewClientset()
+	csrs := fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}
+	key, _ := NewKey(nil, "ecdsa-p256")
+	p, err := RequestCSR(context.Background(), csrs, KubeletClientSpec("node1", false), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, _ := csrs.Get(context.Background(), p.Name, metav1.GetOptions{})
+	fw := watch.NewFake()
+	client.PrependWatchReactor("certificatesigningrequests", func(k8stesting.Action) (bool, watch.Interface, error) {
+		return true, fw, nil
+	})
+	return client, csrs, p, obj, fw
+}
+
 // A request deleted before or while it is waited for ends the wait at
 // once, not at its timeout.
 func TestCSRDeletedEndsTheWait(t *testing.T) {
 	for _, before := range []bool{true, false} {
 		t.Run(map[bool]string{true: "before", false: "while"}[before], func(t *testing.T) {
-			client := fake.NewClientset()
-			csrs := fakeCSRs{client.CertificatesV1().CertificateSigningRequests()}
-			key, _ := NewKey(nil, "ecdsa-p256")
-			p, err := RequestCSR(context.Background(), csrs, KubeletClientSpec("node1", false), key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			obj, _ := csrs.Get(context.Background(), p.Name, metav1.GetOptions{})
-			fw := watch.NewFake()
-			client.PrependWatchReactor("certificatesigningrequests", func(k8stesting.Action) (bool, watch.Interface, error) {
-				return true, fw, nil
-			})
+			client, csrs, p, obj, fw := requestOnFakeWatch(t)
 			if before {
 				if err := client.CertificatesV1().CertificateSigningRequests().Delete(context.Background(), p.Name, metav1.DeleteOptions{}); err != nil {
 					t.Fatal(err)
