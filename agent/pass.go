@@ -98,7 +98,7 @@ func (a *Agent) pass(ctx context.Context, reason string, changed *inventory.Chan
 // certificates have the names the previous pass kept, in the same order,
 // and no record was added since, there is nothing to drop.
 func (a *Agent) forget(certs []*inventory.Certificate) {
-	same := len(certs) == len(a.kept)
+	same := a.kept != nil && len(certs) == len(a.kept) // the first pass always forgets
 	for i := 0; same && i < len(certs); i++ {
 		same = certs[i].Name == a.kept[i]
 	}

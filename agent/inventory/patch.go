@@ -163,6 +163,8 @@ func (s *scanner) patch(rep *Report, cands []candidate) bool {
 			continue
 		case at < 0 || !plainLeaf(cands[i], r) || r.found[0].identity != p.identity[at]:
 			return false
+		case !p.deps.covers(int32(i), r.deps):
+			return false // it now reads files the index does not know (a key re-pointed)
 		}
 		fd := r.found[0]
 		s.matchOne(fd, eligible, nil)
@@ -245,6 +247,26 @@ func (s *scanner) residuals(list []*Certificate) []*Certificate {
 }
 
 // dirsOf adds the directories of a dependency's paths to dirs.
+// covers reports whether every file in deps, and its directory, is
+// indexed for candidate i: a reading that now depends on other files (a
+// key symlink re-pointed) would leave later changes to them unseen by
+// every patch that follows, so it needs a scan that indexes again.
+func (ix *depIndex) covers(i int32, deps []dep) bool {
+	for _, d := range deps {
+		for _, p := range []string{d.path, d.resolved} {
+			if p != "" && (!ix.has(p, i) || !ix.dirs[path.Dir(p)]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (ix *depIndex) has(p string, i int32) bool {
+	j, ok := ix.first[p]
+	return ok && (j == i || slices.Contains(ix.more[p], i))
+}
+
 func (d dep) dirsOf(dirs map[string]bool) {
 	for _, p := range []string{d.path, d.resolved} {
 		if p != "" {
