@@ -29,39 +29,49 @@ func TestStatusEncodingMatchesMarshalIndent(t *testing.T) {
 	steps := []struct {
 		name   string
 		change func(s *api.Status)
+		shared bool // the step keeps the previous one's Certificate pointers
 	}{
-		{"as published", func(*api.Status) {}},
-		{"nothing changed", func(*api.Status) {}},
+		{"as published", func(*api.Status) {}, false},
+		{"nothing changed", func(*api.Status) {}, false},
 		{"a later scan: every residual moved", func(s *api.Status) {
 			// The certificates hold the residual of an earlier scan, as
 			// a cached scan hands them out: the document has the new.
 			s.ScannedAt = s.ScannedAt.Add(time.Hour + 500*time.Millisecond)
-		}},
-		{"a new serial", func(s *api.Status) { s.Certificates[0].Serial = "0ABC" }},
+		}, false},
+		{"a new serial", func(s *api.Status) { s.Certificates[0].Serial = "0ABC" }, false},
 		{"a renewal status", func(s *api.Status) {
 			at := t0.Add(time.Minute)
 			s.Certificates[1].Renewal.State, s.Certificates[1].Renewal.NextActionAt = api.StateFailed, &at
 			s.Certificates[1].Renewal.LastError = "a <failure> & more"
-		}},
+		}, false},
+		{"only a renewal status, the certificates as they were", func(s *api.Status) {
+			s.Certificates[1].Renewal.Failures++
+			s.Certificates[0].Renewal.State = api.StateFailed
+		}, true},
 		{"a warning and an expired one", func(s *api.Status) {
 			s.Certificates[2].Warnings = append(s.Certificates[2].Warnings, "ünïcode \u2028 warning")
 			s.Certificates[2].State, s.Certificates[2].NotAfter = inventory.StateExpired, s.ScannedAt.Add(-5*time.Second)
-		}},
-		{"one removed", func(s *api.Status) { s.Certificates = s.Certificates[1:] }},
+		}, false},
+		{"one removed", func(s *api.Status) { s.Certificates = s.Certificates[1:] }, false},
 		{"one added", func(s *api.Status) {
 			c := *s.Certificates[0]
 			info := *c.Certificate
 			info.Name, info.Path, info.Subject = "/opt/new.pem", "/opt/new.pem", `CN="quoted",O=x`
 			c.Certificate = &info
 			s.Certificates = append(s.Certificates, &c)
-		}},
-		{"none", func(s *api.Status) { s.Certificates = []*api.CertStatus{} }},
-		{"all back", func(*api.Status) {}},
+		}, false},
+		{"none", func(s *api.Status) { s.Certificates = []*api.CertStatus{} }, false},
+		{"all back", func(*api.Status) {}, false},
 	}
-	s := copyStatus(base)
+	prev := base
 	for _, step := range steps {
 		if step.name == "all back" {
-			s = copyStatus(base)
+			prev = base
+		}
+		// Published documents are never changed: each step changes a copy.
+		s := copyStatus(prev)
+		if step.shared {
+			s = shareCertificates(prev)
 		}
 		step.change(s)
 		doc, err := enc.encode(s)
@@ -79,8 +89,21 @@ func TestStatusEncodingMatchesMarshalIndent(t *testing.T) {
 		if want = append(want, '\n'); !bytes.Equal(got.Bytes(), want) {
 			t.Fatalf("%s: the document differs from the whole status encoded:\n%s\nwant:\n%s", step.name, got.Bytes(), want)
 		}
-		s = copyStatus(s) // published documents are never changed: the next step changes a copy
+		prev = s
 	}
+}
+
+// shareCertificates copies s and its certificates' statuses, the copies
+// pointing at the same Certificates, as a pass that changed only renewal
+// statuses builds them.
+func shareCertificates(s *api.Status) *api.Status {
+	out := *s
+	out.Certificates = make([]*api.CertStatus, len(s.Certificates))
+	for i, c := range s.Certificates {
+		cs := *c
+		out.Certificates[i] = &cs
+	}
+	return &out
 }
 
 // withResiduals is a copy of s whose certificates' residual seconds are
