@@ -24,13 +24,14 @@ type patchRun struct {
 	at      time.Time
 }
 
-// newPatchRun scans dir once with a cache at now plus a minute, the
-// directories of the kubeadm layout and /opt/c watched.
-func newPatchRun(t *testing.T, dir string) *patchRun {
+// newPatchRun scans dir once with a cache and the configuration conf at
+// now plus a minute (no time a state depends on), the directories of the
+// kubeadm layout and /opt/c watched.
+func newPatchRun(t *testing.T, dir, conf string) *patchRun {
 	t.Helper()
 	root, err := pki.NewRoot(dir)
 	must(t, err)
-	r := &patchRun{dir: dir, root: root, cfg: mustConfig(t, "paths: [/opt/c]"), cache: settledCache(), at: now.Add(time.Minute),
+	r := &patchRun{dir: dir, root: root, cfg: mustConfig(t, conf), cache: settledCache(), at: now.Add(time.Minute),
 		watched: map[string]bool{filepath.Join(dir, "opt/c"): true, filepath.Join(dir, "etc/kubernetes"): true,
 			filepath.Join(dir, "etc/kubernetes/pki"): true, filepath.Join(dir, "etc/kubernetes/pki/etcd"): true,
 			filepath.Join(dir, "var/lib/kubelet/pki"): true}}
@@ -85,44 +86,12 @@ func TestPatchGuardSameFile(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(c, "alias.v1"), pkitest.CertPEM(leaf), 0o644))
 	must(t, os.Symlink("alias.v1", filepath.Join(c, "alias.crt")))
 	must(t, os.Symlink("dup.pem", filepath.Join(c, "alias.key")))
-	r := newPatchRun(t, dir)
+	r := newPatchRun(t, dir, "paths: [/opt/c]")
 	r.steps(t, []patchStep{
 		{"the leaf's symlink re-pointed to its key's target", func() {
 			must(t, os.Symlink("dup.pem", filepath.Join(c, ".tmp")))
 			must(t, os.Rename(filepath.Join(c, ".tmp"), filepath.Join(c, "alias.crt")))
 		}, []string{"opt/c/.tmp+", "opt/c/alias.crt+"}, false},
-	})
-}
-
-// TestPatchGuardAbsentCreated: a well-known leaf absent from the node is
-// read again by every narrowed scan (no cached reading names its path),
-// so one created is reported.
-func TestPatchGuardAbsentCreated(t *testing.T) {
-	dir, _, ca := confNodeWithCorpus(t)
-	pk := filepath.Join(dir, "etc/kubernetes/pki")
-	must(t, os.Remove(filepath.Join(pk, "front-proxy-client.crt")))
-	must(t, os.Remove(filepath.Join(pk, "front-proxy-client.key")))
-	r := newPatchRun(t, dir)
-	r.steps(t, []patchStep{
-		{"nothing changed", func() {}, nil, true},
-		{"a well-known leaf created", func() {
-			must(t, os.WriteFile(filepath.Join(pk, "front-proxy-client.crt"), leafPEM(t, ca, "front-proxy-client"), 0o644))
-		}, []string{"etc/kubernetes/pki/front-proxy-client.crt+"}, false},
-	})
-}
-
-// TestPatchGuardReplacementDue: a leaf replaced by one whose renewal
-// window opens 10 s later is patched in, and the scan 20 s later does not
-// patch: the replacement's times bound the patched record.
-func TestPatchGuardReplacementDue(t *testing.T) {
-	dir, c, ca := confNodeWithCorpus(t)
-	r := newPatchRun(t, dir)
-	life := 10 * time.Hour
-	soon := issue(t, ca, "svc-00001.example.internal", r.at.Add(10*time.Second-life*7/10), life)
-	r.steps(t, []patchStep{
-		{"a leaf due in 10 s", func() { must(t, os.WriteFile(filepath.Join(c, "cert-00001.pem"), soon, 0o644)) },
-			[]string{"opt/c/cert-00001.pem"}, true},
-		{"20 s later", func() { r.at = r.at.Add(20 * time.Second) }, nil, false},
 	})
 }
 
@@ -138,7 +107,7 @@ func TestPatchGuardLifetimes(t *testing.T) {
 	caEnd := ca.Cert.NotAfter
 	must(t, os.WriteFile(filepath.Join(c, "long.pem"), issue(t, ca, "long.example.internal", from, caEnd.Sub(from)+24*time.Hour), 0o644))
 	must(t, os.WriteFile(filepath.Join(c, "late.pem"), issue(t, ca, "late.example.internal", from, caEnd.Sub(at.Add(10*time.Second))), 0o644))
-	r := newPatchRun(t, dir)
+	r := newPatchRun(t, dir, "paths: [/opt/c]")
 	r.steps(t, []patchStep{
 		{"a leaf's CA expiring within its lifetime 10 s later, 20 s later", func() { r.at = r.at.Add(20 * time.Second) }, nil, false},
 		{"the longest-lived leaf replaced by a shorter one", func() {
@@ -156,7 +125,7 @@ func TestPatchGuardLifetimes(t *testing.T) {
 // leaf), or when the clock went back (a due leaf not yet due).
 func TestPatchGuardFallbacks(t *testing.T) {
 	dir, c, ca := confNodeWithCorpus(t)
-	r := newPatchRun(t, dir)
+	r := newPatchRun(t, dir, "paths: [/opt/c]")
 	r.steps(t, []patchStep{
 		{"a leaf changed in a directory not watched", func() {
 			delete(r.watched, c)
@@ -181,7 +150,7 @@ func TestPatchGuardCAWithinLifetime(t *testing.T) {
 	from := now.Add(-time.Hour)
 	must(t, os.WriteFile(filepath.Join(c, "late.pem"), issue(t, ca, "late.example.internal", from,
 		ca.Cert.NotAfter.Sub(now.Add(time.Minute+10*time.Second))), 0o644))
-	r := newPatchRun(t, dir)
+	r := newPatchRun(t, dir, "paths: [/opt/c]")
 	r.steps(t, []patchStep{
 		{"20 s later", func() { r.at = r.at.Add(20 * time.Second) }, nil, false},
 	})

@@ -1,15 +1,11 @@
 package inventory
 
 import (
-	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/certagent/certagent/rotate/pki"
 	"github.com/certagent/certagent/rotate/pki/pkitest"
 )
 
@@ -33,35 +29,8 @@ type patchStep struct {
 func TestPatchedScanMatchesFullScan(t *testing.T) {
 	dir, c, ca := confNodeWithCorpus(t)
 	must(t, os.WriteFile(filepath.Join(c, "ca.key"), pkitest.KeyPEM(ca.Key), 0o600))
-	root, _ := pki.NewRoot(dir)
-	cfg := mustConfig(t, "paths: [/opt/c]\nrenewal: {localCAPaths: [\"/opt/c/*\"]}")
-	cache := settledCache()
-	at := now.Add(time.Minute) // no time a state depends on is the scan time
-	watched := map[string]bool{c: true, filepath.Join(dir, "etc/kubernetes"): true, filepath.Join(dir, "etc/kubernetes/pki"): true,
-		filepath.Join(dir, "etc/kubernetes/pki/etcd"): true, filepath.Join(dir, "var/lib/kubelet/pki"): true}
-	if _, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at, Cache: cache}); err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range patchSteps(t, dir, ca, &at) {
-		st.change()
-		ch := &Changed{Paths: map[string]bool{}, Watched: watched}
-		for _, p := range st.changed {
-			ch.Paths[filepath.Join(dir, strings.TrimSuffix(p, "+"))] = strings.HasSuffix(p, "+")
-		}
-		before := cache.Stats().Patches
-		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at, Cache: cache, Changed: ch})
-		must(t, err)
-		if patched := cache.Stats().Patches > before; patched != st.patch {
-			t.Errorf("%s: patched %v, want %v", st.what, patched, st.patch)
-		}
-		full, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at})
-		must(t, err)
-		got, _ := json.Marshal(atScanTime(rep))
-		want, _ := json.Marshal(full)
-		if string(got) != string(want) {
-			t.Errorf("%s: the narrowed scan differs from a full one:\n%s", st.what, firstDifference(string(got), string(want)))
-		}
-	}
+	r := newPatchRun(t, dir, "paths: [/opt/c]\nrenewal: {localCAPaths: [\"/opt/c/*\"]}")
+	r.steps(t, patchSteps(t, dir, ca, &r.at))
 }
 
 func patchSteps(t *testing.T, dir string, ca *pkitest.CA, at *time.Time) []patchStep {
@@ -117,8 +86,10 @@ func patchSteps(t *testing.T, dir string, ca *pkitest.CA, at *time.Time) []patch
 // TestPatchedScanFollowsItsFiles: after a leaf's key became a symlink to
 // another file, changes to that file are seen (the patch index learns the
 // files a reading now depends on, or the scan does not patch); a
-// well-known leaf created where none was, or made a symlink, and a leaf
-// replaced by one due seconds later, each report what a full scan does.
+// well-known leaf created where none was (absent, it is read again by
+// every narrowed scan), or made a symlink, and a leaf replaced by one due
+// seconds later (patched in, its times bound the next patch), each report
+// what a full scan does.
 func TestPatchedScanFollowsItsFiles(t *testing.T) {
 	dir, c, ca := confNodeWithCorpus(t)
 	pk := filepath.Join(dir, "etc/kubernetes/pki")
@@ -129,30 +100,22 @@ func TestPatchedScanFollowsItsFiles(t *testing.T) {
 	must(t, os.Rename(filepath.Join(pk, "front-proxy-client.crt"), filepath.Join(dir, "fpc.crt")))
 	must(t, os.Rename(filepath.Join(pk, "front-proxy-client.key"), filepath.Join(dir, "fpc.key")))
 	other, _ := pkitest.NewKey(pkitest.ECDSA)
-	at := now.Add(time.Minute)
+	r := newPatchRun(t, dir, "paths: [/opt/c]")
 	life := 10 * time.Hour
-	from := at.Add(10*time.Second - life*7/10) // its renewal window opens 10 s after at
+	from := r.at.Add(10*time.Second - life*7/10) // its renewal window opens 10 s after the scan
 	soon, _, err := ca.Issue(pkitest.Spec{CommonName: "svc-00001.example.internal", NotBefore: from, NotAfter: from.Add(life)})
 	must(t, err)
-	root, _ := pki.NewRoot(dir)
-	cfg := mustConfig(t, "paths: [/opt/c]")
-	cache := settledCache()
-	watched := map[string]bool{c: true, filepath.Join(dir, "etc/kubernetes"): true, pk: true,
-		filepath.Join(dir, "etc/kubernetes/pki/etcd"): true, filepath.Join(dir, "var/lib/kubelet/pki"): true}
-	if _, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at, Cache: cache}); err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range []patchStep{
+	r.steps(t, []patchStep{
 		{what: "the key made a symlink to svc-v2.key", change: func() {
 			must(t, os.WriteFile(filepath.Join(c, "svc-v2.key"), pkitest.KeyPEM(key), 0o600))
 			must(t, os.Symlink("svc-v2.key", filepath.Join(c, ".tmp")))
 			must(t, os.Rename(filepath.Join(c, ".tmp"), filepath.Join(c, "svc.key")))
 		}, changed: []string{"opt/c/svc-v2.key+", "opt/c/.tmp+", "opt/c/svc.key+"}},
 		{what: "its target opened to others", change: func() { must(t, os.Chmod(filepath.Join(c, "svc-v2.key"), 0o644)) },
-			changed: []string{"opt/c/svc-v2.key"}},
+			changed: []string{"opt/c/svc-v2.key"}, patch: true},
 		{what: "its target replaced by another key", change: func() {
 			must(t, os.WriteFile(filepath.Join(c, "svc-v2.key"), pkitest.KeyPEM(other), 0o644))
-		}, changed: []string{"opt/c/svc-v2.key"}},
+		}, changed: []string{"opt/c/svc-v2.key"}, patch: true},
 		{what: "a well-known leaf created", change: func() {
 			must(t, os.Rename(filepath.Join(dir, "fpc.crt"), filepath.Join(pk, "front-proxy-client.crt")))
 			must(t, os.Rename(filepath.Join(dir, "fpc.key"), filepath.Join(pk, "front-proxy-client.key")))
@@ -163,24 +126,9 @@ func TestPatchedScanFollowsItsFiles(t *testing.T) {
 			must(t, os.Symlink("front-proxy-client.crt", p))
 		}, changed: []string{"etc/kubernetes/pki/apiserver-etcd-client.crt+"}},
 		{what: "a leaf due in 10 s", change: func() { must(t, os.WriteFile(filepath.Join(c, "cert-00001.pem"), pkitest.CertPEM(soon), 0o644)) },
-			changed: []string{"opt/c/cert-00001.pem"}},
-		{what: "20 s later", change: func() { at = at.Add(20 * time.Second) }},
-	} {
-		st.change()
-		ch := &Changed{Paths: map[string]bool{}, Watched: watched}
-		for _, p := range st.changed {
-			ch.Paths[filepath.Join(dir, strings.TrimSuffix(p, "+"))] = strings.HasSuffix(p, "+")
-		}
-		rep, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at, Cache: cache, Changed: ch})
-		must(t, err)
-		full, err := Scan(context.Background(), Options{Root: root, Config: cfg, Now: at})
-		must(t, err)
-		got, _ := json.Marshal(atScanTime(rep))
-		want, _ := json.Marshal(full)
-		if string(got) != string(want) {
-			t.Errorf("%s: the narrowed scan differs from a full one:\n%s", st.what, firstDifference(string(got), string(want)))
-		}
-	}
+			changed: []string{"opt/c/cert-00001.pem"}, patch: true},
+		{what: "20 s later", change: func() { r.at = r.at.Add(20 * time.Second) }},
+	})
 }
 
 // firstDifference shows where two documents part.
