@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,14 +25,21 @@ type patchRun struct {
 	at      time.Time
 }
 
-// newPatchRun scans dir once with a cache and the configuration conf at
-// now plus a minute (no time a state depends on), the directories of the
-// kubeadm layout and /opt/c watched.
+// newPatchRun scans dir once with a cache (settled: what the test wrote
+// is cached) and the configuration conf at now plus a minute (no time a
+// state depends on), the directories of the kubeadm layout and /opt/c
+// watched.
 func newPatchRun(t *testing.T, dir, conf string) *patchRun {
+	t.Helper()
+	return newPatchRunWith(t, dir, conf, settledCache())
+}
+
+// newPatchRunWith is newPatchRun with the cache given.
+func newPatchRunWith(t *testing.T, dir, conf string, cache *Cache) *patchRun {
 	t.Helper()
 	root, err := pki.NewRoot(dir)
 	must(t, err)
-	r := &patchRun{dir: dir, root: root, cfg: mustConfig(t, conf), cache: settledCache(), at: now.Add(time.Minute),
+	r := &patchRun{dir: dir, root: root, cfg: mustConfig(t, conf), cache: cache, at: now.Add(time.Minute),
 		watched: map[string]bool{filepath.Join(dir, "opt/c"): true, filepath.Join(dir, "etc/kubernetes"): true,
 			filepath.Join(dir, "etc/kubernetes/pki"): true, filepath.Join(dir, "etc/kubernetes/pki/etcd"): true,
 			filepath.Join(dir, "var/lib/kubelet/pki"): true}}
@@ -154,4 +162,35 @@ func TestPatchGuardCAWithinLifetime(t *testing.T) {
 	r.steps(t, []patchStep{
 		{"20 s later", func() { r.at = r.at.Add(20 * time.Second) }, nil, false},
 	})
+}
+
+// TestPatchGuardUncached: a file read but not cached (changed within the
+// racy window of its reading) is in no index of the files readings depend
+// on, so every narrowed scan reads it again: a leaf rewritten is seen (by
+// a scan that indexes it, not a patch).
+func TestPatchGuardUncached(t *testing.T) {
+	dir, c, ca := confNodeWithCorpus(t)
+	r := newPatchRun(t, dir, "paths: [/opt/c]")
+	p := filepath.Join(c, "cert-00003.pem")
+	settled := ctime(t, filepath.Join(c, "ca.crt"))
+	rewrite := func() { must(t, os.WriteFile(p, shortLeaf(t, ca, "svc-00003.example.internal", 0), 0o644)) }
+	r.steps(t, []patchStep{
+		{"a leaf rewritten just before a scan past another's renewal window", func() {
+			for rewrite(); !ctime(t, p).After(settled); rewrite() { // past the file system's time granularity
+			}
+			// The scan reads in the racy window of this leaf only.
+			at := ctime(t, p).Add(racyWindow - time.Nanosecond)
+			r.cache.now = func() time.Time { return at }
+			r.at = now.Add(17 * time.Hour)
+		}, []string{"opt/c/cert-00003.pem"}, false},
+		{"the leaf rewritten again", rewrite, []string{"opt/c/cert-00003.pem"}, false},
+	})
+}
+
+// ctime is the time a file last changed.
+func ctime(t *testing.T, p string) time.Time {
+	t.Helper()
+	var st syscall.Stat_t
+	must(t, syscall.Stat(p, &st))
+	return time.Unix(st.Ctim.Unix())
 }
