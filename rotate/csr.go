@@ -168,7 +168,7 @@ func RequestCSR(ctx context.Context, csrs CSRClient, spec CSRSpec, key crypto.Si
 		if got, err = csrs.Get(ctx, want.Name, metav1.GetOptions{}); err != nil {
 			return Pending{}, fmt.Errorf("CSR %s exists: %w", want.Name, err)
 		}
-		if err := sameRequest(got, want, key.Public(), time.Now()); err != nil {
+		if err := sameRequest(got, want, spec, key.Public(), time.Now()); err != nil {
 			return Pending{}, fmt.Errorf("CSR %s %w: %w", want.Name, ErrCSRNotOurs, err)
 		}
 	} else if err != nil {
@@ -182,7 +182,7 @@ func RequestCSR(ctx context.Context, csrs CSRClient, spec CSRSpec, key crypto.Si
 // addresses, and the same signer, usages and lifetime (these last are
 // not under the signature). A certificate it already holds must not have
 // expired.
-func sameRequest(obj, want *certificatesv1.CertificateSigningRequest, pub crypto.PublicKey, now time.Time) error {
+func sameRequest(obj, want *certificatesv1.CertificateSigningRequest, spec CSRSpec, pub crypto.PublicKey, now time.Time) error {
 	got, err := parseRequest(obj.Spec.Request)
 	if err != nil {
 		return fmt.Errorf("its request: %w", err)
@@ -193,12 +193,8 @@ func sameRequest(obj, want *certificatesv1.CertificateSigningRequest, pub crypto
 	if k, ok := got.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !k.Equal(pub) {
 		return errors.New("it was made with another key")
 	}
-	mine, err := parseRequest(want.Spec.Request)
-	if err != nil {
-		return err
-	}
-	if got.Subject.String() != mine.Subject.String() || !slices.Equal(got.DNSNames, mine.DNSNames) ||
-		!slices.EqualFunc(got.IPAddresses, mine.IPAddresses, net.IP.Equal) {
+	if got.Subject.String() != spec.Subject.String() || !slices.Equal(got.DNSNames, spec.DNSNames) ||
+		!slices.EqualFunc(got.IPAddresses, spec.IPs, net.IP.Equal) {
 		return fmt.Errorf("it asks for %q %v %v", got.Subject, got.DNSNames, got.IPAddresses)
 	}
 	if obj.Spec.SignerName != want.Spec.SignerName || !sameUsages(obj.Spec.Usages, want.Spec.Usages) ||

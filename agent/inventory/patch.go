@@ -246,7 +246,6 @@ func (s *scanner) residuals(list []*Certificate) []*Certificate {
 	return out
 }
 
-// dirsOf adds the directories of a dependency's paths to dirs.
 // covers reports whether every file in deps, and its directory, is
 // indexed for candidate i: a reading that now depends on other files (a
 // key symlink re-pointed) would leave later changes to them unseen by
@@ -267,6 +266,7 @@ func (ix *depIndex) has(p string, i int32) bool {
 	return ok && (j == i || slices.Contains(ix.more[p], i))
 }
 
+// dirsOf adds the directories of a dependency's paths to dirs.
 func (d dep) dirsOf(dirs map[string]bool) {
 	for _, p := range []string{d.path, d.resolved} {
 		if p != "" {
